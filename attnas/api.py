@@ -1,0 +1,197 @@
+"""The Python API: what the CLI calls, usable directly.
+
+>>> from attnas.api import search, train
+>>> result = search(SearchConfig(space="nb201", method="darts", dataset="digits", epochs=2, out="runs/x"))
+>>> train(TrainConfig(arch="runs/x/architecture.json", epochs=1, out="runs/x-train"))
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnas.arch import Architecture, load_architecture, save_architecture
+from attnas.config import SearchConfig, TrainConfig
+from attnas.data.datasets import ImageData, load_dataset
+from attnas.errors import ConfigError
+from attnas.presets import get_preset, override, to_dict
+from attnas.spaces.registry import get_space
+from attnas.strategies.base import get_strategy
+from attnas.training.checkpoint import write_json
+from attnas.training.engine import CHECKPOINT, Engine, seed_everything
+from attnas.training.tasks import RetrainTask, SearchTask
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; expected auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but no CUDA device is available")
+    return dev
+
+
+def _default_out(prefix: str) -> Path:
+    base = Path("runs") / prefix
+    out, n = base, 1
+    while (out / CHECKPOINT).exists() or (out / "architecture.json").exists():
+        n += 1
+        out = Path(f"{base}-{n}")
+    return out
+
+
+def _fresh_out(out: str | None, prefix: str) -> Path:
+    if out is None:
+        return _default_out(prefix)
+    p = Path(out)
+    if (p / CHECKPOINT).exists():
+        raise ConfigError(f"'{p}' already holds a run; continue it with --resume {p} or choose another --out")
+    return p
+
+
+def _load_data(cfg) -> ImageData:
+    return load_dataset(cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset,
+                        test_subset=cfg.test_subset, seed=cfg.seed, image_size=cfg.image_size)
+
+
+def benchmark_hook(space_name: str, data_dir: str | None):
+    """A per-epoch callback that looks up the derived architecture in a tabular
+    benchmark when one exists for the space and its file is found (search-trajectory
+    tracking, IT-NAS Fig. 2); None otherwise."""
+    if space_name != "nb201":
+        return None
+    try:
+        from attnas.benchmarks.nb201 import NB201Bench
+        bench = NB201Bench(data_dir)
+    except Exception:  # noqa: BLE001 - benchmark absent: no tracking, not an error
+        return None
+
+    def hook(arch: Architecture) -> dict[str, Any]:
+        r = bench.query(arch)
+        return {"bench_" + k: v for k, v in r.items() if isinstance(v, (int, float))}
+
+    return hook
+
+
+def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
+           stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or resume) an architecture search; write the run folder; return the result."""
+    space = get_space(cfg.space, data_dir=cfg.data_dir, **cfg.space_options)
+    strategy = get_strategy(cfg.method, space, cfg.method_options)
+    preset = strategy.cfg
+    cfg.epochs = cfg.epochs if cfg.epochs is not None else preset.epochs
+    cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else preset.batch_size
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"epochs and batch size must be positive, got {cfg.epochs} and {cfg.batch_size}")
+    out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}")
+    cfg.out = str(out)
+    device = resolve_device(cfg.device)
+    data = _load_data(cfg)
+    space.check_input(data.in_channels, data.image_size)
+    seed_everything(cfg.seed)
+    strategy.seed(cfg.seed)
+    model = strategy.build(data.num_classes, data.in_channels, data.image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": to_dict(preset)})
+    bench = benchmark_hook(cfg.space, cfg.data_dir)
+
+    def on_epoch(epoch: int, task: SearchTask) -> dict[str, Any]:
+        rec: dict[str, Any] = {"scores": strategy.scores(task.model)}
+        if getattr(strategy, "derive_each_epoch", True):
+            arch = strategy.derive(task.model)
+            rec["arch"] = space.to_native(arch) or arch.choices
+            if bench is not None:
+                rec.update(bench(arch))
+        return rec
+
+    task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, device, on_epoch)
+    engine = Engine(out, cfg.epochs, cfg.seed, progress, label="search", stop_after=stop_after)
+    t0 = time.time()
+    metrics = engine.run(task)
+    result: dict[str, Any] = {"run_dir": str(out), "space": cfg.space, "method": cfg.method,
+                              "epochs_done": len(metrics), "epochs": cfg.epochs}
+    if len(metrics) < cfg.epochs:
+        result["status"] = "stopped"
+        return result
+    arch = strategy.derive(task.model, context=task.validation_batches())
+    arch.meta.update({"seed": cfg.seed, "dataset": cfg.dataset, "space_options": cfg.space_options})
+    save_architecture(arch, out / "architecture.json")
+    scores = strategy.scores(task.model)
+    write_json(out / "scores.json", {"candidates": {p.key: list(p.candidates) for p in strategy.points},
+                                     "scores": scores})
+    result.update({"status": "done", "architecture": space.to_native(arch) or arch.choices,
+                   "valid_acc": metrics[-1].get("valid_acc"),
+                   "search_time_s": round(sum(m.get("epoch_time_s", 0) for m in metrics), 2),
+                   "this_run_time_s": round(time.time() - t0, 2)})
+    if bench is not None:
+        result["benchmark"] = bench(arch)
+    result["scores"] = scores
+    write_json(out / "result.json", result)
+    return result
+
+
+def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise ConfigError(f"'{run_dir}' is not a search run folder (no config.json)")
+    import json
+    data = json.loads(cfg_path.read_text())
+    data.pop("resolved_method_options", None)
+    cfg = SearchConfig(**data)
+    return search(cfg, resume=True, progress=progress, stop_after=stop_after)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
+          stop_after: int | None = None) -> dict[str, Any]:
+    """Retrain an architecture from scratch; report test accuracy."""
+    if not cfg.arch:
+        raise ConfigError("no architecture given: pass --arch FILE (an architecture.json) or a native string")
+    arch = load_architecture(cfg.arch)
+    space = get_space(arch.space, data_dir=cfg.data_dir, **cfg.space_options)
+    space.validate(arch)
+    rcfg = override(get_preset("retrain"), cfg.options)
+    cfg.epochs = cfg.epochs if cfg.epochs is not None else rcfg.epochs
+    cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else rcfg.batch_size
+    out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"train-{arch.space}-{cfg.dataset}-s{cfg.seed}")
+    cfg.out = str(out)
+    device = resolve_device(cfg.device)
+    data = _load_data(cfg)
+    space.check_input(data.in_channels, data.image_size)
+    seed_everything(cfg.seed)
+    net = space.build_network(arch, data.num_classes, data.in_channels, data.image_size,
+                              **cfg.network_options)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**asdict(cfg), "resolved_options": to_dict(rcfg)})
+    save_architecture(arch, out / "architecture.json")
+    task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device)
+    metrics = Engine(out, cfg.epochs, cfg.seed, progress, label="train", stop_after=stop_after).run(task)
+    n_params = sum(p.numel() for n, p in net.named_parameters() if "auxiliary" not in n)
+    result = {"run_dir": str(out), "space": arch.space, "epochs_done": len(metrics), "epochs": cfg.epochs,
+              "params": n_params,
+              "status": "done" if len(metrics) >= cfg.epochs else "stopped"}
+    if metrics:
+        result.update({"test_acc": metrics[-1]["test_acc"],
+                       "best_test_acc": max(m["test_acc"] for m in metrics)})
+    if result["status"] == "done":
+        torch.save(net.state_dict(), out / "weights.pt")
+        write_json(out / "result.json", result)
+    return result
+
+
+def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise ConfigError(f"'{run_dir}' is not a training run folder (no config.json)")
+    import json
+    data = json.loads(cfg_path.read_text())
+    data.pop("resolved_options", None)
+    data["arch"] = str(run_dir / "architecture.json")
+    return train(TrainConfig(**data), resume=True, progress=progress, stop_after=stop_after)

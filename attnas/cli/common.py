@@ -1,0 +1,66 @@
+"""Helpers shared by the command modules: tables in the terminal and common flags."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Sequence
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="digits (default, embedded), cifar10, cifar100, svhn, "
+                                     "imagefolder:PATH, synthetic")
+    p.add_argument("--data-dir", help="folder with datasets and benchmark tables "
+                                      "(default: $ATTNAS_DATA_DIR)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--config", help="JSON or YAML file with any of the run's options")
+    p.add_argument("--train-subset", type=int, help="use a class-balanced subset of N training images")
+    p.add_argument("--test-subset", type=int, help="use a class-balanced subset of N test images")
+    p.add_argument("--image-size", type=int, help="resize images to this side length")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop after N epochs in this invocation (continue later with --resume)")
+
+
+def parse_json_option(text: str | None, flag: str) -> dict[str, Any] | None:
+    """``--space-options '{"C": 8}'`` style flags."""
+    if text is None:
+        return None
+    from attnas.errors import ConfigError
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{flag} must be a JSON object, e.g. '{{\"C\": 8}}': {e}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object, e.g. '{{\"C\": 8}}'")
+    return value
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".4f") -> str:
+    """A plain-text table with aligned columns."""
+    def fmt(v: Any) -> str:
+        return format(v, floatfmt) if isinstance(v, float) else str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in cells)) if cells else len(str(h))
+              for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    sep = "  ".join("-" * w for w in widths)
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    return "\n".join([line, sep, *body])
+
+
+def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],
+                 chosen: dict[str, str] | None = None) -> str:
+    """Per-choice-point candidate strengths; the chosen candidate is marked with '*'."""
+    rows = []
+    for key, cands in candidates.items():
+        s = scores.get(key, [])
+        cells = []
+        for c, v in zip(cands, s):
+            mark = "*" if chosen and chosen.get(key) == c else " "
+            cells.append(f"{c}={v:.3f}{mark}")
+        rows.append([key, "  ".join(cells)])
+    return table(["choice point", "candidate strengths (* = chosen)"], rows)

@@ -1,0 +1,72 @@
+"""``attnas`` command line: one sub-command per module in :data:`COMMAND_MODULES`.
+
+A command module defines ``register(subparsers)``, which adds its parser and
+sets ``func`` to a callable ``run(args) -> dict``.  The returned dict is the
+command's result: with ``--json`` it is printed as one JSON object on the last
+line of the output.  Any :class:`attnas.errors.AttnasError` becomes a one-line
+``attnas: error: ...`` message and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from typing import Sequence
+
+from attnas.errors import AttnasError
+
+COMMAND_MODULES = [
+    "attnas.cli.search",
+    "attnas.cli.train",
+    "attnas.cli.query",
+    "attnas.cli.show",
+    "attnas.cli.predict",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnas", description="Attention-driven neural architecture search.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # command not built yet
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    """The ``--json`` flag every result-printing command takes."""
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object on the last line")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv:  # the embedded default job
+        argv = ["search"]
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except AttnasError as e:
+        print(f"attnas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("attnas: interrupted", file=sys.stderr)
+        return 130
+    if getattr(args, "json", False) and result is not None:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""``attnas search``: run or resume an architecture search."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from attnas.cli.common import add_data_flags, parse_json_option, scores_table, table
+from attnas.cli.main import add_json_flag
+from attnas.config import SearchConfig, make_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search an architecture (no arguments: the embedded default)",
+                       description="Train a supernet with a search method and derive an architecture. "
+                                   "Writes architecture.json, metrics.jsonl, scores.json, config.json and "
+                                   "checkpoint.pt into --out.")
+    p.add_argument("--space", help="search space (nb201, darts, s1..s4, ...)")
+    p.add_argument("--method", help="search method (darts, darts-2nd, random, ...)")
+    p.add_argument("--out", help="run folder (default: runs/search-SPACE-METHOD-DATASET-sSEED)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
+    p.add_argument("--space-options", help="JSON object of space options, e.g. '{\"C\": 8, \"N\": 1}'")
+    p.add_argument("--method-options", help="JSON object overriding the method's preset")
+    add_data_flags(p)
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from attnas import api
+
+    progress = not args.quiet
+    if args.resume:
+        result = api.resume_search(args.resume, progress=progress, stop_after=args.stop_after)
+    else:
+        cfg = make_config(
+            SearchConfig, args.config, space=args.space, method=args.method, dataset=args.dataset,
+            data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            out=args.out, train_subset=args.train_subset, test_subset=args.test_subset,
+            image_size=args.image_size, device=args.device,
+            space_options=parse_json_option(args.space_options, "--space-options"),
+            method_options=parse_json_option(args.method_options, "--method-options"))
+        result = api.search(cfg, progress=progress, stop_after=args.stop_after)
+    print_result(result)
+    return result
+
+
+def print_result(result: dict[str, Any]) -> None:
+    if result.get("status") != "done":
+        print(f"search stopped after {result['epochs_done']}/{result['epochs']} epochs; "
+              f"continue with: attnas search --resume {result['run_dir']}")
+        return
+    import json
+    from pathlib import Path
+    run_dir = Path(result["run_dir"])
+    sc = json.loads((run_dir / "scores.json").read_text())
+    arch = json.loads((run_dir / "architecture.json").read_text())
+    print(scores_table(sc["candidates"], sc["scores"], arch["choices"]))
+    print()
+    rows = [["run folder", result["run_dir"]], ["space / method", f"{result['space']} / {result['method']}"],
+            ["architecture", arch.get("native") or json.dumps(arch["choices"])],
+            ["supernet valid acc", result.get("valid_acc")],
+            ["search time (s)", result.get("search_time_s")]]
+    for k, v in (result.get("benchmark") or {}).items():
+        rows.append([k, v])
+    print(table(["", ""], rows))

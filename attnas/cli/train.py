@@ -1,0 +1,49 @@
+"""``attnas train``: retrain a derived architecture from scratch."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from attnas.cli.common import add_data_flags, parse_json_option, table
+from attnas.cli.main import add_json_flag
+from attnas.config import TrainConfig, make_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="retrain an architecture from scratch and report test accuracy")
+    p.add_argument("--arch", help="architecture.json or a native string (NAS-Bench-201 cell, DARTS Genotype)")
+    p.add_argument("--out", help="run folder (default: runs/train-SPACE-DATASET-sSEED)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed training")
+    p.add_argument("--space-options", help="JSON object of space options")
+    p.add_argument("--network-options", help="JSON object for the evaluation network, "
+                                             "e.g. '{\"C\": 36, \"layers\": 20, \"auxiliary\": true}'")
+    p.add_argument("--options", help="JSON object overriding the retrain preset (lr, drop_path, cutout, ...)")
+    add_data_flags(p)
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from attnas import api
+
+    progress = not args.quiet
+    if args.resume:
+        result = api.resume_train(args.resume, progress=progress, stop_after=args.stop_after)
+    else:
+        cfg = make_config(
+            TrainConfig, args.config, arch=args.arch, dataset=args.dataset, data_dir=args.data_dir,
+            epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, out=args.out,
+            train_subset=args.train_subset, test_subset=args.test_subset, image_size=args.image_size,
+            device=args.device,
+            space_options=parse_json_option(args.space_options, "--space-options"),
+            network_options=parse_json_option(args.network_options, "--network-options"),
+            options=parse_json_option(args.options, "--options"))
+        result = api.train(cfg, progress=progress, stop_after=args.stop_after)
+    if result["status"] != "done":
+        print(f"training stopped after {result['epochs_done']}/{result['epochs']} epochs; "
+              f"continue with: attnas train --resume {result['run_dir']}")
+    else:
+        print(table(["", ""], [["run folder", result["run_dir"]], ["parameters", result["params"]],
+                               ["final test acc", result["test_acc"]],
+                               ["best test acc", result["best_test_acc"]]]))
+    return result

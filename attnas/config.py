@@ -1,0 +1,94 @@
+"""Run configurations: dataclasses, loaded from flags and an optional JSON/YAML file.
+
+Precedence: command-line flag > ``--config FILE`` > dataclass default >
+the method's preset (for epochs, batch size and hyper-parameters).  The fully
+resolved config is written to ``RUN_DIR/config.json``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from attnas.errors import ConfigError
+
+
+@dataclass
+class SearchConfig:
+    """An architecture search.  ``method_options`` override fields of the method's
+    preset (see :mod:`attnas.presets`); ``space_options`` are the space's
+    constructor options (e.g. ``{"C": 16, "N": 5}`` for nb201)."""
+
+    space: str = "nb201"
+    method: str = "darts"
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    out: str | None = None
+    space_options: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    train_subset: int | None = None
+    test_subset: int | None = None
+    image_size: int | None = None
+    device: str = "auto"
+
+
+@dataclass
+class TrainConfig:
+    """Retraining a derived architecture from scratch (``options`` override the
+    retrain preset; ``network_options`` go to ``space.build_network``, e.g.
+    ``{"C": 36, "layers": 20}`` for DARTS)."""
+
+    arch: str = ""
+    dataset: str = "digits"
+    data_dir: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    seed: int = 0
+    out: str | None = None
+    space_options: dict[str, Any] = field(default_factory=dict)
+    network_options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    train_subset: int | None = None
+    test_subset: int | None = None
+    image_size: int | None = None
+    device: str = "auto"
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error is the user's file
+        raise ConfigError(f"cannot parse config file '{p}': {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}' must hold a mapping of option names to values")
+    return data
+
+
+def make_config(cls, file: str | Path | None = None, **overrides: Any):
+    """``cls`` from defaults, then the config file, then non-None ``overrides``."""
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    if file:
+        data = read_config_file(file)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown} in '{file}'; expected some of {sorted(known)}")
+        values.update(data)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    return asdict(cfg)

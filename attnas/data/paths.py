@@ -1,0 +1,50 @@
+"""Where attnas finds dataset and benchmark files.
+
+The data folder is laid out like the project's ``shared/data`` folder::
+
+    DATA_DIR/nasbench201/nasbench201_cifar10.json
+    DATA_DIR/nasbench_macro/nas-bench-macro_cifar10.json
+    DATA_DIR/cifar10/cifar10_jpg_yoongikim.zip
+    ...
+
+It is given by ``--data-dir`` or the environment variable ``ATTNAS_DATA_DIR``;
+nothing is hard-coded.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from attnas.errors import DataFileNotFound
+
+ENV_VAR = "ATTNAS_DATA_DIR"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The data folder: the explicit argument, else ``$ATTNAS_DATA_DIR``, else None."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else None
+
+
+def require_file(relative: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                 what: str = "data file") -> Path:
+    """Return ``DATA_DIR/relative`` or raise a one-line error naming both.
+
+    ``relative`` may be a tuple of alternatives joined by ``|``; the first that
+    exists is returned.
+    """
+    root = resolve_data_dir(data_dir)
+    candidates = str(relative).split("|")
+    if root is None:
+        raise DataFileNotFound(
+            f"{what} '{candidates[0]}' needs a data folder: pass --data-dir PATH "
+            f"or set {ENV_VAR} (looked in: nothing given)")
+    for rel in candidates:
+        path = root / rel
+        if path.exists():
+            return path
+    raise DataFileNotFound(
+        f"{what} not found: expected '{candidates[0]}' under data folder '{root}' "
+        f"(looked for {', '.join(str(root / c) for c in candidates)})")

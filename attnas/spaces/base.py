@@ -1,0 +1,167 @@
+"""The search-space interface.
+
+A space declares its choice points once (:meth:`SearchSpace.choice_points`);
+each is an edge of a cell or a layer of a chain with its candidate
+operations.  :meth:`SearchSpace.build_supernet` instantiates every choice
+point as a :class:`ChoiceBlock` and asks a *mixer factory* -- supplied by the
+search strategy -- how the candidates' outputs are combined (DARTS softmax
+weights, IT-NAS indicator-token attention, a sampled single path, a sparse
+mask).  The same space therefore runs under every strategy, and adding a
+strategy never means copying a space.
+"""
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from attnas.arch import Architecture
+from attnas.errors import ArchitectureError, ShapeError
+
+
+@dataclass(frozen=True)
+class ChoicePoint:
+    """A decision of the space.
+
+    key:        unique name (see :mod:`attnas.arch`); cells of the same type
+                share their choice points, as DARTS shares alpha.
+    candidates: the operation names to choose from.
+    group:      derivation group -- the edges entering one node of a cell
+                (the DARTS top-2 rule picks within a group) or the key itself.
+    """
+
+    key: str
+    candidates: tuple[str, ...]
+    group: str
+
+
+class Mixer(nn.Module):
+    """How a strategy combines the candidates of one :class:`ChoiceBlock`.
+
+    ``forward(x, block)`` returns the block's output; ``block.ops`` holds the
+    candidate modules in ``block.point.candidates`` order.
+    """
+
+    def forward(self, x: torch.Tensor, block: "ChoiceBlock") -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+MixerFactory = Callable[[ChoicePoint], Mixer]
+
+
+class ChoiceBlock(nn.Module):
+    """One instance of a choice point inside a supernet."""
+
+    def __init__(self, point: ChoicePoint, ops: Sequence[nn.Module], mixer: Mixer) -> None:
+        super().__init__()
+        if len(ops) != len(point.candidates):
+            raise ArchitectureError(f"{point.key}: {len(ops)} modules for {len(point.candidates)} candidates")
+        self.point = point
+        self.ops = nn.ModuleList(ops)
+        self.mixer = mixer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mixer(x, self)
+
+    def extra_repr(self) -> str:
+        return f"key={self.point.key!r}"
+
+
+class SearchSpace(ABC):
+    """Base class of every search space.
+
+    Subclasses set ``name`` and implement the abstract methods; the options of
+    a space (widths, depths) are constructor keyword arguments.
+    """
+
+    name: ClassVar[str]
+    #: smallest input side the space's network accepts (each reduction halves it)
+    min_image_size: ClassVar[int] = 4
+
+    @abstractmethod
+    def choice_points(self) -> list[ChoicePoint]:
+        """Every decision of the space, in a fixed order."""
+
+    @abstractmethod
+    def build_supernet(self, mixer_factory: MixerFactory, num_classes: int, in_channels: int,
+                       image_size: int) -> nn.Module:
+        """The weight-sharing network; every choice point becomes a ChoiceBlock."""
+
+    @abstractmethod
+    def build_network(self, arch: Architecture, num_classes: int, in_channels: int,
+                      image_size: int, **options: Any) -> nn.Module:
+        """The stand-alone network of one architecture, for retraining."""
+
+    # ----- architectures -------------------------------------------------
+    def validate(self, arch: Architecture) -> None:
+        """Raise :class:`ArchitectureError` unless ``arch`` is a point of this space."""
+        if arch.space != self.name:
+            raise ArchitectureError(f"architecture is for space '{arch.space}', not '{self.name}'")
+        points = {p.key: p for p in self.choice_points()}
+        missing = [k for k in points if k not in arch.choices]
+        extra = [k for k in arch.choices if k not in points]
+        if missing or extra:
+            raise ArchitectureError(
+                f"architecture does not match space '{self.name}': "
+                + (f"missing choice points {missing[:4]}{'...' if len(missing) > 4 else ''}" if missing else "")
+                + ("; " if missing and extra else "")
+                + (f"unknown choice points {extra[:4]}" if extra else ""))
+        for k, op in arch.choices.items():
+            if op not in points[k].candidates:
+                raise ArchitectureError(
+                    f"operation '{op}' is not a candidate of '{k}' in space '{self.name}'; "
+                    f"expected one of {list(points[k].candidates)}")
+        self.validate_topology(arch)
+
+    def validate_topology(self, arch: Architecture) -> None:
+        """Space-specific structural checks (e.g. every node has an input)."""
+
+    def derive(self, scores: Mapping[str, Sequence[float]]) -> Architecture:
+        """The discrete architecture from per-candidate strengths (default: argmax per point)."""
+        choices = {}
+        for p in self.choice_points():
+            s = list(scores[p.key])
+            choices[p.key] = p.candidates[max(range(len(s)), key=s.__getitem__)]
+        return Architecture(self.name, choices)
+
+    def sample(self, rng: random.Random) -> Architecture:
+        """A uniformly random valid architecture (rejection on invalid topologies)."""
+        for _ in range(1000):
+            arch = Architecture(self.name, {p.key: rng.choice(p.candidates) for p in self.choice_points()})
+            try:
+                self.validate_topology(arch)
+                return arch
+            except ArchitectureError:
+                continue
+        raise ArchitectureError(f"could not sample a valid architecture of '{self.name}'")
+
+    # ----- inputs ----------------------------------------------------------
+    def check_input(self, in_channels: int, image_size: int) -> None:
+        """Raise :class:`ShapeError` when images of this size cannot go through the network."""
+        if image_size < self.min_image_size:
+            raise ShapeError(
+                f"space '{self.name}' needs images of at least {self.min_image_size}x"
+                f"{self.min_image_size}, got {image_size}x{image_size}")
+
+    # ----- notation --------------------------------------------------------
+    @classmethod
+    def parse_native(cls, text: str) -> Architecture:
+        """Parse the space's own notation (override where the space has one)."""
+        raise ArchitectureError(f"space '{cls.name}' has no native string notation; give a JSON file")
+
+    @classmethod
+    def to_native(cls, arch: Architecture) -> str | None:
+        """The space's own notation of ``arch``, or None."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """A short summary: number of choice points, candidates, cardinality."""
+        pts = self.choice_points()
+        card = 1
+        for p in pts:
+            card *= len(p.candidates)
+        return {"space": self.name, "choice_points": len(pts), "cardinality_upper_bound": card}

@@ -1,0 +1,102 @@
+"""Random search with weight sharing (Li & Talwalkar, UAI 2019) -- the random baseline.
+
+Training: each step samples one architecture uniformly from the space
+(``space.sample``, so cell spaces keep their topology rule) and trains only
+its path (:class:`SinglePathMixer`).  Selection: ``num_samples`` random
+architectures are scored on ``eval_batches`` batches of the validation split
+with the inherited weights; the best is returned.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnas.arch import Architecture
+from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
+from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, weight_optimizer
+
+
+class PathState(nn.Module):
+    """The architecture currently active in a single-path supernet (no parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active: dict[str, int] = {}
+
+
+class SinglePathMixer(Mixer):
+    """Runs only the candidate the strategy activated for this choice point."""
+
+    def __init__(self, point: ChoicePoint, arch: ArchRef) -> None:
+        super().__init__()
+        self.key = point.key
+        self.arch = arch
+
+    def forward(self, x: torch.Tensor, block: ChoiceBlock) -> torch.Tensor:
+        return block.ops[self.arch.module.active[self.key]](x)
+
+
+def activate(model: SuperNet, arch: Architecture, points: list[ChoicePoint]) -> None:
+    """Route the single-path supernet through ``arch``."""
+    model.arch.active = {p.key: p.candidates.index(arch.choices[p.key]) for p in points}
+
+
+@torch.no_grad()
+def score_on_batches(model: SuperNet, batches) -> float:
+    """Accuracy of the active path over ``batches`` (batch statistics in BN)."""
+    model.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    model.train()
+    return correct / max(1, total)
+
+
+@register_strategy("random")
+class RandomSearchStrategy(Strategy):
+    preset_name = "random"
+
+    def build_arch(self) -> nn.Module:
+        return PathState()
+
+    def make_mixer(self, point: ChoicePoint, arch: ArchRef) -> Mixer:
+        return SinglePathMixer(point, arch)
+
+    def optimizers(self, model: SuperNet, steps_per_epoch: int, epochs: int) -> dict[str, Any]:
+        opt, sched = weight_optimizer(model.net.parameters(), self.cfg.weights, steps_per_epoch, epochs)
+        return {"weights": opt, "schedulers": [sched]}
+
+    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
+                   epoch: int, step: int) -> dict[str, float]:
+        activate(model, self.space.sample(self.rng), self.points)
+        w_opt = opt["weights"]
+        w_opt.zero_grad(set_to_none=True)
+        logits = model(batch_w[0])
+        loss = F.cross_entropy(logits, batch_w[1])
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
+        w_opt.step()
+        return {"loss": float(loss), "acc": float((logits.argmax(1) == batch_w[1]).float().mean())}
+
+    def scores(self, model: SuperNet) -> dict[str, list[float]]:
+        """Uniform: random search has no per-candidate preference."""
+        return {p.key: [1.0 / len(p.candidates)] * len(p.candidates) for p in self.points}
+
+    def derive(self, model: SuperNet, context: Any = None) -> Architecture:
+        """Best of ``num_samples`` random architectures on the validation batches in ``context``."""
+        if context is None:
+            return self.space.sample(self.rng)
+        batches = list(context)[: self.cfg.eval_batches]
+        best, best_acc = None, -1.0
+        for _ in range(self.cfg.num_samples):
+            arch = self.space.sample(self.rng)
+            activate(model, arch, self.points)
+            acc = score_on_batches(model, batches)
+            if acc > best_acc:
+                best, best_acc = arch, acc
+        best.meta.update({"method": self.name, "supernet_val_acc": best_acc})
+        return best
