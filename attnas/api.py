@@ -61,20 +61,24 @@ def _load_data(cfg) -> ImageData:
 
 
 def benchmark_hook(space_name: str, data_dir: str | None):
-    """A per-epoch callback that looks up the derived architecture in a tabular
-    benchmark when one exists for the space and its file is found (search-trajectory
-    tracking, IT-NAS Fig. 2); None otherwise."""
+    """A callback that looks an architecture up in the tabular benchmark of its space
+    (search-trajectory tracking, IT-NAS Fig. 2), or None when the space has no
+    benchmark or its table is not found (tracking is optional, never an error)."""
     if space_name != "nb201":
         return None
+    from attnas.benchmarks.nb201 import NB201Bench
+    from attnas.errors import AttnasError
+
+    bench = NB201Bench(data_dir)
     try:
-        from attnas.benchmarks.nb201 import NB201Bench
-        bench = NB201Bench(data_dir)
-    except Exception:  # noqa: BLE001 - benchmark absent: no tracking, not an error
+        bench.query("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")  # loads the tables now
+    except AttnasError:
         return None
 
     def hook(arch: Architecture) -> dict[str, Any]:
         r = bench.query(arch)
-        return {"bench_" + k: v for k, v in r.items() if isinstance(v, (int, float))}
+        return {f"bench_{ds}_{k}": v for ds, rec in r.items() if isinstance(rec, dict)
+                for k, v in rec.items()}
 
     return hook
 

@@ -134,7 +134,11 @@ def load_architecture(spec: str | os.PathLike, space: str | None = None) -> Arch
 
     text = str(spec)
     path = Path(text)
-    if path.suffix == ".json" or (len(text) < 4096 and path.is_file()):
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a long native string is no file name
+        is_file = False
+    if path.suffix == ".json" or is_file:
         if not path.is_file():
             raise ArchitectureError(f"architecture file '{path}' does not exist")
         try:

@@ -18,9 +18,10 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 from attnas.arch import Architecture
-from attnas.errors import ArchitectureError, ShapeError
+from attnas.errors import ArchitectureError, ConfigError, ShapeError
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,35 @@ class ChoiceBlock(nn.Module):
         self.point = point
         self.ops = nn.ModuleList(ops)
         self.mixer = mixer
+        #: recompute this block in the backward pass (activation checkpointing) when
+        #: its input is at least this wide; None = never.  See :func:`set_recompute`.
+        self.recompute_min_side: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = self.recompute_min_side
+        if side is not None and torch.is_grad_enabled() and x.shape[-1] >= side:
+            return checkpoint(self.mixer, x, self, use_reentrant=False)
         return self.mixer(x, self)
 
     def extra_repr(self) -> str:
         return f"key={self.point.key!r}"
+
+
+def set_recompute(net: nn.Module, policy: str, image_size: int) -> None:
+    """Activation checkpointing of the choice blocks of a supernet.
+
+    ``policy``: ``"none"``; ``"first_stage"`` -- blocks whose input is as wide as
+    the image (the full-resolution stage, where a mixture of all candidates
+    stores most of its activations); ``"all"``.  Recomputation repeats the
+    block's forward in the backward pass with the same random state, so the
+    values and gradients are unchanged; only memory and time trade places.
+    """
+    sides = {"none": None, "first_stage": image_size, "all": 1}
+    if policy not in sides:
+        raise ConfigError(f"unknown recompute policy '{policy}'; expected one of {sorted(sides)}")
+    for m in net.modules():
+        if isinstance(m, ChoiceBlock):
+            m.recompute_min_side = sides[policy]
 
 
 class SearchSpace(ABC):

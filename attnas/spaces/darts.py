@@ -289,8 +289,8 @@ class _ReducedSpace(_DartsLikeSpace):
 class S1Space(_DartsLikeSpace):
     """RobustDARTS S1: two operations per edge, read from the data folder."""
 
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
+    def __init__(self, C: int = 16, layers: int = 8, data_dir: str | None = None) -> None:
+        super().__init__(C, layers, data_dir)
         path = require_file("reduced_spaces/robust_darts_s1_s4.json", self.data_dir,
                             what="RobustDARTS S1 edge list")
         table = json.loads(path.read_text())["S1"]

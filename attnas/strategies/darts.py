@@ -25,7 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
-from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, weight_optimizer
+from attnas.strategies.base import (ArchRef, Strategy, SuperNet, frozen, register_strategy,
+                                   weight_optimizer)
 
 
 def param_name(key: str) -> str:
@@ -88,22 +89,21 @@ class DartsStrategy(Strategy):
         if self.cfg.order == 2:
             arch_loss = self._unrolled_step(model, w_opt, batch_w, batch_a)
         else:
-            loss_a = F.cross_entropy(model(batch_a[0]), batch_a[1])
-            grads = torch.autograd.grad(loss_a, list(model.arch.parameters()))
-            for p, g in zip(model.arch.parameters(), grads):
-                p.grad = g
+            with frozen(model.net.parameters()):
+                loss_a = F.cross_entropy(model(batch_a[0]), batch_a[1])
+                loss_a.backward()
             arch_loss = loss_a.item()
         a_opt.step()
-        # weight step on the weight split
+        # weight step on the weight split (alpha fixed)
         w_opt.zero_grad(set_to_none=True)
-        logits = model(batch_w[0])
-        loss = F.cross_entropy(logits, batch_w[1])
-        loss.backward()
+        with frozen(model.arch.parameters()):
+            logits = model(batch_w[0])
+            loss = F.cross_entropy(logits, batch_w[1])
+            loss.backward()
         nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()
-        model.arch.zero_grad(set_to_none=True)
         acc = (logits.argmax(1) == batch_w[1]).float().mean()
-        return {"loss": float(loss), "acc": float(acc), "arch_loss": arch_loss}
+        return {"loss": loss.item(), "acc": acc.item(), "arch_loss": arch_loss}
 
     def _unrolled_step(self, model: SuperNet, w_opt: torch.optim.Optimizer, batch_w, batch_a) -> float:
         """Set alpha.grad to the second-order DARTS gradient (Eq. 7-8)."""
