@@ -142,7 +142,7 @@ class DartsStrategy(Strategy):
                 p.copy_(b)
         for a, da, gp, gn in zip(a_params, d_alpha, g_pos, g_neg):
             a.grad = da - xi * (gp - gn) / (2 * eps)
-        return float(loss_val)
+        return loss_val.item()
 
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
         with torch.no_grad():

@@ -80,7 +80,7 @@ class RandomSearchStrategy(Strategy):
         loss.backward()
         nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()
-        return {"loss": float(loss), "acc": float((logits.argmax(1) == batch_w[1]).float().mean())}
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == batch_w[1]).float().mean().item()}
 
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
         """Uniform: random search has no per-candidate preference."""

@@ -1,0 +1,132 @@
+"""End-to-end: the CLI contract, resume after a stop or a kill, clear one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attnas.cli.main import main
+
+TINY = ["--space", "nb201", "--space-options", '{"C": 4, "N": 1}', "--dataset", "synthetic:3,8,4,256,64",
+        "--batch-size", "32", "--quiet"]
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def comparable_metrics(run: Path) -> list[dict]:
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("epoch_time_s")
+    return rows
+
+
+def test_search_writes_run_folder_and_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(["search", *TINY, "--method", "darts", "--epochs", "2", "--seed", "1",
+                               "--out", str(out), "--json"], capsys)
+    assert code == 0
+    result = last_json(stdout)
+    assert result["status"] == "done" and result["epochs_done"] == 2
+    for name in ("architecture.json", "metrics.jsonl", "checkpoint.pt", "config.json", "scores.json"):
+        assert (out / name).exists(), name
+    arch = json.loads((out / "architecture.json").read_text())
+    assert arch["space"] == "nb201" and arch["native"].count("~") == 6
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["resolved_method_options"]["arch_lr"] == 3e-4  # the preset, resolved
+    assert "choice point" in stdout  # the scores table is printed
+    assert not list(out.glob("*.tmp"))  # atomic writes leave no temporaries
+
+
+@pytest.mark.parametrize("method", ["darts", "random"])
+def test_stopped_search_resumes_to_the_same_result(tmp_path, capsys, method):
+    a, b = tmp_path / "a", tmp_path / "b"
+    base = ["search", *TINY, "--method", method, "--epochs", "3", "--seed", "3"]
+    assert run_cli([*base, "--out", str(a)], capsys)[0] == 0
+    code, stdout, _ = run_cli([*base, "--out", str(b), "--stop-after", "1", "--json"], capsys)
+    assert code == 0 and last_json(stdout)["status"] == "stopped"
+    assert not (b / "architecture.json").exists()
+    assert run_cli(["search", "--resume", str(b), "--quiet"], capsys)[0] == 0
+    assert json.loads((a / "architecture.json").read_text()) == json.loads((b / "architecture.json").read_text())
+    assert json.loads((a / "scores.json").read_text()) == json.loads((b / "scores.json").read_text())
+    assert comparable_metrics(a) == comparable_metrics(b)
+
+
+def test_killed_search_resumes(tmp_path, capsys):
+    """SIGKILL a search process after its first checkpoint; --resume finishes it identically."""
+    ref, run = tmp_path / "ref", tmp_path / "killed"
+    base = ["search", *TINY, "--method", "darts", "--epochs", "4", "--seed", "5"]
+    assert run_cli([*base, "--out", str(ref)], capsys)[0] == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "attnas.cli.main", *base, "--out", str(run)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoint.pt").exists()
+    assert run_cli(["search", "--resume", str(run), "--quiet"], capsys)[0] == 0
+    assert json.loads((ref / "architecture.json").read_text()) == json.loads((run / "architecture.json").read_text())
+    assert comparable_metrics(ref) == comparable_metrics(run)
+
+
+def test_train_retrains_and_resumes(tmp_path, capsys):
+    arch = "|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|avg_pool_3x3~1|nor_conv_3x3~2|"
+    base = ["train", "--arch", arch, "--space-options", '{"C": 4, "N": 1}', "--dataset", "synthetic:3,8,4,256,64",
+            "--epochs", "2", "--batch-size", "64", "--seed", "2", "--quiet"]
+    code, stdout, _ = run_cli([*base, "--out", str(tmp_path / "a"), "--json"], capsys)
+    assert code == 0
+    res = last_json(stdout)
+    assert res["status"] == "done" and 0.0 <= res["test_acc"] <= 1.0 and res["params"] > 0
+    assert (tmp_path / "a" / "weights.pt").exists()
+    assert run_cli([*base, "--out", str(tmp_path / "b"), "--stop-after", "1"], capsys)[0] == 0
+    assert run_cli(["train", "--resume", str(tmp_path / "b"), "--quiet"], capsys)[0] == 0
+    assert comparable_metrics(tmp_path / "a") == comparable_metrics(tmp_path / "b")
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run_cli(["search", *TINY, "--method", "darts", "--epochs", "1", "--out", str(out)], capsys)[0] == 0
+    code, _, err = run_cli(["search", *TINY, "--method", "darts", "--epochs", "1", "--out", str(out)], capsys)
+    assert code == 2 and "--resume" in err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["search", "--space", "nope"], "unknown space 'nope'"),
+    (["search", "--method", "nope", "--dataset", "synthetic:3,8,4"], "unknown method 'nope'"),
+    (["search", "--dataset", "cifar10", "--data-dir", "/nonexistent/data"], "cifar10"),
+    (["search", "--dataset", "synthetic:3,2,4"], "at least 4x4, got 2x2"),
+    (["search", "--space-options", "{bad"], "--space-options must be a JSON object"),
+    (["search", "--space", "nb201", "--space-options", '{"depth": 3}', "--dataset", "synthetic:3,8,4"],
+     "bad option for space 'nb201'"),
+    (["train", "--arch", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown operation 'conv'"),
+    (["search", "--resume", "/nonexistent/run"], "not a search run folder"),
+])
+def test_bad_input_is_a_one_line_error(argv, expected, capsys, tmp_path):
+    code, _, err = run_cli([*argv, "--quiet"] if argv[0] in ("search", "train") else argv, capsys)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("attnas: error:"), err
+    assert expected in lines[0]
+
+
+def test_malformed_architecture_file(tmp_path, capsys):
+    bad = tmp_path / "arch.json"
+    bad.write_text(json.dumps({"space": "nb201", "choices": {"cell:0->1": "nor_conv_3x3"}}))
+    code, _, err = run_cli(["train", "--arch", str(bad), "--quiet"], capsys)
+    assert code == 2 and "missing choice points" in err and len(err.strip().splitlines()) == 1
