@@ -37,6 +37,9 @@ class DartsPreset:
     order: int = 1            # 1: first-order approximation, 2: unrolled (Eq. 7-8)
     unrolled_eps: float = 0.01  # finite-difference epsilon numerator (Eq. 8: eps = 0.01 / ||grad||)
     train_portion: float = 0.5  # half of the training set for w, half for alpha
+    #: activation checkpointing of the mixtures (attnas engineering, not in the paper):
+    #: "first_stage" recomputes the full-resolution choice blocks in the backward pass
+    recompute: str = "first_stage"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,172 @@ class RandomPreset:
     num_samples: int = 100
     eval_batches: int = 10
     train_portion: float = 0.5
+
+
+@dataclass(frozen=True)
+class ITNASPreset:
+    """IT-NAS search (Appendix A.3, Sec. 4.1): supernet and Lite-Transformer trained together
+    by SGD (lr 0.025, momentum 0.9, weight decay 3e-4, as DARTS) for 50 epochs, batch 64, on
+    half of the training set; the other half is the validation pass of Eq. 6.
+
+    Lite-Transformer (Sec. 3.3; structure in :mod:`attnas.strategies.itnas`): query/key width
+    ``qk_dim`` (0 = the token's channel count), FFN hidden width ``ffn_ratio`` x channels (ViT's
+    MLP ratio), LayerNorm ``ln_eps``; initial scale of the indicator token ``it_init_std``
+    (unit scale so its query is not vanishingly small) and of the position codes
+    ``pos_init_std`` (ViT's 0.02, so the candidates start on an equal footing).
+    ``sampling``: "all" trains every candidate each step (cell spaces, DARTS-style),
+    "uniform" samples ``sample_k`` candidates per choice point (the paper trains chain spaces
+    SPOS-style with one path; attnas samples 2 by default so that the indicator token sees
+    candidates compete -- see :mod:`attnas.strategies.itnas`), "auto" picks "uniform" for
+    chain spaces (``layer:<i>`` keys).
+    The chain-space run of the paper (ProxylessNAS on ImageNet) used lr 0.25, lr_min 5e-4,
+    weight decay 4e-5, 240 epochs, batch 512: pass them with ``--method-options``."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    weights: WeightOptim = field(default_factory=WeightOptim)
+    train_portion: float = 0.5
+    qk_dim: int = 0
+    ffn_ratio: int = 4
+    ln_eps: float = 1e-5
+    it_init_std: float = 1.0
+    pos_init_std: float = 0.02
+    sampling: str = "auto"
+    sample_k: int = 2
+    #: activation checkpointing of the choice blocks, as for DARTS (attnas engineering, not
+    #: in the paper): "first_stage" recomputes the full-resolution blocks in the backward pass
+    recompute: str = "first_stage"
+
+
+@dataclass(frozen=True)
+class SPOSPreset:
+    """Single-path one-shot NAS (Guo et al., ECCV 2020) and its evolutionary search.
+
+    Supernet training (SPOS Sec. 4 and reference code): SGD, momentum 0.9, weight decay
+    4e-5, no gradient clipping (``grad_clip`` 0), learning rate 0.5 for batch 1024 decayed
+    linearly to 0 -- here 0.5 x 64/1024 for the default batch of 64 (linear scaling rule),
+    ``lr_schedule`` "linear" (per epoch) or "cosine"; 120 epochs.  ``train_portion`` 0.5:
+    SPOS holds out a validation split for scoring sub-networks (50k of ImageNet's 1.28M
+    images); the search engine's epoch is as long as the shorter of the two splits (it
+    pairs a weight batch with an architecture batch every step), so with equal halves an
+    epoch covers the whole weight split; a larger portion would train on only part of it
+    per epoch.
+    ``fair``: FairNAS strict fairness (Chu et al., ICCV 2021, Alg. 1) instead of one
+    uniform path per step.
+
+    Evolution (SPOS Sec. 3.4 / Alg. 1, reference ``search.py``): population 50, 20
+    generations, top-k 10, 25 mutations (per-choice probability 0.1) and 25 crossovers
+    per generation, at most 10x as many draws as wanted per step; ``flops_budget`` /
+    ``params_budget``: absolute limits (multiply-accumulates per image, parameter count;
+    :mod:`attnas.profile`), None = no limit.  BN statistics recomputed on ``bn_images``
+    training images before scoring (SPOS Sec. 3.4: 20,000 on ImageNet); scored on
+    ``eval_images`` validation images (0 = the whole validation split).
+    """
+
+    epochs: int = 120
+    batch_size: int = 64
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(
+        lr=0.5 * 64 / 1024, lr_min=0.0, momentum=0.9, weight_decay=4e-5, grad_clip=0.0))
+    lr_schedule: str = "linear"
+    train_portion: float = 0.5
+    fair: bool = False
+    population: int = 50
+    generations: int = 20
+    top_k: int = 10
+    mutations: int = 25
+    crossovers: int = 25
+    mutation_prob: float = 0.1
+    max_tries_factor: int = 10
+    flops_budget: float | None = None
+    params_budget: float | None = None
+    bn_images: int = 20000
+    eval_images: int = 0
+
+
+@dataclass(frozen=True)
+class EnTranNASPreset:
+    """EnTranNAS / EnTranNAS-DST search (Yang et al., CVPR 2021, Sec. 2.2-2.5).
+
+    From the paper: the first normal and the first reduction cell are engine cells
+    (``engine_cells`` "first"; "last", "all" or a list of cell indices for the Table 1
+    ablation), bottleneck reduction ratio 4 before the candidates (Sec. 2.5), softmax with
+    temperature annealed by epoch and no Gumbel noise (Eq. 5), sparsity weight
+    ``sparsity_lambda`` of Eq. 11 (the paper shows lambda = 0.1).  Bi-level optimisation
+    and every optimiser setting as DARTS first order (the paper follows [32]).
+
+    Choices the paper leaves open (attnas): the schedule of tau -- ``tau_schedule``
+    "linear" (GDAS [46]: 10 -> 0.1 over the search), "exponential" or "constant";
+    ``beta_init`` 0 (t = 0.5: every connection survives at the start, since
+    p_hat ~ 1 for the near-uniform initial alphas); ``t_max`` caps t = sigmoid(beta) below
+    1 in float32, so the strongest connection of every node keeps q > 0 (Eq. 8).
+    No activation checkpointing: engine cells work at C/4 channels and transit cells
+    compute two inputs per node, so the full-resolution stage is small."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    weights: WeightOptim = field(default_factory=WeightOptim)
+    arch_lr: float = 3e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    order: int = 1
+    unrolled_eps: float = 0.01
+    train_portion: float = 0.5
+    engine_cells: Any = "first"
+    bottleneck_ratio: int = 4
+    tau_schedule: str = "linear"
+    tau_max: float = 10.0
+    tau_min: float = 0.1
+    dst: bool = False
+    sparsity_lambda: float = 0.1
+    beta_init: float = 0.0
+    t_max: float = 1.0 - 1e-6
+
+
+@dataclass(frozen=True)
+class NOSPreset(DartsPreset):
+    """NOS attention-guided search (Sec. 3.3, 4.1, Appendix A.2.1): DARTS bi-level search of an
+    8-cell proxy for 25 epochs; weights by SGD 0.025 (momentum 0.9, weight decay 3e-4) cosine-
+    decayed to 0; the 18x11 architecture matrix by Adam, fixed lr 6e-4, weight decay 1e-3.
+    ``at_weight``: lambda of Eq. 8-9 (1e3).  ``at_reduction``: "mean_sq" -- per stage the mean
+    over positions and samples of the squared difference of the L2-normalised attention maps,
+    as in the attention-transfer reference code whose weight 1e3 the paper adopts -- or "norm":
+    the L2 norm of Eq. 6 as printed, averaged over samples.  Teacher (Sec. 3.3): ``teacher``
+    ("module:Class"), ``teacher_options`` (constructor kwargs), ``teacher_checkpoint`` (a file or
+    an ``attnas teacher train`` run folder; class / options / stages default to what it
+    records) and ``teacher_stages`` (module names matched, in order, with the proxy's three
+    stages).  No teacher: plain NOS search without guidance.  Only the first-order DARTS step
+    (``order`` 1).  ``recompute`` "none": checkpointing a heterogeneous mixture costs more time
+    than it saves memory at proxy widths (attnas engineering)."""
+
+    epochs: int = 25
+    batch_size: int = 64
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.025, lr_min=0.0,
+                                                                     momentum=0.9, weight_decay=3e-4))
+    arch_lr: float = 6e-4
+    arch_weight_decay: float = 1e-3
+    recompute: str = "none"
+    at_weight: float = 1e3
+    at_reduction: str = "mean_sq"
+    teacher: str | None = None
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    teacher_checkpoint: str | None = None
+    teacher_stages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TeacherPreset:
+    """Teacher training (NOS Appendix A.2.1, ResNet-18 / PyramidNet-110 on CIFAR): SGD 0.025,
+    momentum 0.9, weight decay 1e-4, batch 32, 300 epochs (step decay by 10 every 30 epochs in
+    the paper; attnas's engine uses its cosine schedule); standard augmentation, no cutout,
+    no auxiliary head, no drop-path."""
+
+    epochs: int = 300
+    batch_size: int = 32
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.025, lr_min=0.0,
+                                                                     momentum=0.9, weight_decay=1e-4))
+    auxiliary_weight: float = 0.0
+    drop_path: float = 0.0
+    cutout: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,7 +240,14 @@ PRESETS: dict[str, Any] = {
     "darts": DartsPreset(),
     "darts-2nd": DartsPreset(order=2),
     "random": RandomPreset(),
+    "itnas": ITNASPreset(),
+    "spos": SPOSPreset(),
+    "fairnas": SPOSPreset(fair=True),
+    "entrannas": EnTranNASPreset(),
+    "entrannas-dst": EnTranNASPreset(dst=True),
     "retrain": RetrainPreset(),
+    "nos": NOSPreset(),
+    "teacher": TeacherPreset(),
 }
 
 

@@ -130,3 +130,28 @@ def test_malformed_architecture_file(tmp_path, capsys):
     bad.write_text(json.dumps({"space": "nb201", "choices": {"cell:0->1": "nor_conv_3x3"}}))
     code, _, err = run_cli(["train", "--arch", str(bad), "--quiet"], capsys)
     assert code == 2 and "missing choice points" in err and len(err.strip().splitlines()) == 1
+
+
+def test_search_query_retrain_pipeline(tmp_path, capsys, data_dir):
+    """Issue 2's user story: search on NAS-Bench-201, look the result up, retrain it."""
+    from conftest import require_data
+    require_data(data_dir, "nasbench201/nasbench201_cifar10.json")
+    run = tmp_path / "search"
+    code, stdout, _ = run_cli(["search", *TINY, "--method", "darts", "--epochs", "2", "--out", str(run),
+                               "--data-dir", str(data_dir), "--json"], capsys)
+    assert code == 0
+    res = last_json(stdout)
+    # the benchmark accuracy of the derived cell is tracked per epoch and reported at the end
+    assert 0 < res["benchmark"]["bench_cifar10_test_acc"] <= 100
+    rows = comparable_metrics(run)
+    assert all("bench_cifar10_test_acc" in r for r in rows)
+    code, stdout, _ = run_cli(["query", "--bench", "nb201", "--arch", str(run / "architecture.json"),
+                               "--data-dir", str(data_dir), "--json"], capsys)
+    assert code == 0
+    q = last_json(stdout)
+    assert q["cifar10"]["test_acc"] == res["benchmark"]["bench_cifar10_test_acc"]
+    assert set(q) >= {"cifar10", "cifar100", "ImageNet16-120"}
+    code, stdout, _ = run_cli(["train", "--arch", str(run / "architecture.json"), "--space-options",
+                               '{"C": 4, "N": 1}', "--dataset", "synthetic:3,8,4,256,64", "--epochs", "1",
+                               "--out", str(tmp_path / "train"), "--quiet", "--json"], capsys)
+    assert code == 0 and last_json(stdout)["status"] == "done"

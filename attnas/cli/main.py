@@ -19,9 +19,12 @@ from attnas.errors import AttnasError
 COMMAND_MODULES = [
     "attnas.cli.search",
     "attnas.cli.train",
+    "attnas.cli.evolve",
     "attnas.cli.query",
     "attnas.cli.show",
     "attnas.cli.predict",
+    "attnas.cli.analyze",
+    "attnas.cli.teacher",
 ]
 
 

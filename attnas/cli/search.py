@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
     p.add_argument("--space-options", help="JSON object of space options, e.g. '{\"C\": 8, \"N\": 1}'")
     p.add_argument("--method-options", help="JSON object overriding the method's preset")
+    p.add_argument("--flops-budget", type=float, metavar="F",
+                   help="selection constraint: at most F multiply-adds per image (e.g. 6e7; spos, fairnas)")
+    p.add_argument("--params-budget", type=float, metavar="P",
+                   help="selection constraint: at most P parameters (e.g. 2e6; spos, fairnas)")
     add_data_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -38,10 +42,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out=args.out, train_subset=args.train_subset, test_subset=args.test_subset,
             image_size=args.image_size, device=args.device,
             space_options=parse_json_option(args.space_options, "--space-options"),
-            method_options=parse_json_option(args.method_options, "--method-options"))
+            method_options=_with_budgets(parse_json_option(args.method_options, "--method-options"), args))
         result = api.search(cfg, progress=progress, stop_after=args.stop_after)
     print_result(result)
     return result
+
+
+def _with_budgets(options: dict[str, Any] | None, args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--flops-budget`` / ``--params-budget`` as ``flops_budget`` / ``params_budget`` method options."""
+    budgets = {k: v for k, v in (("flops_budget", args.flops_budget), ("params_budget", args.params_budget))
+               if v is not None}
+    return {**(options or {}), **budgets} if budgets else options
 
 
 def print_result(result: dict[str, Any]) -> None:

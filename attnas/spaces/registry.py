@@ -26,6 +26,9 @@ def register_space(name: str, native_guess: Callable[[str], bool] | None = None)
 BUILTIN_SPACE_MODULES = [
     "attnas.spaces.darts",
     "attnas.spaces.nb201",
+    "attnas.spaces.chain",
+    "attnas.spaces.macro",
+    "attnas.spaces.nos",
 ]
 
 

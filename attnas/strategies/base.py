@@ -153,6 +153,10 @@ _STRATEGIES: dict[str, type[Strategy]] = {}
 BUILTIN_STRATEGY_MODULES = [
     "attnas.strategies.darts",
     "attnas.strategies.random_search",
+    "attnas.strategies.spos",
+    "attnas.strategies.itnas",
+    "attnas.strategies.nos",
+    "attnas.strategies.entrannas",
 ]
 
 

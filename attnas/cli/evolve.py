@@ -1,0 +1,62 @@
+"""``attnas evolve``: evolutionary search (and export) on the supernet of a one-shot search run.
+
+``attnas search --method spos`` already ends with this search; ``evolve`` reruns
+it on the saved supernet under other budgets or seeds, with BN recalibrated on
+training batches, and can export the sub-network with inherited weights
+(:mod:`attnas.search.from_run`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from attnas.cli.common import parse_json_option, table
+from attnas.cli.main import add_json_flag
+
+EVOLUTION_FLAGS = ("population", "generations", "top_k", "mutations", "crossovers", "mutation_prob",
+                   "bn_images", "eval_images")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evolve", help="evolutionary search on a trained supernet (spos, fairnas runs)",
+                       description="Run the SPOS evolutionary search on the supernet of RUN_DIR under a "
+                                   "FLOPs/parameter budget; write architecture.json, evolution.json and "
+                                   "(--export) subnet.pt into --out (default RUN_DIR/evolve).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="folder of an 'attnas search --method spos' run")
+    p.add_argument("--out", help="output folder (default RUN_DIR/evolve); rerun to resume a killed evolution")
+    p.add_argument("--flops-budget", type=float, metavar="F", help="at most F multiply-adds per image (e.g. 6e7)")
+    p.add_argument("--params-budget", type=float, metavar="P", help="at most P parameters (e.g. 2e6)")
+    for name in EVOLUTION_FLAGS:
+        kind = float if name == "mutation_prob" else int
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help=f"evolution '{name}' (default: the preset's)")
+    p.add_argument("--method-options", help="JSON object of further SPOS preset overrides")
+    p.add_argument("--seed", type=int, help="seed of the evolution (default: the run's RNG state)")
+    p.add_argument("--export", action="store_true",
+                   help="also save subnet.pt: the sub-network with inherited weights, BN recalibrated")
+    p.add_argument("--device", help="auto, cpu or cuda (default: the run's)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from attnas.search.from_run import evolve_run
+
+    options = dict(parse_json_option(args.method_options, "--method-options") or {})
+    for name in EVOLUTION_FLAGS + ("flops_budget", "params_budget"):
+        v = getattr(args, name)
+        if v is not None:
+            options[name] = v
+    res = evolve_run(args.run_dir, out=args.out, method_options=options, seed=args.seed, export=args.export,
+                     progress=not args.quiet, device=args.device)
+    rows = [["architecture", res["architecture"] if isinstance(res["architecture"], str)
+             else json.dumps(res["architecture"])],
+            ["supernet valid acc", res["supernet_val_acc"]], ["FLOPs", res["flops"]], ["params", res["params"]],
+            ["budgets (FLOPs / params)", f"{res['flops_budget']} / {res['params_budget']}"],
+            ["evaluated (replayed)", f"{res['evaluated']} ({res['replayed']})"], ["output", res["out"]]]
+    for k, v in (res.get("benchmark") or {}).items():
+        if k in ("mean_acc", "std", "rank"):
+            rows.append([f"benchmark {k}", v])
+    print(table(["", ""], rows))
+    return res

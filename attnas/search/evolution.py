@@ -1,0 +1,313 @@
+"""Evolutionary architecture search over a trained one-shot supernet (SPOS, Guo et al., ECCV 2020, Sec. 3.4).
+
+Algorithm (SPOS Alg. 1 and its reference implementation's defaults, which
+:class:`attnas.presets.SPOSPreset` holds: population 50, 20 generations,
+top-k 10, 25 mutations + 25 crossovers per generation, mutation probability 0.1):
+
+1. the population starts as ``population`` random architectures;
+2. for each of ``generations`` generations, the ``top_k`` best architectures evaluated so far are the
+   parents; ``mutations`` children copy a random parent and redraw each choice
+   point uniformly with probability ``mutation_prob``; ``crossovers`` children
+   take each choice point from one of two random parents (probability 1/2
+   each); random architectures fill the population up to ``population``;
+3. the answer is the best architecture evaluated in any of the ``generations + 1``
+   populations (the initial one and one per generation, as the SPOS code evaluates).
+
+A candidate is *legal* (the only ones evaluated) when it was not evaluated
+before, satisfies the space's topology rule, and meets the constraint
+``flops <= flops_budget`` and ``params <= params_budget`` (:class:`Constraint`,
+counts of :mod:`attnas.profile`); illegal candidates are rejected and drawn
+again -- rejection sampling, at most ``max_tries_factor`` x the number wanted
+per step (SPOS code: 10x), and a :class:`ConfigError` when not even one random
+architecture meets the budget.
+
+Fitness (:class:`SupernetEvaluator`): the supernet is routed through the
+candidate, the running statistics of its batch norms are recomputed on
+training batches (SPOS Sec. 3.4: shared BN statistics do not describe any one
+path; reset, then a cumulative average over ``bn_images`` training images in
+train mode without gradients), and the accuracy on the validation split is the
+score.  Everything is deterministic given the strategy's RNG, so an
+interrupted evolution replays identically; evaluated scores can be cached
+(``evaluated``/``on_evaluate``) so that a replay skips them.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn as nn
+
+from attnas.arch import Architecture
+from attnas.errors import ArchitectureError, ConfigError
+from attnas.profile import Profile, profile_architecture
+from attnas.spaces.base import SearchSpace
+
+
+# --------------------------------------------------------------------------- data for selection
+
+
+@dataclass
+class SelectionContext:
+    """What a selection pass needs: validation batches (scoring) and training batches
+    (BN recalibration).  Iterating it yields the validation batches, so strategies that
+    expect a plain iterable of validation batches accept it too."""
+
+    validation: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    train: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return iter(self.validation)
+
+
+def take_images(batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+                n_images: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first batches of ``batches`` holding ``n_images`` images (all when None / 0);
+    the last batch is cut to the exact count."""
+    if batches is None:
+        return []
+    out, seen = [], 0
+    for x, y in batches:
+        if n_images and seen >= n_images:
+            break
+        if n_images and seen + len(y) > n_images:
+            x, y = x[: n_images - seen], y[: n_images - seen]
+        out.append((x, y))
+        seen += len(y)
+    return out
+
+
+# --------------------------------------------------------------------------- BN recalibration
+
+
+def _running_bns(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+            and m.running_mean is not None]
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    """Reset every BN's running statistics and recompute them as the exact average over
+    ``batches`` (momentum None = cumulative average), in train mode, without gradients.
+    Returns the number of images used; the model is left in eval mode."""
+    bns = _running_bns(model)
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    n = 0
+    try:
+        for x, _ in batches:
+            model(x)
+            n += len(x)
+    finally:
+        for m, mom in zip(bns, momenta):
+            m.momentum = mom
+        model.eval()
+    return n
+
+
+def bn_state(model: nn.Module) -> list[dict[str, torch.Tensor]]:
+    """A copy of every running BN's statistics (to restore after a selection pass)."""
+    return [{k: v.clone() for k, v in m.state_dict().items()} for m in _running_bns(model)]
+
+
+def load_bn_state(model: nn.Module, state: list[dict[str, torch.Tensor]]) -> None:
+    for m, s in zip(_running_bns(model), state):
+        m.load_state_dict(s)
+
+
+# --------------------------------------------------------------------------- constraint
+
+
+class Constraint:
+    """``flops <= flops_budget`` and ``params <= params_budget`` (None = no limit) for the
+    networks of ``num_classes`` classes on ``in_channels x image_size^2`` inputs.
+
+    Chain spaces use their additive cost table; other spaces build each stand-alone
+    network (``build_network`` with its default options, i.e. the network that would be
+    retrained) once per architecture, cached."""
+
+    def __init__(self, space: SearchSpace, num_classes: int, in_channels: int, image_size: int,
+                 flops_budget: float | None = None, params_budget: float | None = None) -> None:
+        for label, v in (("flops_budget", flops_budget), ("params_budget", params_budget)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+                raise ConfigError(f"{label} must be a positive number (absolute count, e.g. 6e7), got {v!r}")
+        self.space, self.flops_budget, self.params_budget = space, flops_budget, params_budget
+        self.shape = (num_classes, in_channels, image_size)
+        self._table = space.cost_table(*self.shape) if hasattr(space, "cost_table") else None
+        self._cache: dict[Architecture, Profile] = {}
+
+    @property
+    def active(self) -> bool:
+        return self.flops_budget is not None or self.params_budget is not None
+
+    def cost(self, arch: Architecture) -> Profile:
+        if self._table is not None:
+            return self._table.of(arch)
+        if arch not in self._cache:
+            self._cache[arch] = profile_architecture(self.space, arch, *self.shape)
+        return self._cache[arch]
+
+    def holds(self, arch: Architecture) -> bool:
+        if not self.active:
+            return True
+        c = self.cost(arch)
+        return ((self.flops_budget is None or c.flops <= self.flops_budget)
+                and (self.params_budget is None or c.params <= self.params_budget))
+
+    def describe(self) -> dict[str, Any]:
+        return {"flops_budget": self.flops_budget, "params_budget": self.params_budget}
+
+
+# --------------------------------------------------------------------------- fitness
+
+
+class SupernetEvaluator:
+    """Validation accuracy of a path of a single-path supernet, after BN recalibration.
+
+    ``route(arch)`` activates the path (e.g. :func:`attnas.strategies.random_search.activate`);
+    ``bn_batches`` empty means no recalibration (the supernet's running statistics)."""
+
+    def __init__(self, model: nn.Module, route: Callable[[Architecture], None],
+                 valid_batches: list[tuple[torch.Tensor, torch.Tensor]],
+                 bn_batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        if not valid_batches:
+            raise ConfigError("evolutionary search needs validation batches to score architectures")
+        self.model, self.route = model, route
+        self.valid, self.bn = valid_batches, bn_batches
+
+    @torch.no_grad()
+    def __call__(self, arch: Architecture) -> float:
+        self.route(arch)
+        if self.bn:
+            recalibrate_bn(self.model, self.bn)
+        self.model.eval()
+        correct = total = 0
+        for x, y in self.valid:
+            correct += int((self.model(x).argmax(1) == y).sum())
+            total += len(y)
+        return correct / max(1, total)
+
+
+# --------------------------------------------------------------------------- evolution
+
+
+@dataclass
+class EvolutionResult:
+    best: Architecture
+    best_score: float
+    top: list[tuple[Architecture, float]]
+    history: list[dict[str, Any]]
+    evaluated: dict[Architecture, float] = field(repr=False)
+
+
+class EvolutionSearch:
+    """SPOS evolution (module docstring).  ``cfg`` carries ``population``, ``generations``,
+    ``top_k``, ``mutations``, ``crossovers``, ``mutation_prob``, ``max_tries_factor``
+    (a :class:`attnas.presets.SPOSPreset`)."""
+
+    def __init__(self, space: SearchSpace, cfg: Any, rng: random.Random,
+                 evaluate: Callable[[Architecture], float], constraint: Constraint | None = None,
+                 evaluated: dict[Architecture, float] | None = None,
+                 on_evaluate: Callable[[Architecture, float], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        for name in ("population", "top_k", "max_tries_factor"):
+            if int(getattr(cfg, name)) < 1:
+                raise ConfigError(f"evolution option '{name}' must be >= 1, got {getattr(cfg, name)}")
+        for name in ("generations", "mutations", "crossovers"):
+            if int(getattr(cfg, name)) < 0:
+                raise ConfigError(f"evolution option '{name}' must be >= 0, got {getattr(cfg, name)}")
+        if not 0.0 <= float(cfg.mutation_prob) <= 1.0:
+            raise ConfigError(f"evolution option 'mutation_prob' must be in [0, 1], got {cfg.mutation_prob}")
+        self.space, self.cfg, self.rng = space, cfg, rng
+        self.points = space.choice_points()
+        self.evaluate_fn, self.constraint = evaluate, constraint
+        self.cache = dict(evaluated or {})       # scores known before this run (replay)
+        self.scores: dict[Architecture, float] = {}  # evaluated in this run
+        self.on_evaluate, self.log = on_evaluate, log
+        self.rejected = {"seen": 0, "topology": 0, "constraint": 0}
+
+    # ----- legality ----------------------------------------------------------
+    def _legal(self, arch: Architecture) -> bool:
+        """SPOS ``is_legal``: new, valid, within budget -- then evaluated."""
+        if arch in self.scores:
+            self.rejected["seen"] += 1
+            return False
+        try:
+            self.space.validate_topology(arch)
+        except ArchitectureError:
+            self.rejected["topology"] += 1
+            return False
+        if self.constraint is not None and not self.constraint.holds(arch):
+            self.rejected["constraint"] += 1
+            return False
+        if arch in self.cache:
+            score = self.cache[arch]
+        else:
+            score = float(self.evaluate_fn(arch))
+            if self.on_evaluate is not None:
+                self.on_evaluate(arch, score)
+        self.scores[arch] = score
+        return True
+
+    # ----- operators -----------------------------------------------------------
+    def _random(self) -> Architecture:
+        return Architecture(self.space.name, {p.key: self.rng.choice(p.candidates) for p in self.points})
+
+    def _mutate(self, parent: Architecture) -> Architecture:
+        choices = {p.key: (self.rng.choice(p.candidates) if self.rng.random() < self.cfg.mutation_prob
+                           else parent.choices[p.key]) for p in self.points}
+        return Architecture(self.space.name, choices)
+
+    def _crossover(self, a: Architecture, b: Architecture) -> Architecture:
+        return Architecture(self.space.name, {p.key: self.rng.choice((a.choices[p.key], b.choices[p.key]))
+                                              for p in self.points})
+
+    def _collect(self, n: int, make: Callable[[], Architecture]) -> list[Architecture]:
+        out: list[Architecture] = []
+        for _ in range(max(1, n) * int(self.cfg.max_tries_factor)):
+            if len(out) >= n:
+                break
+            arch = make()
+            if self._legal(arch):
+                out.append(arch)
+        return out
+
+    def _top(self, k: int) -> list[tuple[Architecture, float]]:
+        return sorted(self.scores.items(), key=lambda t: -t[1])[:k]
+
+    # ----- run -------------------------------------------------------------------
+    def run(self) -> EvolutionResult:
+        cfg = self.cfg
+        population = self._collect(int(cfg.population), self._random)
+        if not population:
+            msg = "no random architecture met the constraint"
+            if self.constraint is not None and self.constraint.active:
+                msg += f" {self.constraint.describe()} in {int(cfg.population) * int(cfg.max_tries_factor)} draws"
+            raise ConfigError(msg + "; raise the budget")
+        history: list[dict[str, Any]] = []
+        for gen in range(int(cfg.generations) + 1):
+            top = self._top(int(cfg.top_k))
+            history.append({"generation": gen, "population": len(population),
+                            "evaluated": len(self.scores), "best": top[0][1],
+                            "top_k_mean": sum(s for _, s in top) / len(top),
+                            "population_mean": sum(self.scores[a] for a in population) / len(population)})
+            if self.log is not None:
+                self.log(f"evolution generation {gen}/{cfg.generations}: best {top[0][1]:.4f}, "
+                         f"top-{len(top)} mean {history[-1]['top_k_mean']:.4f}, {len(self.scores)} evaluated")
+            if gen == int(cfg.generations):
+                break
+            parents = [a for a, _ in top]
+            children = self._collect(int(cfg.mutations), lambda: self._mutate(self.rng.choice(parents)))
+            children += self._collect(int(cfg.crossovers),
+                                      lambda: self._crossover(self.rng.choice(parents), self.rng.choice(parents)))
+            children += self._collect(int(cfg.population) - len(children), self._random)
+            population = children if children else population
+        top = self._top(int(cfg.top_k))
+        best, best_score = top[0]
+        return EvolutionResult(best=best, best_score=best_score, top=top, history=history,
+                               evaluated=dict(self.scores))

@@ -1,0 +1,79 @@
+"""Export a derived architecture with the weights it inherits from the supernet.
+
+A space's stand-alone network (``build_network``) has the module tree of its
+supernet (``build_supernet``) with every ChoiceBlock replaced by the chosen
+candidate (true of the chain spaces; a space whose stand-alone network differs,
+e.g. affine BN where the supernet has none, raises ArchitectureError), so the
+weights map by name: ``<block path>.ops.<j>.<rest>`` in the supernet is
+``<block path>.<rest>`` in the network, j the index of the chosen candidate.
+Batch-norm running statistics are copied too, so after a BN recalibration of
+the routed supernet (:func:`attnas.search.evolution.recalibrate_bn`) the
+exported network computes exactly what the supernet computes on that path.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from attnas.arch import Architecture
+from attnas.errors import ArchitectureError
+from attnas.spaces.base import ChoiceBlock, SearchSpace
+
+
+def supernet_key_map(supernet: nn.Module, arch: Architecture, network: nn.Module) -> dict[str, str]:
+    """``network`` state-dict key -> the supernet key it inherits from."""
+    blocks = {name: m for name, m in supernet.named_modules() if isinstance(m, ChoiceBlock)}
+    out = {}
+    for key in network.state_dict():
+        parts = key.split(".")
+        mapped = key
+        for cut in range(len(parts) - 1, 0, -1):
+            prefix = ".".join(parts[:cut])
+            block = blocks.get(prefix)
+            if block is not None:
+                op = arch.choices.get(block.point.key)
+                if op is None or op not in block.point.candidates:
+                    raise ArchitectureError(f"architecture has no valid choice for '{block.point.key}'")
+                idx = block.point.candidates.index(op)
+                mapped = ".".join([prefix, "ops", str(idx)] + parts[cut:])
+                break
+        out[key] = mapped
+    return out
+
+
+def inherit_weights(supernet: nn.Module, arch: Architecture, network: nn.Module) -> nn.Module:
+    """Copy the weights (and BN statistics) of ``arch``'s path of ``supernet`` into ``network``."""
+    src = supernet.state_dict()
+    mapping = supernet_key_map(supernet, arch, network)
+    state = {}
+    for key, value in network.state_dict().items():
+        skey = mapping[key]
+        if skey not in src:
+            raise ArchitectureError(f"cannot inherit '{key}': the supernet has no '{skey}' "
+                                    "(the network's layout differs from the supernet's)")
+        if src[skey].shape != value.shape:
+            raise ArchitectureError(f"cannot inherit '{key}': shape {tuple(value.shape)} in the network, "
+                                    f"{tuple(src[skey].shape)} in the supernet")
+        state[key] = src[skey].detach().clone()
+    network.load_state_dict(state, strict=True)
+    return network
+
+
+def export_subnet(space: SearchSpace, supernet: nn.Module, arch: Architecture, num_classes: int,
+                  in_channels: int, image_size: int,
+                  bn_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
+    """The stand-alone network of ``arch`` with inherited weights; with ``bn_batches`` its
+    BN statistics are then recomputed on them.  ``supernet`` is the SuperNet's ``net``
+    (a :class:`attnas.strategies.base.SuperNet` is unwrapped)."""
+    from attnas.search.evolution import recalibrate_bn
+
+    net_module = getattr(supernet, "net", supernet)
+    device = next((p.device for p in net_module.parameters()), torch.device("cpu"))
+    network = space.build_network(arch, num_classes, in_channels, image_size).to(device)
+    inherit_weights(net_module, arch, network)
+    if bn_batches is not None:
+        recalibrate_bn(network, bn_batches)
+    network.eval()
+    return network

@@ -1,0 +1,225 @@
+"""Teachers for attention-guided search (NOS, Sec. 3.3): loading and stage features.
+
+A teacher is any PyTorch model given as an importable class (``"package.module:Class"``),
+its constructor options and a checkpoint; the stages whose outputs are matched are named
+by their module names (``model.get_submodule(name)``), read with forward hooks
+(:class:`StageHooks`).  ``attnas teacher train`` (:mod:`attnas.cli.teacher`) trains the
+built-in :class:`CifarResNet` with the library's engine and writes a self-describing
+checkpoint (``teacher.pt``: class, options, stages and weights), so that
+``teacher_checkpoint`` alone is enough to use it.
+
+Pretrained weights cannot be downloaded here; the paper's teacher (PyramidNet-110) is
+replaced by a CIFAR ResNet trained locally.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnas.errors import ConfigError
+
+#: what ``attnas teacher train`` writes into its run folder
+TEACHER_FILE = "teacher.pt"
+
+
+# ----- a small CIFAR ResNet (He et al. 2016, Sec. 4.2) ----------------------------------------
+class BasicBlock(nn.Module):
+    def __init__(self, C_in: int, C_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(C_out)
+        self.conv2 = nn.Conv2d(C_out, C_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(C_out)
+        self.shortcut = (nn.Sequential() if stride == 1 and C_in == C_out else
+                         nn.Sequential(nn.Conv2d(C_in, C_out, 1, stride, bias=False), nn.BatchNorm2d(C_out)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for CIFAR: 3 stages (``layer1``..``layer3``) of n basic blocks with widths
+    w, 2w, 4w at full, 1/2 and 1/4 resolution -- the same three resolutions as the stages of the
+    NOS / DARTS proxy network, so the attention maps align (Fig. 3)."""
+
+    stages = ("layer1", "layer2", "layer3")
+
+    def __init__(self, depth: int = 20, width: int = 16, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ConfigError(f"CifarResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        layers, C = [], width
+        for i, C_out in enumerate((width, 2 * width, 4 * width)):
+            blocks = [BasicBlock(C, C_out, 1 if i == 0 else 2)] + [BasicBlock(C_out, C_out, 1)
+                                                                   for _ in range(n - 1)]
+            layers.append(nn.Sequential(*blocks))
+            C = C_out
+        self.layer1, self.layer2, self.layer3 = layers
+        self.fc = nn.Linear(C, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+# ----- loading -----------------------------------------------------------------------------------
+def import_class(spec: str) -> type:
+    """``"package.module:Class"`` -> the class (a ConfigError when it cannot be imported)."""
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(f"teacher class '{spec}' must be given as 'package.module:Class'")
+    mod_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(mod_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot import teacher class '{spec}': {e}") from None
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise ConfigError(f"teacher class '{spec}' is not an nn.Module subclass")
+    return obj
+
+
+def instantiate(cls: type, options: dict[str, Any], num_classes: int | None = None,
+                in_channels: int | None = None) -> nn.Module:
+    """``cls(**options)``, filling ``num_classes`` / ``in_channels`` when the constructor takes
+    them and ``options`` does not give them."""
+    opts = dict(options)
+    params = inspect.signature(cls).parameters
+    if num_classes is not None and "num_classes" in params and "num_classes" not in opts:
+        opts["num_classes"] = num_classes
+    if in_channels is not None and "in_channels" in params and "in_channels" not in opts:
+        opts["in_channels"] = in_channels
+    try:
+        return cls(**opts)
+    except TypeError as e:
+        raise ConfigError(f"cannot build teacher {cls.__name__}({opts}): {e}") from None
+
+
+def _state_dict_of(obj: Any) -> dict[str, torch.Tensor]:
+    """The weights inside a checkpoint: a plain state dict, ``{"state_dict": ...}``,
+    ``{"model": ...}`` or an attnas engine checkpoint ``{"task": {"model": ...}}``."""
+    if isinstance(obj, dict):
+        for path in (("state_dict",), ("model",), ("task", "model")):
+            cur = obj
+            for p in path:
+                cur = cur.get(p) if isinstance(cur, dict) else None
+            if isinstance(cur, dict):
+                return cur
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    raise ConfigError("teacher checkpoint holds no state dict (expected a state dict, or one under "
+                      "'state_dict', 'model' or 'task.model')")
+
+
+def load_teacher(checkpoint: str | None, cls_spec: str | None = None, options: dict[str, Any] | None = None,
+                 stages: Sequence[str] | None = None, num_classes: int | None = None,
+                 in_channels: int | None = None) -> tuple[nn.Module, list[str]]:
+    """The teacher model (eval mode, no gradients) and its stage names.
+
+    Class, options and stages default to those recorded in a checkpoint written by
+    ``attnas teacher train``; arguments given here win.  ``checkpoint`` None builds the class
+    with random weights (tests only)."""
+    saved: dict[str, Any] = {}
+    state = None
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if path.is_dir():
+            path = path / TEACHER_FILE
+        if not path.is_file():
+            raise ConfigError(f"teacher checkpoint '{checkpoint}' does not exist")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 -- any unpickling failure is a bad file
+            raise ConfigError(f"cannot read teacher checkpoint '{path}': {e}") from None
+        if isinstance(obj, dict) and "teacher_class" in obj:
+            saved = obj
+        state = _state_dict_of(obj)
+    spec = cls_spec or saved.get("teacher_class")
+    if not spec:
+        raise ConfigError("no teacher class: give 'teacher' ('module:Class') or a checkpoint written by "
+                          "'attnas teacher train'")
+    opts = {**saved.get("teacher_options", {}), **(options or {})}
+    model = instantiate(import_class(spec), opts, num_classes, in_channels)
+    if state is not None:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ConfigError(f"teacher checkpoint does not fit {spec}: missing {list(missing)[:3]}, "
+                              f"unexpected {list(unexpected)[:3]}")
+    names = list(stages or saved.get("teacher_stages") or getattr(model, "stages", ()) or ())
+    if not names:
+        raise ConfigError("no teacher stages: give 'teacher_stages' (module names, e.g. "
+                          "['layer1', 'layer2', 'layer3'])")
+    for n in names:
+        try:
+            model.get_submodule(n)
+        except AttributeError:
+            raise ConfigError(f"teacher {spec} has no module '{n}' (a stage name)") from None
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, names
+
+
+def save_teacher(model: nn.Module, path: str | Path, cls_spec: str, options: dict[str, Any],
+                 stages: Sequence[str]) -> None:
+    """Write a self-describing teacher checkpoint (read by :func:`load_teacher`)."""
+    torch.save({"teacher_class": cls_spec, "teacher_options": dict(options),
+                "teacher_stages": list(stages), "state_dict": model.state_dict()}, path)
+
+
+class StageHooks:
+    """Collect the outputs of named sub-modules during a forward pass.
+
+    >>> hooks = StageHooks(model, ["layer1", "layer2"]); model(x); feats = hooks.pop()
+    Only active inside ``with hooks.capture():`` so evaluation passes store nothing.
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self._out: dict[str, torch.Tensor] = {}
+        self._on = False
+        self._handles = []
+        for n in self.names:
+            self._handles.append(model.get_submodule(n).register_forward_hook(self._hook(n)))
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            if self._on:
+                self._out[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def capture(self):
+        hooks = self
+
+        class _Ctx:
+            def __enter__(self_inner):
+                hooks._out, hooks._on = {}, True
+                return hooks
+
+            def __exit__(self_inner, *exc):
+                hooks._on = False
+                return False
+
+        return _Ctx()
+
+    def pop(self) -> list[torch.Tensor]:
+        missing = [n for n in self.names if n not in self._out]
+        if missing:
+            raise ConfigError(f"stages {missing} produced no output in the forward pass")
+        out = [self._out[n] for n in self.names]
+        self._out = {}
+        return out
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()

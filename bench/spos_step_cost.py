@@ -1,0 +1,121 @@
+"""Benchmark 2: SPOS single-path training step on the ProxylessNAS space at 224x224, batch 64.
+
+Each configuration runs in a fresh process (clean peak-memory reading): the
+``spos`` strategy builds the ProxylessNAS ImageNet supernet (1000 classes),
+then ``--steps`` timed training steps follow ``--warmup`` untimed ones, each on
+a freshly sampled uniform path (seeded) and a fixed random batch.  Reported per
+configuration: wall seconds per step (mean, median), process CPU seconds per
+step, and the process's peak resident memory (``ru_maxrss``, which includes the
+Python/PyTorch runtime, the 16M-parameter supernet, its gradients and SGD
+momentum).  The machine's load average is recorded too: on a shared CPU, wall
+time depends on the other jobs, CPU time much less.
+
+Configurations:
+* ``attnas``: the library as is (channels-last layout, memory-efficient
+  BN-activation-convolution segments);
+* ``plain``: the same network as plain PyTorch modules in NCHW layout (both
+  optimisations off), to show what they bring.
+
+Reference: NNI 3.0 on this machine, same setting: 10.0 s/step and 7.4 GB.
+
+    python bench/spos_step_cost.py --threads 2 --steps 5 > bench/logs/spos_step_cost.log
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+NNI_SECONDS_PER_STEP = 10.0
+NNI_PEAK_GB = 7.4
+CONFIGS = ("attnas", "plain")
+
+
+def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image: int, seed: int) -> dict:
+    import torch
+
+    from attnas.arch import Architecture
+    from attnas.ops.mobile import InvertedResidual
+    from attnas.spaces.registry import get_space
+    from attnas.strategies.base import get_strategy
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    space = get_space("proxyless", variant="imagenet")
+    strategy = get_strategy("spos", space)
+    strategy.seed(seed)
+    model = strategy.build(1000, 3, image)
+    if config == "plain":
+        for m in model.modules():
+            if isinstance(m, InvertedResidual):
+                m.memory_efficient = False
+        model.net.channels_last = False
+        model.to(memory_format=torch.contiguous_format)
+    opt = strategy.optimizers(model, steps_per_epoch=100, epochs=10)
+    x = torch.randn(batch, 3, image, image)
+    y = torch.randint(0, 1000, (batch,))
+    model.train()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    walls, cpus, flops = [], [], []
+    costs = space.cost_table(1000, 3, image)
+    for i in range(warmup + steps):
+        t, c = time.perf_counter(), time.process_time()
+        strategy.train_step(model, opt, (x, y), None, 0, i)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+        path = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
+        f = costs.of(Architecture("proxyless", path)).flops
+        print(f"  {config} step {i}{' (warm-up)' if i < warmup else ''}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+              f"path {f / 1e6:.0f} MFLOPs", file=sys.stderr, flush=True)
+        if i >= warmup:
+            walls.append(wall)
+            cpus.append(cpu)
+            flops.append(f)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return {"config": config, "threads": threads, "batch": batch, "image": image, "steps": steps,
+            "wall_s_mean": statistics.mean(walls), "wall_s_median": statistics.median(walls),
+            "cpu_s_mean": statistics.mean(cpus), "peak_rss_gb": peak, "rss_after_build_gb": rss0,
+            "path_mflops_mean": statistics.mean(flops) / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--image", type=int, default=224)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.threads, args.steps, args.warmup, args.batch, args.image,
+                                args.seed)))
+        return
+    results = []
+    for config in args.configs.split(","):
+        load0 = os.getloadavg()[0]
+        cmd = [sys.executable, __file__, "--worker", config] + [
+            f"--{k}={getattr(args, k)}" for k in ("threads", "steps", "warmup", "batch", "image", "seed")]
+        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        rec = json.loads(out.strip().splitlines()[-1])
+        rec["load_avg_before"], rec["load_avg_after"] = load0, os.getloadavg()[0]
+        rec["time_vs_nni"] = rec["wall_s_mean"] / NNI_SECONDS_PER_STEP
+        rec["memory_vs_nni"] = rec["peak_rss_gb"] / NNI_PEAK_GB
+        results.append(rec)
+        print(json.dumps(rec), flush=True)
+    print(f"\n{'config':8} {'s/step (wall)':>14} {'CPU s/step':>11} {'peak GB':>8} {'time/NNI':>9} "
+          f"{'mem/NNI':>8} {'load':>10}")
+    for r in results:
+        print(f"{r['config']:8} {r['wall_s_mean']:14.2f} {r['cpu_s_mean']:11.2f} {r['peak_rss_gb']:8.2f} "
+              f"{r['time_vs_nni']:9.2f} {r['memory_vs_nni']:8.2f} "
+              f"{r['load_avg_before']:4.1f}-{r['load_avg_after']:4.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""IT-NAS: the Lite-Transformer mixer (Eq. 3-4), mono-level training (Eq. 5), selection (Eq. 6),
+single-path sampling for chain spaces, checkpoint/resume, the CLI, and ranking consistency."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnas.arch import architecture_from_dict, layer_key
+from attnas.errors import ConfigError
+from attnas.ops.primitives import Noise
+from attnas.spaces.base import ChoiceBlock, ChoicePoint, SearchSpace
+from attnas.spaces.registry import get_space
+from attnas.strategies.base import get_strategy
+from attnas.strategies.itnas import IndicatorMixer, LiteTransformer, indicator_mixers
+
+TINY_NB201 = {"C": 4, "N": 1}
+TINY_DARTS = {"C": 4, "layers": 3}
+
+
+def _batch(n=8, size=8, seed=0, classes=4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+def _perturbed_layer(n=4, c=6, seed=0) -> LiteTransformer:
+    torch.manual_seed(seed)
+    lt = LiteTransformer(n, c).double()
+    with torch.no_grad():
+        for p in lt.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return lt
+
+
+def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor], positions: torch.Tensor):
+    """The layer computed token by token on full feature maps: tokens T_j (IT first, position codes
+    added), Eq. 3-4 attention of the IT query over all n+1 keys, Z_it = sum_j a_j v_j,
+    X_1 = T_0 + Z_it, Y = LN(X_1) over c*h*w, out = LN(Y + FFN(Y))."""
+    N, c, H, W = maps[0].shape
+    T = [(lt.it + lt.pos[0]).view(1, c, 1, 1).expand(N, c, H, W)]
+    T += [m + lt.pos[p].view(1, c, 1, 1) for m, p in zip(maps, positions)]
+    q = lt.query(T[0].mean((2, 3)))
+    K = torch.stack([lt.key(t.mean((2, 3))) for t in T], 1)
+    a = torch.softmax((K * q[:, None, :]).sum(-1) / math.sqrt(lt.qk_dim), -1)
+    V = [lt.v_scale.view(1, c, 1, 1) * t + lt.v_bias.view(1, c, 1, 1) for t in T]
+    x1 = T[0] + sum(a[:, j].view(N, 1, 1, 1) * V[j] for j in range(len(T)))
+    y = F.layer_norm(x1, x1.shape[1:], eps=lt.eps) * lt.ln1_weight.view(1, c, 1, 1) + lt.ln1_bias.view(1, c, 1, 1)
+    x2 = y + lt.ffn2(F.gelu(lt.ffn1(y.mean((2, 3))))).view(N, c, 1, 1)
+    out = F.layer_norm(x2, x2.shape[1:], eps=lt.eps) * lt.ln2_weight.view(1, c, 1, 1) + lt.ln2_bias.view(1, c, 1, 1)
+    return out, a
+
+
+# ----- the Lite-Transformer layer (Eq. 3-4) ----------------------------------------------------
+
+def test_layer_equals_literal_token_computation_forward_and_backward():
+    lt = _perturbed_layer()
+    g = torch.Generator().manual_seed(1)
+    base = [torch.randn(3, 6, 5, 4, generator=g, dtype=torch.float64) * s + m
+            for s, m in ((1.0, 0.5), (2.0, -1.0), (0.5, 0.0))]
+    positions = torch.tensor([1, 2, 3, 4])
+    maps = [b.clone().requires_grad_() for b in base]
+    out, a = lt(maps + [None], positions, maps[0].shape)          # 4th candidate: 'none' (zeros)
+    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    (out * w).sum().backward()
+    fused_maps = [m.grad.clone() for m in maps]
+    fused_params = [p.grad.clone() for p in lt.parameters()]
+    lt.zero_grad()
+    ref_maps = [b.clone().requires_grad_() for b in base]
+    ref, a_ref = _literal_layer(lt, ref_maps + [torch.zeros_like(base[0])], positions)
+    (ref * w).sum().backward()
+    assert torch.allclose(out, ref, atol=1e-10) and torch.allclose(a, a_ref, atol=1e-12)
+    for f, m in zip(fused_maps, ref_maps):
+        assert torch.allclose(f, m.grad, atol=1e-10)
+    for f, p in zip(fused_params, lt.parameters()):
+        assert torch.allclose(f, p.grad, atol=1e-9)
+
+
+def test_indicator_row_is_a_distribution_and_drives_the_output():
+    lt = _perturbed_layer()
+    g = torch.Generator().manual_seed(2)
+    maps = [torch.randn(2, 6, 4, 4, generator=g, dtype=torch.float64) for _ in range(4)]
+    positions = torch.tensor([1, 2, 3, 4])
+    out, a = lt(maps, positions, maps[0].shape)
+    assert a.shape == (2, 5) and bool((a >= 0).all())
+    assert torch.allclose(a.sum(1), torch.ones(2, dtype=torch.float64))       # over IT + n candidates
+    assert torch.allclose(a[:, 1:].sum(1), 1 - a[:, 0])                       # a[1:] of Eq. 6
+    # moving the key of candidate 2 changes its weight, and the output with it
+    with torch.no_grad():
+        lt.pos[2].add_(3.0 * lt.query(lt.it + lt.pos[0]) @ lt.key.weight / lt.query(lt.it + lt.pos[0]).norm())
+    out2, a2 = lt(maps, positions, maps[0].shape)
+    assert (a2[:, 2] - a[:, 2]).abs().min() > 1e-3
+    assert (out2 - out).abs().max() > 1e-3
+    # the output follows the attended candidate: all weight on candidate i -> a function of O_i only
+    outs = []
+    for i in range(4):
+        forced = torch.zeros(2, 5, dtype=torch.float64)
+        forced[:, i + 1] = 1.0
+        lt.attention = lambda desc, pos, f=forced: f
+        o, _ = lt(maps, positions, maps[0].shape)
+        changed = [m.clone() for m in maps]
+        changed[(i + 1) % 4] += 1.0
+        o_other, _ = lt(changed, positions, maps[0].shape)
+        assert torch.allclose(o, o_other)                  # a_j = 0: candidate j does not matter
+        outs.append(o)
+    del lt.attention
+    assert all((outs[i] - outs[j]).abs().max() > 1e-3 for i in range(4) for j in range(i))
+
+
+def test_none_token_is_its_position_code_only():
+    lt = _perturbed_layer(n=2, c=3).float()
+    positions = torch.tensor([1, 2])
+    x = torch.randn(2, 3, 4, 4)
+    out, a = lt([x, None], positions, x.shape)
+    out_z, a_z = lt([x, torch.zeros_like(x)], positions, x.shape)
+    assert torch.allclose(out, out_z, atol=1e-5) and torch.allclose(a, a_z, atol=1e-6)
+    with torch.no_grad():   # the none token's weight moves with its position code alone
+        lt.pos[2].add_(lt.key.weight.T @ lt.query(lt.it + lt.pos[0]))
+    _, a2 = lt([x, None], positions, x.shape)
+    assert bool((a2[:, 2] > a[:, 2]).all())
+    out_none, _ = lt([None, None], positions, x.shape)  # every token 'none': still a feature map
+    assert out_none.shape == x.shape and torch.isfinite(out_none).all()
+
+
+# ----- the strategy: supernets, mono-level training (Eq. 5) ----------------------------------
+
+@pytest.mark.parametrize("space,opts,size", [("nb201", TINY_NB201, 8), ("darts", TINY_DARTS, 8), ("s3", TINY_DARTS, 8)])
+def test_supernet_blocks_output_feature_maps_and_own_one_transformer(space, opts, size):
+    st = get_strategy("itnas", get_space(space, **opts))
+    model = st.build(4, 3, size)
+    blocks = [m for m in model.net.modules() if isinstance(m, ChoiceBlock)]
+    mixers = indicator_mixers(model)
+    assert len(mixers) == len(blocks) and all(isinstance(b.mixer, IndicatorMixer) for b in blocks)
+    assert all(m.transformer is not None for m in mixers)                  # sized at build time
+    shapes = {}
+    hooks = [b.register_forward_hook(lambda mod, inp, out, b=b: shapes.__setitem__(id(b), (inp[0].shape, out.shape)))
+             for b in blocks]
+    logits = model(_batch(size=size)[0])
+    for h in hooks:
+        h.remove()
+    assert logits.shape == (8, 4)
+    for b in blocks:
+        in_shape, out_shape = shapes[id(b)]
+        assert len(out_shape) == 4 and out_shape[1] == b.mixer.transformer.channels
+        ref = b.ops[-1](torch.zeros(in_shape))                             # a candidate's output shape
+        assert out_shape == ref.shape                                     # strided reduction edges too
+
+
+def test_mono_level_step_trains_supernet_and_transformers_with_one_optimizer():
+    st = get_strategy("itnas", get_space("nb201", **TINY_NB201))
+    torch.manual_seed(0)
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 10, 5)
+    assert set(opt) == {"weights", "schedulers"} and len(list(model.arch.parameters())) == 0
+    in_opt = {id(p) for g in opt["weights"].param_groups for p in g["params"]}
+    t_params = [p for m in indicator_mixers(model) for p in m.transformer.parameters()]
+    assert t_params and all(id(p) in in_opt for p in t_params)             # Eq. 5: one optimizer
+    before = [p.detach().clone() for p in t_params]
+    conv_before = [p.detach().clone() for n, p in model.net.named_parameters() if "transformer" not in n]
+    m = st.train_step(model, opt, _batch(seed=1), None, 0, 0)              # no architecture batch needed
+    assert set(m) == {"loss", "acc"}
+    assert sum(not torch.equal(a, p) for a, p in zip(before, t_params)) > len(t_params) // 2
+    assert any(not torch.equal(a, p) for a, p, in zip(
+        conv_before, [p for n, p in model.net.named_parameters() if "transformer" not in n]))
+
+
+def test_scores_average_the_instances_and_training_rows_reset_each_epoch():
+    st = get_strategy("itnas", get_space("nb201", C=4, N=2))
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 10, 5)
+    for step in range(2):
+        st.train_step(model, opt, _batch(seed=step), None, 0, step)
+    mixers = indicator_mixers(model)
+    assert all(float(m.train_count[0]) == 16 for m in mixers)              # 2 steps x 8 images, once each
+    scores = st.scores(model)
+    for key, s in scores.items():
+        rows = [m.mean_row("train") for m in mixers if m.key == key]
+        assert len(rows) == 6                                              # 3 stages x N=2 cells
+        assert s == pytest.approx([sum(r[j] for r in rows) / 6 for j in range(1, 6)])
+    st.train_step(model, opt, _batch(seed=5), None, 1, 0)                   # new epoch: running average restarts
+    assert all(float(m.train_count[0]) == 8 for m in mixers)
+    arch = st.derive(model)                                                 # per-epoch derive: no data pass
+    assert arch.meta["selection"] == "training running average"
+
+
+def test_recomputed_blocks_record_one_row_per_step():
+    st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"recompute": "all"})
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 10, 5)
+    st.train_step(model, opt, _batch(), None, 0, 0)
+    assert all(float(m.train_count[0]) == 8 for m in indicator_mixers(model))
+
+
+def test_selection_pass_eq6_and_darts_two_inputs_rule():
+    space = get_space("darts", **TINY_DARTS)
+    st = get_strategy("itnas", space)
+    torch.manual_seed(0)
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 10, 5)
+    st.train_step(model, opt, _batch(seed=1), None, 0, 0)
+    val = [_batch(n=6, seed=10 + i) for i in range(3)]
+    arch = st.derive(model, context=iter(val))
+    assert arch.meta["selection"] == "validation pass (Eq. 6)" and arch.meta["selection_images"] == 18
+    mixers = indicator_mixers(model)
+    assert all(float(m.select_count[0]) == 18 for m in mixers)
+    scores = st.scores(model)                                               # now the validation averages
+    for key, s in scores.items():
+        rows = [m.mean_row("select") for m in mixers if m.key == key]
+        assert s == pytest.approx([sum(r[j] for r in rows) / len(rows) for j in range(1, len(rows[0]))])
+        assert arch.meta["attention"][key]["tokens"][0] == "IT"
+    # DARTS rule: two inputs per node, edges ranked by their strongest non-none attention weight
+    points = {p.key: p for p in space.choice_points()}
+    for group in {p.group for p in points.values()}:
+        keys = [k for k, p in points.items() if p.group == group]
+        strength = {k: max(v for o, v in zip(points[k].candidates, scores[k]) if o != "none") for k in keys}
+        kept = sorted(keys, key=lambda k: -strength[k])[:2]
+        assert {k for k in keys if arch.choices[k] != "none"} == set(kept)
+        for k in kept:
+            best = max((v, o) for o, v in zip(points[k].candidates, scores[k]) if o != "none")[1]
+            assert arch.choices[k] == best
+    st.train_step(model, opt, _batch(seed=2), None, 0, 1)                   # training again: back to train rows
+    assert not bool(model.arch.selected)
+
+
+# ----- single-path sampling (chain spaces) ------------------------------------------------------
+
+class ToyChain(SearchSpace):
+    """Two searchable layers of a chain, candidates skip / noise / conv (like a chain space's
+    ``layer:<i>`` points with a skip candidate)."""
+
+    name = "toychain"
+
+    def __init__(self, C: int = 8) -> None:
+        self.C = C
+
+    def choice_points(self):
+        return [ChoicePoint(layer_key(i), ("skip", "noise", "conv"), layer_key(i)) for i in range(2)]
+
+    def _op(self, name: str) -> nn.Module:
+        if name == "skip":
+            return nn.Identity()
+        if name == "noise":
+            return Noise(self.C, 1)
+        return nn.Sequential(nn.ReLU(), nn.Conv2d(self.C, self.C, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(self.C, affine=False))
+
+    def build_supernet(self, mixer_factory, num_classes, in_channels, image_size):
+        blocks = [ChoiceBlock(p, [self._op(o) for o in p.candidates], mixer_factory(p))
+                  for p in self.choice_points()]
+        return nn.Sequential(nn.Conv2d(in_channels, self.C, 3, padding=1), *blocks,
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(self.C, num_classes))
+
+    def build_network(self, arch, num_classes, in_channels, image_size, **options):  # pragma: no cover
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_chain_space_trains_sampled_paths_and_selects_over_all_candidates(k):
+    st = get_strategy("itnas", ToyChain(), {"recompute": "none", "sample_k": k})   # count each forward once
+    assert st.sampling == "uniform"                                          # auto: chain keys
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 10, 5)
+    calls: dict[int, int] = {}
+    blocks = [m for m in model.net.modules() if isinstance(m, ChoiceBlock)]
+    for b in blocks:
+        for op in b.ops:
+            op.register_forward_hook(lambda mod, i, o: calls.__setitem__(id(mod), calls.get(id(mod), 0) + 1))
+    for step in range(6):
+        calls.clear()
+        st.train_step(model, opt, _batch(seed=step), None, 0, step)
+        assert all(sum(calls.get(id(op), 0) for op in b.ops) == k for b in blocks)   # k paths per step
+    for m in indicator_mixers(model):
+        c = m.train_count.tolist()
+        assert c[0] == 48 and sum(c[1:]) == 48 * k                          # IT always, k candidates per step
+    arch = st.derive(model, context=[_batch(seed=9)])
+    for key, rec in arch.meta["attention"].items():                          # all n+1 tokens at selection
+        assert len(rec["mean"]) == 4 and sum(rec["mean"]) == pytest.approx(1.0)
+        assert arch.choices[key] == ("skip", "noise", "conv")[max(range(3), key=lambda i: rec["mean"][i + 1])]
+
+
+def test_sampled_pairs_teach_the_indicator_to_rank_all_candidates():
+    """Chain-space training with two sampled candidates per layer (the default): the IT learns to
+    put the useless 'noise' block last on every layer, although no step runs all candidates."""
+    torch.manual_seed(0)
+    st = get_strategy("itnas", ToyChain(), {"recompute": "none", "weights": {"lr": 0.1}})
+    st.seed(0)
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 100, 1)
+    g = torch.Generator().manual_seed(0)
+    protos = torch.randn(4, 3, 8, 8, generator=g)
+
+    def batch(n=32):
+        y = torch.randint(0, 4, (n,), generator=g)
+        return protos[y] + 0.5 * torch.randn(n, 3, 8, 8, generator=g), y
+
+    for step in range(100):
+        st.train_step(model, opt, batch(), None, 0, step)
+    arch = st.derive(model, context=[batch(64)])
+    for key, rec in arch.meta["attention"].items():
+        skip, noise, conv = rec["mean"][1:]
+        assert noise < min(skip, conv), (key, rec["mean"])
+        assert arch.choices[key] != "noise"
+
+
+def test_single_path_attention_is_a_logit_against_the_indicator_token():
+    """With one sampled candidate the row is [a_0, a_i] = softmax(s_0, s_i): a_i compares candidate i
+    with the IT's own score, a reference shared by all candidates, so weights learnt on different
+    steps are comparable (module docstring)."""
+    lt = _perturbed_layer(n=3, c=4)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    _, full = lt([x, x + 1, x - 1], torch.tensor([1, 2, 3]), x.shape)
+    for i, m in enumerate([x, x + 1, x - 1]):
+        _, single = lt([m], torch.tensor([i + 1]), x.shape)
+        s = torch.log(full)                                                  # logits up to a shared constant
+        expected = torch.sigmoid(s[:, i + 1] - s[:, 0])
+        assert torch.allclose(single[:, 1], expected)
+
+
+def test_chain_space_macro_builds_and_forwards():
+    st = get_strategy("itnas", get_space("macro", C=4, head=8))
+    model = st.build(10, 3, 8)
+    assert st.sampling == "uniform" and len(indicator_mixers(model)) == 8
+    opt = st.optimizers(model, 10, 5)
+    st.train_step(model, opt, _batch(n=4, classes=10), None, 0, 0)
+    arch = st.derive(model, context=[_batch(n=4, classes=10)])
+    assert set(arch.choices) == {layer_key(i) for i in range(8)}
+
+
+def test_bad_options_raise_config_errors():
+    with pytest.raises(ConfigError):
+        get_strategy("itnas", get_space("nb201", **TINY_NB201), {"sampling": "sometimes"})
+    with pytest.raises(ConfigError):
+        get_strategy("itnas", get_space("nb201", **TINY_NB201), {"sample_k": 0})
+    with pytest.raises(ConfigError):
+        get_strategy("itnas", get_space("nb201", **TINY_NB201), {"heads": 2})
+
+
+# ----- runs: CLI, resume ---------------------------------------------------------------------
+
+SYN = "synthetic:3,8,4,32,8"
+
+
+def _search(out: Path, *extra: str) -> int:
+    from attnas.cli.main import main
+
+    return main(["search", "--method", "itnas", "--dataset", SYN, "--batch-size", "8", "--quiet",
+                 "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("space,opts", [("nb201", TINY_NB201), ("darts", TINY_DARTS)])
+def test_cli_search_writes_architecture_scores_and_attention(tmp_path, monkeypatch, capsys, space, opts):
+    monkeypatch.delenv("ATTNAS_DATA_DIR", raising=False)
+    out = tmp_path / space
+    assert _search(out, "--space", space, "--epochs", "1", "--space-options", json.dumps(opts)) == 0
+    printed = capsys.readouterr().out
+    assert "candidate strengths" in printed
+    arch = json.loads((out / "architecture.json").read_text())
+    scores = json.loads((out / "scores.json").read_text())
+    assert arch["meta"]["method"] == "itnas" and arch["meta"]["selection"] == "validation pass (Eq. 6)"
+    assert set(arch["meta"]["attention"]) == set(scores["scores"]) == set(arch["choices"])
+    for key, rec in arch["meta"]["attention"].items():
+        assert rec["mean"][1:] == pytest.approx(scores["scores"][key], abs=1e-5)
+    get_space(space, **opts).validate(architecture_from_dict(arch))
+
+
+@pytest.mark.parametrize("space", ["s1", "s2", "s3", "s4"])
+def test_reduced_spaces_search_and_derive(space, request):
+    opts = dict(TINY_DARTS)
+    if space == "s1":
+        opts["data_dir"] = str(request.getfixturevalue("data_dir"))
+    sp = get_space(space, **opts)
+    st = get_strategy("itnas", sp)
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 1, 1)
+    st.train_step(model, opt, _batch(n=4), None, 0, 0)
+    arch = st.derive(model, context=[_batch(n=4, seed=1)])
+    sp.validate(arch)
+    assert arch.meta["selection_images"] == 4
+
+
+def test_resume_after_stop_gives_the_same_architecture_and_scores(tmp_path, monkeypatch):
+    monkeypatch.delenv("ATTNAS_DATA_DIR", raising=False)
+    opts = ["--space", "nb201", "--epochs", "2", "--space-options", json.dumps(TINY_NB201), "--seed", "3"]
+    assert _search(tmp_path / "a", *opts) == 0
+    assert _search(tmp_path / "b", *opts, "--stop-after", "1") == 0
+    assert not (tmp_path / "b" / "architecture.json").exists()
+    from attnas.cli.main import main
+    assert main(["search", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
+    for name in ("architecture.json", "scores.json"):
+        a = json.loads((tmp_path / "a" / name).read_text())
+        b = json.loads((tmp_path / "b" / name).read_text())
+        assert a == b, name
+    ma = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["scores"] for m in ma] == [m["scores"] for m in mb]
+
+
+# ----- ranking consistency (Sec. 4.3, A.7) ------------------------------------------------------
+
+class _FakeBench:
+    """An NB201Bench stand-in: accuracy of canonical index n is a fixed function of its digits."""
+
+    def __init__(self):
+        from attnas.benchmarks.nb201 import NB201_SIZE
+        import numpy as np
+        g = np.random.default_rng(0)
+        self.acc = g.uniform(10, 90, NB201_SIZE)
+
+    def accuracies(self, dataset="cifar10", split="test"):
+        return self.acc
+
+
+def test_best_acc_is_the_maximum_over_cells_with_that_operation_on_that_edge():
+    from attnas.analysis.ranking import best_acc_table
+    from attnas.benchmarks.nb201 import nb201_all_architectures
+
+    bench = _FakeBench()
+    best = best_acc_table(bench)
+    archs = nb201_all_architectures()
+    brute: dict[str, dict[str, float]] = {}
+    for n, a in enumerate(archs):
+        for key, op in a.choices.items():
+            brute.setdefault(key, {}).setdefault(op, -1.0)
+            brute[key][op] = max(brute[key][op], float(bench.acc[n]))
+    assert best == brute
+
+
+def test_kendall_tau_and_consistency_of_runs(tmp_path):
+    from attnas.analysis.ranking import kendall_tau, ranking_consistency
+
+    assert kendall_tau([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert kendall_tau([3, 2, 1], [10, 20, 30]) == pytest.approx(-1.0)
+    assert math.isnan(kendall_tau([0.2] * 3, [1, 2, 3]))
+    bench = _FakeBench()
+    from attnas.analysis.ranking import best_acc_table
+    best = best_acc_table(bench)
+    cands = {k: list(v) for k, v in best.items()}
+    for name, method, sign in (("good", "itnas", 1.0), ("bad", "darts", -1.0)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"space": "nb201", "method": method, "seed": 0}))
+        scores = {k: [sign * best[k][o] for o in cands[k]] for k in cands}
+        (d / "scores.json").write_text(json.dumps({"candidates": cands, "scores": scores}))
+    rep = ranking_consistency([tmp_path / "good", tmp_path / "bad"], bench)
+    assert all(mu == pytest.approx(1.0) for mu, _ in rep.tau("itnas").values())
+    assert all(mu == pytest.approx(-1.0) for mu, _ in rep.tau("darts").values())
+    with pytest.raises(ConfigError):
+        ranking_consistency([tmp_path / "missing"], bench)
+
+
+def test_analyze_ranking_command_prints_the_table(tmp_path, capsys, data_dir):
+    from attnas.cli.main import main
+
+    (tmp_path / "r").mkdir()
+    from attnas.spaces.nb201 import NB201_CANDIDATES
+    space = get_space("nb201")
+    cands = {p.key: list(NB201_CANDIDATES) for p in space.choice_points()}
+    scores = {k: [0.1, 0.3, 0.2, 0.25, 0.15] for k in cands}
+    (tmp_path / "r" / "config.json").write_text(json.dumps({"space": "nb201", "method": "itnas", "seed": 0}))
+    (tmp_path / "r" / "scores.json").write_text(json.dumps({"candidates": cands, "scores": scores}))
+    assert main(["analyze", "ranking", str(tmp_path / "r"), "--data-dir", str(data_dir), "--detail", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "Edge_6" in out and "itnas tau" in out and "best_acc" in out
+    res = json.loads(out.strip().splitlines()[-1])
+    assert set(res["methods"]["itnas"]["tau"]) == set(cands)
+    assert max(max(v.values()) for v in res["best_acc"].values()) == pytest.approx(94.37, abs=0.01)

@@ -1,0 +1,307 @@
+"""SPOS / FairNAS training, evolutionary search with constraints, BN recalibration, CLI flow."""
+from __future__ import annotations
+
+import copy
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from scipy.stats import chisquare
+
+from attnas.arch import Architecture, load_architecture
+from attnas.cli.main import main as cli_main
+from attnas.errors import ConfigError
+from attnas.ops.mobile import InvertedResidual, bn_act_conv
+from attnas.presets import get_preset
+from attnas.profile import profile_architecture
+from attnas.search.evolution import (Constraint, EvolutionSearch, SelectionContext, recalibrate_bn,
+                                     take_images)
+from attnas.spaces.registry import get_space
+from attnas.strategies.base import get_strategy
+from attnas.strategies.random_search import activate
+
+TINY_MACRO = {"C": 4, "head": 16}
+TINY_EVOLUTION = {"population": 6, "generations": 2, "top_k": 3, "mutations": 3, "crossovers": 3,
+                  "bn_images": 32, "eval_images": 64}
+
+
+def _batches(n: int, size: int = 8, classes: int = 4, seed: int = 0, image: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, 3, image, image, generator=g), torch.randint(0, classes, (size,), generator=g))
+            for _ in range(n)]
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def test_uniform_single_path_sampling() -> None:
+    """Each step's path draws every layer's candidate uniformly (IT-NAS Eq. 2): chi-square per layer."""
+    space = get_space("proxyless")
+    strategy = get_strategy("spos", space)
+    strategy.seed(0)
+    n = 3000
+    for _ in range(n):
+        (arch,) = strategy.sample_paths()
+        strategy._count(arch)
+    for p in strategy.points:
+        counts = strategy.counts[p.key]
+        assert sum(counts) == n
+        assert chisquare(counts).pvalue > 1e-3, (p.key, counts)
+    freqs = strategy.scores(None)
+    assert all(abs(sum(v) - 1) < 1e-9 for v in freqs.values())
+    # pairs of layers are independent: joint counts of layers 1 and 2 are uniform over 7 x 7 cells
+    strategy.seed(1)
+    joint = [0] * 49
+    for _ in range(4900):
+        (arch,) = strategy.sample_paths()
+        c1, c2 = (space.choice_points()[i].candidates.index(arch.choices[f"layer:{i}"]) for i in (1, 2))
+        joint[7 * c1 + c2] += 1
+    assert chisquare(joint).pvalue > 1e-3
+
+
+def test_fairnas_strict_fairness() -> None:
+    space = get_space("macro", **TINY_MACRO)
+    strategy = get_strategy("fairnas", space)
+    assert strategy.cfg.fair
+    for step in range(1, 6):
+        paths = strategy.sample_paths()
+        assert len(paths) == 3
+        for a in paths:
+            strategy._count(a)
+        # every candidate of every layer trained exactly once per step
+        assert all(c == [step] * 3 for c in strategy.counts.values())
+    # unequal candidate counts (ProxylessNAS: 6 or 7): each candidate once or twice per step
+    prox = get_strategy("spos", get_space("proxyless"), {"fair": True})
+    paths = prox.sample_paths()
+    assert len(paths) == 7
+    for p in prox.points:
+        used = [sum(a.choices[p.key] == c for a in paths) for c in p.candidates]
+        assert min(used) >= 1 and max(used) <= 2 and sum(used) == 7
+
+
+def test_spos_step_trains_only_the_path() -> None:
+    torch.manual_seed(0)
+    space = get_space("macro", **TINY_MACRO)
+    strategy = get_strategy("spos", space)
+    strategy.seed(3)
+    model = strategy.build(4, 3, 8)
+    opt = strategy.optimizers(model, 10, 2)
+    before = copy.deepcopy(model.net.state_dict())
+    (x, y), = _batches(1)
+    metrics = strategy.train_step(model, opt, (x, y), None, 0, 0)
+    assert set(metrics) == {"loss", "acc"}
+    active = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
+    after = model.net.state_dict()
+    for i, p in enumerate(strategy.points):
+        for j, cand in enumerate(p.candidates):
+            keys = [k for k in after if k.startswith(f"layers.{i}.ops.{j}.") and k.endswith("weight")]
+            changed = any(not torch.equal(before[k], after[k]) for k in keys)
+            if cand == active[p.key] and keys:
+                assert changed, (p.key, cand)
+            else:
+                assert not changed, (p.key, cand)
+    assert sum(sum(c) for c in strategy.counts.values()) == len(strategy.points)
+
+
+def test_fairnas_step_accumulates_paths_then_one_update() -> None:
+    torch.manual_seed(0)
+    space = get_space("macro", **TINY_MACRO)
+    strategy = get_strategy("fairnas", space, {"weights": {"momentum": 0.0, "weight_decay": 0.0}})
+    strategy.seed(5)
+    model = strategy.build(4, 3, 8)
+    ref = copy.deepcopy(model)
+    opt = strategy.optimizers(model, 10, 2)
+    lr = opt["weights"].param_groups[0]["lr"]
+    (x, y), = _batches(1)
+    rng_state = strategy.rng.getstate()
+    strategy.train_step(model, opt, (x, y), None, 0, 0)
+    strategy.rng.setstate(rng_state)
+    paths = strategy.sample_paths()
+    ref.train()
+    for a in paths:  # gradients of the 3 paths summed, then one SGD step
+        activate(ref, a, strategy.points)
+        nn.functional.cross_entropy(ref(x), y).backward()
+    with torch.no_grad():
+        for p_ref, p in zip(ref.net.parameters(), model.net.parameters()):
+            expected = p_ref - lr * p_ref.grad if p_ref.grad is not None else p_ref
+            assert torch.allclose(p, expected, atol=1e-6)
+
+
+def test_memory_efficient_block_matches_plain_modules() -> None:
+    torch.manual_seed(1)
+    for act in ("relu6", "relu"):
+        block = InvertedResidual(8, 8, 1, 6, 5, activation=act)
+        block.depthwise[1].momentum = None  # cumulative average path of the BN update too
+        plain = copy.deepcopy(block)
+        plain.memory_efficient = False
+        x = torch.randn(4, 8, 7, 7) * 3
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        g = torch.randn(4, 8, 7, 7)
+        for _ in range(2):
+            (block(x1) * g).sum().backward()
+            (plain(x2) * g).sum().backward()
+        assert torch.allclose(x1.grad, x2.grad, atol=1e-5)
+        for (n, a), b in zip(block.named_parameters(), plain.parameters()):
+            assert torch.allclose(a.grad, b.grad, atol=1e-5), n
+        for a, b in zip(block.buffers(), plain.buffers()):
+            assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    # the fused segment keeps only the BN input for backward
+    bn, conv = nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    z = torch.randn(2, 8, 5, 5, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        bn_act_conv(bn, 6.0, conv, z)
+    assert sum(1 for s in saved if s == z.shape) == 1
+
+
+# --------------------------------------------------------------------------- BN recalibration
+
+
+def test_recalibrate_bn_is_exact_average() -> None:
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 5, 3, padding=1), nn.BatchNorm2d(5)
+    net = nn.Sequential(conv, bn)
+    bn.running_mean.fill_(7.0)
+    batches = _batches(4)
+    n = recalibrate_bn(net, batches)
+    assert n == 32 and not net.training
+    with torch.no_grad():
+        feats = torch.cat([conv(x) for x, _ in batches])
+    assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-5)
+    assert bn.momentum == 0.1 and int(bn.num_batches_tracked) == 4
+    assert sum(len(y) for _, y in take_images(batches, 20)) == 20
+
+
+# --------------------------------------------------------------------------- evolution and constraint
+
+
+def _evolution_cfg(**kw):
+    return type(get_preset("spos"))(**{**vars(get_preset("spos")), **TINY_EVOLUTION, **kw})
+
+
+def test_constraint_rejects_and_costs_match() -> None:
+    space = get_space("macro")
+    table_flops = {a: Constraint(space, 10, 3, 32).cost(space.parse_native(a)).flops
+                   for a in ("00000000", "22222222")}
+    assert table_flops["00000000"] == 7713280
+    budget = 4e7
+    con = Constraint(space, 10, 3, 32, flops_budget=budget, params_budget=2e6)
+    rng = random.Random(0)
+    for _ in range(50):
+        a = space.sample(rng)
+        cost = profile_architecture(space, a, 10, 3, 32)
+        assert con.cost(a) == cost
+        assert con.holds(a) == (cost.flops <= budget and cost.params <= 2e6)
+    with pytest.raises(ConfigError, match="flops_budget"):
+        Constraint(space, 10, 3, 32, flops_budget=-1)
+
+
+def test_evolution_respects_budget_and_finds_good_architecture() -> None:
+    """With a known fitness (number of mb6_k5 layers) and a FLOPs budget, every evaluated
+    architecture meets the budget and evolution beats the initial random population."""
+    space = get_space("macro")
+    budget = 6e7
+    con = Constraint(space, 10, 3, 32, flops_budget=budget)
+    seen: list[Architecture] = []
+
+    def fitness(a: Architecture) -> float:
+        seen.append(a)
+        return sum(op == "mb6_k5" for op in a.choices.values()) + 0.01 * sum(op == "mb3_k3" for op in a.choices.values())
+
+    cfg = _evolution_cfg(population=20, generations=8, top_k=5, mutations=10, crossovers=10)
+    res = EvolutionSearch(space, cfg, random.Random(0), fitness, con).run()
+    assert len(seen) == len(set(seen)) == len(res.evaluated)  # no architecture scored twice
+    assert all(con.cost(a).flops <= budget for a in seen)
+    assert res.history[-1]["best"] > res.history[0]["population_mean"]
+    assert res.best_score == max(res.evaluated.values())
+    assert len(res.history) == cfg.generations + 1
+    # deterministic given the RNG seed, and a cached replay evaluates nothing new
+    res2 = EvolutionSearch(space, cfg, random.Random(0), fitness, con).run()
+    assert res2.best == res.best
+    n = len(seen)
+    res3 = EvolutionSearch(space, cfg, random.Random(0), fitness, con, evaluated=res.evaluated).run()
+    assert len(seen) == n and res3.best == res.best
+    # infeasible budget: a clear error
+    with pytest.raises(ConfigError, match="raise the budget"):
+        EvolutionSearch(space, cfg, random.Random(0), fitness, Constraint(space, 10, 3, 32, flops_budget=1e6)).run()
+
+
+def test_spos_derive_restores_supernet_state() -> None:
+    torch.manual_seed(0)
+    space = get_space("macro", **TINY_MACRO)
+    strategy = get_strategy("spos", space, {**TINY_EVOLUTION, "flops_budget": 2e5})
+    model = strategy.build(4, 3, 8)
+    activate(model, space.parse_native("12012012"), strategy.points)
+    state = copy.deepcopy(model.state_dict())
+    valid, train = _batches(4, seed=1), _batches(4, seed=2)
+    arch = strategy.derive(model, context=SelectionContext(valid, train))
+    assert arch.meta["bn_recalibration"] == "train" and arch.meta["flops"] <= 2e5
+    assert arch.meta["eval_images"] == 32 and arch.meta["bn_images"] == 32
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert space.to_native(Architecture("macro", {p.key: p.candidates[model.arch.active[p.key]]
+                                                  for p in strategy.points})) == "12012012"
+    # a plain iterable of validation batches works too (BN then recomputed on them)
+    strategy.seed(0)
+    arch2 = strategy.derive(model, context=iter(valid))
+    assert arch2.meta["bn_recalibration"] == "validation"
+    with pytest.raises(ConfigError, match="evolutionary search"):
+        strategy.derive(model)
+
+
+def test_spos_option_errors() -> None:
+    space = get_space("macro")
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        get_strategy("spos", space, {"lr_schedule": "step"})
+    with pytest.raises(ConfigError, match="flops_budget"):
+        get_strategy("spos", space, {"flops_budget": 0})
+    with pytest.raises(ConfigError, match="unknown option 'flops_budget'"):
+        get_strategy("darts", space, {"flops_budget": 1e7})
+
+
+# --------------------------------------------------------------------------- CLI end to end
+
+
+def _search_args(out: Path, *extra: str) -> list[str]:
+    return ["search", "--space", "macro", "--method", "spos", "--dataset", "synthetic:3,8,4,256,64",
+            "--epochs", "2", "--batch-size", "32", "--space-options", json.dumps(TINY_MACRO),
+            "--method-options", json.dumps(TINY_EVOLUTION), "--flops-budget", "3e5", "--quiet",
+            "--out", str(out), *extra]
+
+
+def test_cli_search_resume_evolve_export(tmp_path: Path) -> None:
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert cli_main(_search_args(full)) == 0
+    # killed after one epoch, then resumed: the same supernet and the same architecture
+    assert cli_main(_search_args(part, "--stop-after", "1")) == 0
+    assert not (part / "architecture.json").exists()
+    assert cli_main(["search", "--resume", str(part), "--quiet"]) == 0
+    a_full = json.loads((full / "architecture.json").read_text())
+    a_part = json.loads((part / "architecture.json").read_text())
+    assert a_full["native"] == a_part["native"]
+    assert a_full["meta"]["flops"] <= 3e5 and a_full["meta"]["flops_budget"] == 3e5
+    cfg = json.loads((full / "config.json").read_text())
+    assert cfg["method_options"]["flops_budget"] == 3e5
+    # evolution on the saved supernet, with training batches for BN, budget and export
+    out = tmp_path / "evo"
+    args = ["evolve", str(full), "--out", str(out), "--flops-budget", "2.5e5", "--population", "5",
+            "--generations", "1", "--top-k", "2", "--mutations", "2", "--crossovers", "2", "--seed", "1",
+            "--export", "--quiet"]
+    assert cli_main(args) == 0
+    res = json.loads((out / "evolution.json").read_text())
+    assert res["flops"] <= 2.5e5 and res["replayed"] == 0
+    arch = load_architecture(str(out / "architecture.json"))
+    assert arch.meta["bn_recalibration"] == "train"
+    net = get_space("macro", **TINY_MACRO).build_network(arch, 4, 3, 8)
+    net.load_state_dict(torch.load(out / "subnet.pt"))
+    # rerun (as after a kill): the same draws, all scores replayed from evaluations.jsonl
+    assert cli_main(args) == 0
+    res2 = json.loads((out / "evolution.json").read_text())
+    assert res2["architecture"] == res["architecture"] and res2["replayed"] == res2["evaluated"]
+    # the derived architecture retrains from scratch
+    assert cli_main(["train", "--arch", str(out / "architecture.json"), "--dataset", "synthetic:3,8,4,64,32",
+                     "--epochs", "1", "--batch-size", "32", "--space-options", json.dumps(TINY_MACRO),
+                     "--out", str(tmp_path / "train"), "--quiet"]) == 0
+    assert (tmp_path / "train" / "result.json").exists()
