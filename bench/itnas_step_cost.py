@@ -129,9 +129,9 @@ def measure_memory_one(space: str, kind: str, batch: int, steps: int, threads: i
             "net_params": sum(p.numel() for p in model.net.parameters())}
 
 
-def measure_memory(space: str, batch: int, steps: int, threads: int) -> dict:
-    rows = {}
-    for kind in KINDS:
+def measure_memory(space: str, batch: int, steps: int, threads: int, kinds=KINDS, previous: dict | None = None) -> dict:
+    rows = dict(previous or {})
+    for kind in kinds:
         out = subprocess.run([sys.executable, __file__, "--mode", "memory-one", "--space", space, "--kind", kind,
                               "--batch", str(batch), "--steps", str(steps), "--threads", str(threads)],
                              check=True, capture_output=True, text=True)
@@ -155,6 +155,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2, help="steps per memory measurement")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kinds", default=",".join(KINDS), help="kinds to measure in --mode memory")
+    ap.add_argument("--previous", help="JSON of earlier memory rows to reuse for the kinds not measured")
     a = ap.parse_args()
     spaces = [a.space] if a.space else ["nb201", "darts"]
     for s in spaces:
@@ -166,7 +168,9 @@ def main() -> None:
     out = {}
     for s in spaces:
         if a.mode in ("memory", "all"):
-            out.setdefault(s, {})["memory"] = measure_memory(s, a.batch, a.steps, a.threads)
+            prev = json.loads(open(a.previous).read())[s]["memory"]["rows"] if a.previous else None
+            out.setdefault(s, {})["memory"] = measure_memory(s, a.batch, a.steps, a.threads,
+                                                             a.kinds.split(","), prev)
         if a.mode in ("time", "all"):
             out.setdefault(s, {})["time"] = measure_time(s, a.batch, a.rounds, a.warmup, a.threads)
     print(json.dumps(out, indent=1))

@@ -36,6 +36,7 @@ from attnas.spaces.nb201 import NB201Space  # noqa: E402
 
 GUIDED_TNASP = {"epochs": 20, "min_steps": 200}
 THRESHOLDS = (94.0, 94.37)
+CHECKPOINTS = (20, 50, 100, 150, 200, 300)
 
 
 class IncumbentIsOptimal:
@@ -96,11 +97,16 @@ def main() -> None:
                 else:
                     raise SystemExit(f"unknown method {method}")
                 tests = [float(test[nb201_index(a)]) for a in res.archs]
+                inc = res.incumbents()
+                # incumbent's test accuracy after k evaluations (a stopped run keeps its optimal incumbent)
+                done_opt = tests[inc[-1]] >= THRESHOLDS[-1]
+                curve = {str(k): tests[inc[min(k, len(inc)) - 1]] if k <= len(inc) or done_opt else None
+                         for k in CHECKPOINTS}
                 budget = {"guided": args.budget_guided, "random": args.budget_random, "re": args.budget_re}[method]
                 rec = {"method": method, "seed": seed, "budget": budget, "evaluations": len(res.scores),
                        "reach": {str(t): res.evaluations_to_reach(t - 1e-9, tests) for t in THRESHOLDS},
                        "final_incumbent_test": tests[res.incumbents()[-1]], "wall_s": round(time.time() - t0, 1),
-                       "predictor_fits": res.predictor_fits}
+                       "predictor_fits": res.predictor_fits, "incumbent_test_at": curve}
                 with out.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 print(json.dumps(rec), flush=True)
@@ -122,6 +128,16 @@ def report(path: Path) -> str:
             cells.append(f"{np.mean(v):.0f} ± {np.std(v):.0f} ({len(v)}/{len(rs)})" if v else f"– (0/{len(rs)})")
         lines.append(f"| {names[m]} | {len(rs)} | {max(r.get('budget', 0) for r in rs)} | {cells[0]} | {cells[1]} | "
                      f"{np.mean([r['wall_s'] for r in rs]):.0f} |")
+    lines += ["", "Mean test accuracy (%) of the incumbent after k evaluations:", "",
+              "| method | " + " | ".join(f"k={k}" for k in CHECKPOINTS) + " |", "|---" * (len(CHECKPOINTS) + 1) + "|"]
+    for m in ("guided", "re", "random"):
+        rs = [r for r in recs if r["method"] == m and "incumbent_test_at" in r]
+        if rs:
+            cells = []
+            for k in CHECKPOINTS:
+                v = [r["incumbent_test_at"][str(k)] for r in rs if r["incumbent_test_at"][str(k)] is not None]
+                cells.append(f"{np.mean(v):.2f}" + ("" if len(v) == len(rs) else f" (n={len(v)})") if v else "–")
+            lines.append(f"| {names[m]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

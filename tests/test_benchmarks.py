@@ -216,6 +216,22 @@ def test_cli_query_macro(capsys: pytest.CaptureFixture) -> None:
     assert res["arch"] == "11111221" and res["rank"] >= 1 and res["flops"] > 0
 
 
+@needs_data
+def test_cli_query_macro_architecture_file(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    from attnas.errors import ConfigError
+    from attnas.spaces.registry import get_space_class
+
+    try:
+        cls = get_space_class("macro")
+    except ConfigError:
+        pytest.skip("no 'macro' chain space registered")
+    path = tmp_path / "m.json"
+    save_architecture(cls.parse_native("11111221"), path)
+    assert main(["query", "--bench", "macro", "--arch", str(path), "--data-dir", str(DATA), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["arch"] == "11111221"
+    assert MacroBench(DATA).query(cls.parse_native("11111221"))["params"] == 2181386
+
+
 def test_cli_query_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert main(["query", "--bench", "macro", "--arch", "1234", "--data-dir", str(tmp_path)]) == 2
     assert "not a NAS-Bench-Macro architecture" in capsys.readouterr().err

@@ -39,13 +39,18 @@ def _perturbed_layer(n=4, c=6, seed=0) -> LiteTransformer:
 
 def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor], positions: torch.Tensor):
     """The layer computed token by token on full feature maps: tokens T_j (IT first, position codes
-    added), Eq. 3-4 attention of the IT query over all n+1 keys, Z_it = sum_j a_j v_j,
-    X_1 = T_0 + Z_it, Y = LN(X_1) over c*h*w, out = LN(Y + FFN(Y))."""
+    added), keys/query from each token's per-channel spatial mean and RMS, Eq. 3-4 attention of
+    the IT query over all n+1 keys, Z_it = sum_j a_j v_j, X_1 = T_0 + Z_it, Y = LN(X_1) over
+    c*h*w, out = LN(Y + FFN(Y))."""
     N, c, H, W = maps[0].shape
     T = [(lt.it + lt.pos[0]).view(1, c, 1, 1).expand(N, c, H, W)]
     T += [m + lt.pos[p].view(1, c, 1, 1) for m, p in zip(maps, positions)]
-    q = lt.query(T[0].mean((2, 3)))
-    K = torch.stack([lt.key(t.mean((2, 3))) for t in T], 1)
+
+    def phi(t):
+        return torch.cat([t.mean((2, 3)), torch.sqrt(t.square().mean((2, 3)) + lt.eps)], dim=1)
+
+    q = lt.query(phi(T[0]))
+    K = torch.stack([lt.key(phi(t)) for t in T], 1)
     a = torch.softmax((K * q[:, None, :]).sum(-1) / math.sqrt(lt.qk_dim), -1)
     V = [lt.v_scale.view(1, c, 1, 1) * t + lt.v_bias.view(1, c, 1, 1) for t in T]
     x1 = T[0] + sum(a[:, j].view(N, 1, 1, 1) * V[j] for j in range(len(T)))
@@ -89,9 +94,9 @@ def test_indicator_row_is_a_distribution_and_drives_the_output():
     assert a.shape == (2, 5) and bool((a >= 0).all())
     assert torch.allclose(a.sum(1), torch.ones(2, dtype=torch.float64))       # over IT + n candidates
     assert torch.allclose(a[:, 1:].sum(1), 1 - a[:, 0])                       # a[1:] of Eq. 6
-    # moving the key of candidate 2 changes its weight, and the output with it
+    # moving the position code (hence the key) of candidate 2 changes its weight, and the output
     with torch.no_grad():
-        lt.pos[2].add_(3.0 * lt.query(lt.it + lt.pos[0]) @ lt.key.weight / lt.query(lt.it + lt.pos[0]).norm())
+        lt.pos[2].add_(torch.randn(6, generator=g, dtype=torch.float64))
     out2, a2 = lt(maps, positions, maps[0].shape)
     assert (a2[:, 2] - a[:, 2]).abs().min() > 1e-3
     assert (out2 - out).abs().max() > 1e-3
@@ -100,7 +105,7 @@ def test_indicator_row_is_a_distribution_and_drives_the_output():
     for i in range(4):
         forced = torch.zeros(2, 5, dtype=torch.float64)
         forced[:, i + 1] = 1.0
-        lt.attention = lambda desc, pos, f=forced: f
+        lt.attention = lambda desc, sq, pos, f=forced: f
         o, _ = lt(maps, positions, maps[0].shape)
         changed = [m.clone() for m in maps]
         changed[(i + 1) % 4] += 1.0
@@ -118,8 +123,11 @@ def test_none_token_is_its_position_code_only():
     out, a = lt([x, None], positions, x.shape)
     out_z, a_z = lt([x, torch.zeros_like(x)], positions, x.shape)
     assert torch.allclose(out, out_z, atol=1e-5) and torch.allclose(a, a_z, atol=1e-6)
+    desc = torch.stack([x.mean((2, 3)), torch.zeros(2, 3)], 1)
+    sq = torch.stack([x.square().mean((2, 3)), torch.zeros(2, 3)], 1)
+    lt.attention(desc, sq, positions)[:, 2].sum().backward()
     with torch.no_grad():   # the none token's weight moves with its position code alone
-        lt.pos[2].add_(lt.key.weight.T @ lt.query(lt.it + lt.pos[0]))
+        lt.pos[2].add_(0.5 * lt.pos.grad[2] / lt.pos.grad[2].norm())
     _, a2 = lt([x, None], positions, x.shape)
     assert bool((a2[:, 2] > a[:, 2]).all())
     out_none, _ = lt([None, None], positions, x.shape)  # every token 'none': still a feature map
@@ -378,8 +386,11 @@ def test_reduced_spaces_search_and_derive(space, request):
     opt = st.optimizers(model, 1, 1)
     st.train_step(model, opt, _batch(n=4), None, 0, 0)
     arch = st.derive(model, context=[_batch(n=4, seed=1)])
-    sp.validate(arch)
     assert arch.meta["selection_images"] == 4
+    points = {p.key: p for p in sp.choice_points()}
+    for group in {p.group for p in points.values()}:      # DARTS rule: two inputs per node
+        kept = [k for k, p in points.items() if p.group == group and arch.choices[k] != "none"]
+        assert len(kept) == 2 and all(arch.choices[k] in points[k].candidates for k in kept)
 
 
 def test_resume_after_stop_gives_the_same_architecture_and_scores(tmp_path, monkeypatch):

@@ -247,25 +247,21 @@ def load_bench_data(bench: str, dataset: str = "cifar10", data_dir: str | None =
 
 
 def macro_items(keys: Sequence[str]) -> tuple[list[Any], Callable[[str], ArchEncoder]]:
-    """NAS-Bench-Macro strings as Architectures of the registered chain space whose native
-    notation they are (its ``parse_native``), else of a built-in 8-layer chain over the
-    digits 0/1/2; with the matching encoder factory."""
+    """NAS-Bench-Macro strings as Architectures of the registered ``macro`` chain space (its
+    ``parse_native``), or -- when no such space is registered -- of a built-in 8-layer chain
+    over the digits 0/1/2; with the matching encoder factory."""
     from attnas.arch import Architecture, layer_key
     from attnas.predictors.encoders import ChainEncoder
     from attnas.spaces.base import ChoicePoint
-    from attnas.spaces.registry import get_space_class, space_names
+    from attnas.spaces.registry import get_space_class
 
-    for name in space_names():
-        cls = get_space_class(name)
-        try:
-            arch = cls.parse_native(keys[0])
-        except Exception:  # noqa: BLE001 - not this space's notation (or needs options)
-            continue
-        if arch.space == name and arch.choices and all(k.startswith("layer:") for k in arch.choices):
-            return [cls.parse_native(k) for k in keys], _space_encoder(name)
-    points = [ChoicePoint(layer_key(i), ("0", "1", "2"), layer_key(i)) for i in range(len(keys[0]))]
-    items = [Architecture("macro", {layer_key(i): c for i, c in enumerate(k)}) for k in keys]
-    return items, lambda pe: ChainEncoder("macro", points, pe)
+    try:
+        cls = get_space_class("macro")
+    except ConfigError:
+        points = [ChoicePoint(layer_key(i), ("0", "1", "2"), layer_key(i)) for i in range(len(keys[0]))]
+        items = [Architecture("macro", {layer_key(i): c for i, c in enumerate(k)}) for k in keys]
+        return items, lambda pe: ChainEncoder("macro", points, pe)
+    return [cls.parse_native(k) for k in keys], _space_encoder("macro")
 
 
 def split_indices(n_total: int, train_size: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,10 +18,17 @@ impossible at d = c*h*w (Complexity Analysis, Sec. 3.4), so every linear map of
 the layer is a *structured* linear map of the flattened token, chosen so the
 layer costs O(n*d + n^2*c + c^2):
 
-* query/key (Eq. 3): ``q = W_q P(T_0)``, ``k_j = W_k P(T_j)`` where ``P`` is
-  the spatial average (R^d -> R^c) and ``W_q, W_k`` are dense c x d_k
-  matrices; only the IT's query row is computed (in a one-layer encoder the
-  other rows never reach the output).  ``a = softmax(q K^T / sqrt(d_k))``
+* query/key (Eq. 3): ``q = W_q phi(T_0)``, ``k_j = W_k phi(T_j)`` with the
+  token descriptor ``phi(T) = [P(T), R(T)]`` -- ``P`` the per-channel spatial
+  average (linear, R^d -> R^c) and ``R`` the per-channel spatial RMS -- and
+  dense 2c x d_k matrices ``W_q, W_k``.  ``R`` is there because the paper's
+  full projection ``W_k vec(T)`` responds to the energy of a map
+  (E||W vec(T)||^2 is proportional to ||T||^2 for a random W), while the
+  average of a batch-normalised output is ~0 whatever the operation: with
+  ``P`` alone a convolution's token is nearly the ``none`` token (observed in
+  a first version, docs/benchmarks.md).  Only the IT's query row is computed
+  (in a one-layer encoder the other rows never reach the output).
+  ``a = softmax(q K^T / sqrt(d_k))``
   runs over all n+1 tokens, the IT's own key included: ``a_0`` is the IT's
   attention to itself, as in Eq. 6 (the paper's Fig. 9-14 weights sum to
   about 5/6 for n=5, the rest being ``a_0``).
@@ -49,8 +56,8 @@ cost against the DARTS mixture: ``bench/itnas_step_cost.py`` and
 ``docs/benchmarks.md``.
 
 ``none`` candidates output exact zeros: their token is the position code
-alone (descriptor 0), they take part in the attention like any token, and the
-mixture skips the zero map.
+alone (``phi = [p_i, |p_i|]``), they take part in the attention like any
+token, and the mixture skips the zero map.
 
 Where the transformer weights live
 ----------------------------------
@@ -135,8 +142,8 @@ class LiteTransformer(nn.Module):
         self.n, self.channels, self.qk_dim, self.eps = n, c, dk, eps
         self.it = nn.Parameter(torch.randn(c) * it_init_std)                 # indicator token
         self.pos = nn.Parameter(torch.randn(n + 1, c) * pos_init_std)        # position codes, 0 = IT
-        self.query = nn.Linear(c, dk)
-        self.key = nn.Linear(c, dk)
+        self.query = nn.Linear(2 * c, dk)                                    # on [P(T), R(T)]
+        self.key = nn.Linear(2 * c, dk)
         self.v_scale = nn.Parameter(torch.ones(c))
         self.v_bias = nn.Parameter(torch.zeros(c))
         self.ln1_weight = nn.Parameter(torch.ones(c))
@@ -148,23 +155,28 @@ class LiteTransformer(nn.Module):
         for lin in (self.query, self.key):
             nn.init.zeros_(lin.bias)
 
-    def attention(self, desc: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def attention(self, desc: torch.Tensor, sq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The IT's attention row (Eq. 4), shape (N, m+1): column 0 is the IT itself.
 
-        ``desc`` (N, m, c): spatial averages of the m candidate maps;
-        ``positions`` (m,): their candidate indices + 1 (position 0 is the IT).
+        ``desc`` / ``sq`` (N, m, c): spatial mean and mean square of the m candidate maps;
+        ``positions`` (m,): their candidate indices + 1 (position 0 is the IT).  A token
+        T = O + p is described by ``[P(T), R(T)]``, its per-channel spatial mean and RMS.
         """
+        p = self.pos[positions]                                                # (m, c)
         t0 = self.it + self.pos[0]                                             # (c,)
-        tokens = torch.cat([t0.expand(desc.shape[0], 1, -1), desc + self.pos[positions]], dim=1)
-        q = self.query(t0)                                                     # (dk,)
-        k = self.key(tokens)                                                   # (N, m+1, dk)
+        phi0 = torch.cat([t0, torch.sqrt(t0.square() + self.eps)])             # the IT: a constant map
+        mean = desc + p
+        rms = torch.sqrt((sq + 2 * p * desc + p.square()).clamp_min(0.0) + self.eps)   # E[(O + p)^2]
+        phi = torch.cat([mean, rms], dim=-1)                                   # (N, m, 2c)
+        q = self.query(phi0)                                                   # (dk,)
+        k = self.key(torch.cat([phi0.expand(desc.shape[0], 1, -1), phi], dim=1))   # (N, m+1, dk)
         return torch.softmax(k.matmul(q) / math.sqrt(self.qk_dim), dim=-1)
 
-    def mixing(self, desc: torch.Tensor, positions: torch.Tensor):
+    def mixing(self, desc: torch.Tensor, sq: torch.Tensor, positions: torch.Tensor):
         """Attention ``a``, the per-candidate value coefficients ``coef`` (N, m, c), the
         constant part ``const`` (N, c) of ``X_1 = T_0 + sum_j a_j v_j`` (Eq. 4 + residual)
         and its per-channel mean ``mean_c`` (N, c).  ``X_1 = const + sum_i coef_i * O_i``."""
-        a = self.attention(desc, positions)
+        a = self.attention(desc, sq, positions)
         a0, ai = a[:, :1], a[:, 1:]
         t0 = self.it + self.pos[0]
         coef = ai.unsqueeze(-1) * self.v_scale                                 # a_i * g_v
@@ -223,25 +235,29 @@ class _ITLayerFunction(torch.autograd.Function):
                 shape: tuple[int, ...], n_maps: int, *inputs: torch.Tensor):
         maps = inputs[:n_maps]
         N, c = shape[0], shape[1]
+        HW = shape[2] * shape[3]
         desc = maps[0].new_zeros(N, len(positions), c) if maps else torch.zeros(
             N, len(positions), c, device=positions.device, dtype=layer.it.dtype)
+        sq = torch.zeros_like(desc)
         for s, m in zip(slots, maps):
             desc[:, s] = m.mean((2, 3))
+            sq[:, s] = _vecdot_hw(m, m) / HW
         with torch.enable_grad():
             desc_leaf = desc.requires_grad_(True)
-            a, coef, const, mean_c = layer.mixing(desc_leaf, positions)
+            sq_leaf = sq.requires_grad_(True)
+            a, coef, const, mean_c = layer.mixing(desc_leaf, sq_leaf, positions)
             k0 = const - mean_c                                                # constant part of D
         cf, k0d = coef.detach(), k0.detach()
         D = _assemble(maps, slots, cf, k0d, shape)
         e = D.mean((2, 3))                                                     # ~0 up to rounding
-        var_c = (_vecdot_hw(D, D) / (shape[2] * shape[3]) - e.square()).clamp_min(0.0)
+        var_c = (_vecdot_hw(D, D) / HW - e.square()).clamp_min(0.0)
         with torch.enable_grad():
             var_leaf = var_c.requires_grad_(True)
             A, B = layer.head(mean_c, var_leaf)
             B1 = A * mean_c + B                                                # out = A * D + B1
         out = D.mul_(A.detach().view(N, c, 1, 1)).add_(B1.detach().view(N, c, 1, 1))
         ctx.save_for_backward(*maps)
-        ctx.graph = (desc_leaf, var_leaf, coef, k0, A, B1, e)
+        ctx.graph = (desc_leaf, sq_leaf, var_leaf, coef, k0, A, B1, e)
         ctx.meta = (slots, shape, inputs[n_maps:])
         a_out = a.detach()
         ctx.mark_non_differentiable(a_out)
@@ -251,7 +267,7 @@ class _ITLayerFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor, _ga: torch.Tensor):
         maps = ctx.saved_tensors
-        desc_leaf, var_leaf, coef, k0, A, B1, e = ctx.graph
+        desc_leaf, sq_leaf, var_leaf, coef, k0, A, B1, e = ctx.graph
         slots, shape, params = ctx.meta
         N, c, H, W = shape
         trained = [i for i, p in enumerate(params) if p.requires_grad]
@@ -268,14 +284,16 @@ class _ITLayerFunction(torch.autograd.Function):
         for s_i, m in zip(slots, maps):
             g_coef[:, s_i] = _vecdot_hw(G, m)
         g_k0 = G.sum((2, 3))
-        grads = torch.autograd.grad((A, B1, coef, k0), (desc_leaf, *(params[i] for i in trained)),
+        grads = torch.autograd.grad((A, B1, coef, k0), (desc_leaf, sq_leaf, *(params[i] for i in trained)),
                                     (g_A, g_B1, g_coef, g_k0), allow_unused=True)
-        g_desc = grads[0]
+        g_desc, g_sq = grads[0], grads[1]
         g_params: list[torch.Tensor | None] = [None] * len(params)
-        for i, gp in zip(trained, grads[1:]):
+        for i, gp in zip(trained, grads[2:]):
             g_params[i] = gp
-        g_maps = [(G * cf[:, s_i].view(N, c, 1, 1)).add_((g_desc[:, s_i] / (H * W)).view(N, c, 1, 1))
-                  for s_i in slots]
+        g_maps = [(G * cf[:, s_i].view(N, c, 1, 1))
+                  .addcmul_(m, (2.0 / (H * W)) * g_sq[:, s_i].view(N, c, 1, 1))
+                  .add_((g_desc[:, s_i] / (H * W)).view(N, c, 1, 1))
+                  for s_i, m in zip(slots, maps)]
         ctx.graph = None
         return (None, None, None, None, None, *g_maps, *g_params)
 
