@@ -17,6 +17,7 @@ from attnas.profile import count_params
 from attnas.search.evolution import recalibrate_bn
 from attnas.search.export import export_subnet, supernet_key_map
 from attnas.spaces.base import ChoiceBlock
+from attnas.spaces.chain import channels_last_safe
 from attnas.spaces.registry import get_space, space_names
 from attnas.strategies.base import get_strategy
 from attnas.strategies.random_search import activate
@@ -130,6 +131,19 @@ def test_macro_layout_and_identity_projection() -> None:
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     x = torch.randn(1, 64, 8, 8)
     assert torch.equal(net.layers[1](x), x)
+
+
+def test_channels_last_layout_and_fallback() -> None:
+    net = get_space("macro").build_network(get_space("macro").parse_native("12012012"), 10, 3, 32)
+    assert net.channels_last
+    assert net.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    feats = net.features(torch.randn(2, 3, 32, 32))
+    assert feats.is_contiguous(memory_format=torch.channels_last)
+    # strided 1x1 convolutions with < 8 input channels stay NCHW (oneDNN NHWC backward bug)
+    tiny = get_space("macro", C=4, head=16)
+    assert not tiny.build_network(tiny.parse_native("00000000"), 10, 3, 8).channels_last
+    assert not channels_last_safe(nn.Conv2d(4, 8, 1, stride=2))
+    assert channels_last_safe(nn.Conv2d(4, 8, 1, stride=1)) and channels_last_safe(nn.Conv2d(8, 8, 1, stride=2))
 
 
 def test_macro_native_notation() -> None:

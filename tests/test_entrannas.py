@@ -176,7 +176,7 @@ def test_dst_sparsity_penalty_eq11_enters_the_architecture_step():
     pen = st.sparsity_penalty(model.arch)
     assert float(pen.detach()) == pytest.approx(2 * math.log(2))  # t = 0.5 everywhere, two cell types
     batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
-    betas0 = {k: float(v) for k, v in model.arch.betas.items()}
+    betas0 = {k: float(v.detach()) for k, v in model.arch.betas.items()}
     m = st.train_step(model, opt, batch, batch, 0, 0)
     assert m["sparsity_penalty"] == pytest.approx(2 * math.log(2))
     # d/d beta of lambda/4 * softplus(-beta) = -0.125 at beta = 0 (plus the validation part)

@@ -292,26 +292,33 @@ def test_chain_space_trains_sampled_paths_and_selects_over_all_candidates(k):
 
 def test_sampled_pairs_teach_the_indicator_to_rank_all_candidates():
     """Chain-space training with two sampled candidates per layer (the default): the IT learns to
-    put the useless 'noise' block last on every layer, although no step runs all candidates."""
-    torch.manual_seed(0)
-    st = get_strategy("itnas", ToyChain(), {"recompute": "none", "weights": {"lr": 0.1}})
-    st.seed(0)
-    model = st.build(4, 3, 8)
-    opt = st.optimizers(model, 100, 1)
-    g = torch.Generator().manual_seed(0)
-    protos = torch.randn(4, 3, 8, 8, generator=g)
+    rank the useless 'noise' block below the others, although no step runs all candidates.
 
-    def batch(n=32):
-        y = torch.randint(0, 4, (n,), generator=g)
-        return protos[y] + 0.5 * torch.randn(n, 3, 8, 8, generator=g), y
+    Per layer the softmax often saturates (two candidates at ~1e-5, where their order is noise), so
+    the ranking is checked on the attention averaged over 3 seeds x 2 layers; the selection itself
+    must never pick 'noise'.  A untrained (or unlearning) indicator gives 1/3 each."""
+    means = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        st = get_strategy("itnas", ToyChain(), {"recompute": "none", "weights": {"lr": 0.1}})
+        st.seed(seed)
+        model = st.build(4, 3, 8)
+        opt = st.optimizers(model, 100, 1)
+        g = torch.Generator().manual_seed(seed)
+        protos = torch.randn(4, 3, 8, 8, generator=g)
 
-    for step in range(100):
-        st.train_step(model, opt, batch(), None, 0, step)
-    arch = st.derive(model, context=[batch(64)])
-    for key, rec in arch.meta["attention"].items():
-        skip, noise, conv = rec["mean"][1:]
-        assert noise < min(skip, conv), (key, rec["mean"])
-        assert arch.choices[key] != "noise"
+        def batch(n=32):
+            y = torch.randint(0, 4, (n,), generator=g)
+            return protos[y] + 0.5 * torch.randn(n, 3, 8, 8, generator=g), y
+
+        for step in range(100):
+            st.train_step(model, opt, batch(), None, 0, step)
+        arch = st.derive(model, context=[batch(64)])
+        for key, rec in arch.meta["attention"].items():
+            assert arch.choices[key] != "noise", (seed, key, rec["mean"])
+            means.append(rec["mean"][1:])
+    skip, noise, conv = torch.tensor(means).mean(0).tolist()
+    assert noise < 0.5 * min(skip, conv), (skip, noise, conv)
 
 
 def test_single_path_attention_is_a_logit_against_the_indicator_token():

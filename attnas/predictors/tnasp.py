@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from attnas.errors import ConfigError
 from attnas.predictors.encoders import ArchEncoder, EncodedBatch

@@ -180,11 +180,12 @@ class SPOSStrategy(Strategy):
         else:
             bn, bn_source = take_images(valid, self.cfg.bn_images), "validation"
         x0 = valid[0][0]
-        was_training = model.training
+        was_training, active = model.training, dict(model.arch.active)
         with torch.no_grad():  # the number of classes, from one forward (any path; self.rng untouched)
             activate(model, self.space.sample(random.Random(0)), self.points)
             model.eval()
             num_classes = int(model(x0[:1]).shape[1])
+        model.arch.active = active
         model.train(was_training)
         constraint = Constraint(self.space, num_classes, int(x0.shape[1]), int(x0.shape[-1]),
                                 self.cfg.flops_budget, self.cfg.params_budget)
@@ -198,9 +199,8 @@ class SPOSStrategy(Strategy):
                log: Callable[[str], None] | None = None) -> tuple[Architecture, EvolutionResult]:
         """Run the evolutionary search (RNG: ``self.rng``); the supernet's BN statistics,
         train/eval mode and active path are restored afterwards."""
+        saved, was_training, active = bn_state(model), model.training, dict(model.arch.active)
         evaluator, constraint, meta = self.selection(model, context)
-        saved, was_training = bn_state(model), model.training
-        active = dict(model.arch.active)
         try:
             result = EvolutionSearch(self.space, self.cfg, self.rng, evaluator, constraint,
                                      evaluated=evaluated, on_evaluate=on_evaluate, log=log).run()

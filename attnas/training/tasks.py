@@ -142,7 +142,7 @@ class RetrainTask:
         loss.backward()
         nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.weights.grad_clip)
         self.opt.step()
-        return {"loss": float(loss), "acc": float((logits.argmax(1) == y).float().mean())}
+        return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         rec = {"lr": self.opt.param_groups[0]["lr"]}
