@@ -21,7 +21,7 @@ class SearchConfig:
     constructor options (e.g. ``{"C": 16, "N": 5}`` for nb201)."""
 
     space: str = "nb201"
-    method: str = "darts"
+    method: str = "itnas"
     dataset: str = "digits"
     data_dir: str | None = None
     epochs: int | None = None
@@ -34,6 +34,20 @@ class SearchConfig:
     test_subset: int | None = None
     image_size: int | None = None
     device: str = "auto"
+
+
+#: What ``attnas search`` with no arguments runs (``make search``): IT-NAS on the NAS-Bench-201
+#: space over scikit-learn's digits, with a cell stack small enough (C=8, one cell per stage) to
+#: finish in about two minutes on a 2-core CPU (``docs/benchmarks.md``).  Applied only to the
+#: fields the user left unset; giving ``--space``, ``--dataset``, ``--epochs`` or
+#: ``--space-options`` turns it off (then the method's preset decides, e.g. 50 epochs).
+EMBEDDED_DEFAULT: dict[str, Any] = {"space": "nb201", "method": "itnas", "dataset": "digits",
+                                    "epochs": 10, "space_options": {"C": 8, "N": 1}}
+
+
+def embedded_default_applies(**given: Any) -> bool:
+    """True when none of the options that define a search's scale were given."""
+    return all(given.get(k) in (None, {}) for k in ("space", "dataset", "epochs", "space_options", "config"))
 
 
 @dataclass

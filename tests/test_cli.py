@@ -155,3 +155,21 @@ def test_search_query_retrain_pipeline(tmp_path, capsys, data_dir):
                                '{"C": 4, "N": 1}', "--dataset", "synthetic:3,8,4,256,64", "--epochs", "1",
                                "--out", str(tmp_path / "train"), "--quiet", "--json"], capsys)
     assert code == 0 and last_json(stdout)["status"] == "done"
+
+
+def test_no_argument_search_is_the_embedded_itnas_default(tmp_path, capsys, monkeypatch):
+    """``attnas search`` alone = IT-NAS on NAS-Bench-201 (C=8, N=1) over digits, 10 epochs; any
+    scale-defining option turns the embedded scale off (then the preset decides)."""
+    from attnas.config import embedded_default_applies
+
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli(["search", "--stop-after", "1", "--quiet"], capsys)
+    assert code == 0 and "continue with: attnas search --resume" in out
+    run = next((tmp_path / "runs").iterdir())
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["space"], cfg["method"], cfg["dataset"], cfg["epochs"]) == ("nb201", "itnas", "digits", 10)
+    assert cfg["space_options"] == {"C": 8, "N": 1}
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert embedded_default_applies(space=None, dataset=None, epochs=None, space_options=None, config=None)
+    assert not embedded_default_applies(space="darts")
+    assert not embedded_default_applies(epochs=3)

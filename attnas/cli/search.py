@@ -6,7 +6,7 @@ from typing import Any
 
 from attnas.cli.common import add_data_flags, parse_json_option, scores_table, table
 from attnas.cli.main import add_json_flag
-from attnas.config import SearchConfig, make_config
+from attnas.config import EMBEDDED_DEFAULT, SearchConfig, embedded_default_applies, make_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "Writes architecture.json, metrics.jsonl, scores.json, config.json and "
                                    "checkpoint.pt into --out.")
     p.add_argument("--space", help="search space (nb201, darts, s1..s4, ...)")
-    p.add_argument("--method", help="search method (darts, darts-2nd, random, ...)")
+    p.add_argument("--method", help="search method (default itnas; darts, darts-2nd, random, spos, ...)")
     p.add_argument("--out", help="run folder (default: runs/search-SPACE-METHOD-DATASET-sSEED)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
     p.add_argument("--space-options", help="JSON object of space options, e.g. '{\"C\": 8, \"N\": 1}'")
@@ -36,12 +36,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.resume:
         result = api.resume_search(args.resume, progress=progress, stop_after=args.stop_after)
     else:
+        space_options = parse_json_option(args.space_options, "--space-options")
+        epochs = args.epochs
+        if embedded_default_applies(space=args.space, dataset=args.dataset, epochs=args.epochs,
+                                    space_options=space_options, config=args.config):
+            epochs, space_options = EMBEDDED_DEFAULT["epochs"], dict(EMBEDDED_DEFAULT["space_options"])
         cfg = make_config(
             SearchConfig, args.config, space=args.space, method=args.method, dataset=args.dataset,
-            data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+            data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size, seed=args.seed,
             out=args.out, train_subset=args.train_subset, test_subset=args.test_subset,
             image_size=args.image_size, device=args.device,
-            space_options=parse_json_option(args.space_options, "--space-options"),
+            space_options=space_options,
             method_options=_with_budgets(parse_json_option(args.method_options, "--method-options"), args))
         result = api.search(cfg, progress=progress, stop_after=args.stop_after)
     print_result(result)
