@@ -66,10 +66,22 @@ def test_stopped_search_resumes_to_the_same_result(tmp_path, capsys, method):
     assert comparable_metrics(a) == comparable_metrics(b)
 
 
-def test_killed_search_resumes(tmp_path, capsys):
+KILL_CASES = {
+    "darts": TINY,
+    "itnas": TINY,
+    "entrannas-dst": ["--space", "darts", "--space-options", '{"C": 4, "layers": 3}',
+                      "--dataset", "synthetic:3,8,4,128,32", "--batch-size", "32", "--quiet"],
+    "spos": ["--space", "macro", "--space-options", '{"C": 4, "head": 16}',
+             "--method-options", '{"population": 4, "generations": 1, "top_k": 2, "mutations": 2, "crossovers": 2}',
+             "--dataset", "synthetic:3,8,4,128,32", "--batch-size", "32", "--quiet"],
+}
+
+
+@pytest.mark.parametrize("method", list(KILL_CASES))
+def test_killed_search_resumes(tmp_path, capsys, method):
     """SIGKILL a search process after its first checkpoint; --resume finishes it identically."""
     ref, run = tmp_path / "ref", tmp_path / "killed"
-    base = ["search", *TINY, "--method", "darts", "--epochs", "4", "--seed", "5"]
+    base = ["search", *KILL_CASES[method], "--method", method, "--epochs", "3", "--seed", "5"]
     assert run_cli([*base, "--out", str(ref)], capsys)[0] == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "attnas.cli.main", *base, "--out", str(run)], env=env,
