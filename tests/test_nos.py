@@ -321,8 +321,10 @@ def test_cli_teacher_search_resume_train(tmp_path):
                  "--teacher-options", '{"depth": 8, "width": 2}'] + data) == 0
     search = ["search", "--space", "nos", "--method", "nos", "--out", str(tmp_path / "s"), "--epochs", "2",
               "--batch-size", "2", "--space-options", '{"C": 2, "layers": 3}',
-              "--method-options", json.dumps({"teacher_checkpoint": str(tmp_path / "t")})] + data
+              "--teacher", str(tmp_path / "t")] + data
     assert main(search + ["--stop-after", "1"]) == 0
+    resolved = json.loads((tmp_path / "s" / "config.json").read_text())["resolved_method_options"]
+    assert resolved["teacher_checkpoint"] == str(tmp_path / "t")
     assert not (tmp_path / "s" / "architecture.json").exists()
     assert main(["search", "--resume", str(tmp_path / "s"), "--quiet"]) == 0
     arch = json.loads((tmp_path / "s" / "architecture.json").read_text())

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="selection constraint: at most F multiply-adds per image (e.g. 6e7; spos, fairnas)")
     p.add_argument("--params-budget", type=float, metavar="P",
                    help="selection constraint: at most P parameters (e.g. 2e6; spos, fairnas)")
+    p.add_argument("--teacher", metavar="CKPT",
+                   help="teacher for attention-guided NOS search: a checkpoint file or an "
+                        "'attnas teacher train' run folder (method option teacher_checkpoint)")
     add_data_flags(p)
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -54,9 +57,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _with_budgets(options: dict[str, Any] | None, args: argparse.Namespace) -> dict[str, Any] | None:
-    """``--flops-budget`` / ``--params-budget`` as ``flops_budget`` / ``params_budget`` method options."""
-    budgets = {k: v for k, v in (("flops_budget", args.flops_budget), ("params_budget", args.params_budget))
-               if v is not None}
+    """``--flops-budget`` / ``--params-budget`` / ``--teacher`` as the method options ``flops_budget`` /
+    ``params_budget`` / ``teacher_checkpoint``."""
+    budgets = {k: v for k, v in (("flops_budget", args.flops_budget), ("params_budget", args.params_budget),
+                                 ("teacher_checkpoint", args.teacher)) if v is not None}
     return {**(options or {}), **budgets} if budgets else options
 
 
