@@ -335,3 +335,23 @@ def test_cli_teacher_search_resume_train(tmp_path):
                  "--epochs", "1", "--batch-size", "4", "--network-options",
                  '{"C": 2, "layers": 3}'] + data) == 0
     assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "done"
+
+
+@pytest.mark.parametrize("method", ["random", "spos"])
+def test_single_path_methods_leave_unused_first_tier_edges_out(method):
+    """A sampled NOS cell sets its unused first-tier edges to 'none', which is not a candidate:
+    the single-path supernet leaves those edges out (no term), and only the sampled ops train."""
+    from attnas.strategies.random_search import ABSENT, activate
+    sp = get_space("nos", C=2, layers=3)
+    st = get_strategy(method, sp, {})
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 2, 1)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    st.train_step(model, opt, (x, y), (x, y), 0, 0)
+    arch = sp.sample(random.Random(1))
+    activate(model, arch, sp.choice_points())
+    assert sum(v == ABSENT for v in model.arch.active.values()) == 2 * (14 - 8)  # 6 unused per cell type
+    assert model(x).shape == (4, 4)
+    bad = Architecture("nos", {**arch.choices, next(iter(arch.choices)): "conv_9x9"})
+    with pytest.raises(ArchitectureError, match="not a candidate"):
+        activate(model, bad, sp.choice_points())

@@ -57,13 +57,17 @@ MixerFactory = Callable[[ChoicePoint], Mixer]
 class ChoiceBlock(nn.Module):
     """One instance of a choice point inside a supernet."""
 
-    def __init__(self, point: ChoicePoint, ops: Sequence[nn.Module], mixer: Mixer) -> None:
+    def __init__(self, point: ChoicePoint, ops: Sequence[nn.Module], mixer: Mixer,
+                 absent: Callable[[torch.Tensor], Any] | None = None) -> None:
         super().__init__()
         if len(ops) != len(point.candidates):
             raise ArchitectureError(f"{point.key}: {len(ops)} modules for {len(point.candidates)} candidates")
         self.point = point
         self.ops = nn.ModuleList(ops)
         self.mixer = mixer
+        #: what the edge contributes when a derived architecture leaves it out ("none") although
+        #: "none" is not one of its candidates (NOS first-tier edges); None = it cannot be absent
+        self.absent = absent
         #: recompute this block in the backward pass (activation checkpointing) when
         #: its input is at least this wide; None = never.  See :func:`set_recompute`.
         self.recompute_min_side: int | None = None

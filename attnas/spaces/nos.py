@@ -188,7 +188,8 @@ class NOSSpace(SearchSpace):
                 p = points[edge_key(cell, s, d)]
                 stride = 2 if reduction and s < N_INPUTS else 1
                 first[(s, d)] = ChoiceBlock(p, [self._op(o, C, stride, False, True, False)
-                                                for o in p.candidates], mixer_factory(p))
+                                                for o in p.candidates], mixer_factory(p),
+                                            absent=lambda x: HeteroTerms())  # unused edge: no term
             for s, d in SECOND_TIER:
                 p = points[edge_key(cell, s, d)]
                 second[(s, d)] = ChoiceBlock(p, [self._op(o, C, 1, False, True, True)

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnas.arch import Architecture
+from attnas.errors import ArchitectureError
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
 from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, weight_optimizer
 
@@ -36,12 +37,32 @@ class SinglePathMixer(Mixer):
         self.arch = arch
 
     def forward(self, x: torch.Tensor, block: ChoiceBlock) -> torch.Tensor:
-        return block.ops[self.arch.module.active[self.key]](x)
+        i = self.arch.module.active[self.key]
+        if i == ABSENT:
+            if block.absent is None:
+                raise ArchitectureError(f"choice point '{self.key}' cannot be left out ('none')")
+            return block.absent(x)
+        return block.ops[i](x)
+
+
+#: index of an edge that the active architecture leaves out ("none" where "none" is not a candidate)
+ABSENT = -1
 
 
 def activate(model: SuperNet, arch: Architecture, points: list[ChoicePoint]) -> None:
-    """Route the single-path supernet through ``arch``."""
-    model.arch.active = {p.key: p.candidates.index(arch.choices[p.key]) for p in points}
+    """Route the single-path supernet through ``arch``.  An edge set to ``"none"`` that does not
+    have ``"none"`` among its candidates (NOS's unused first-tier edges) is left out (:data:`ABSENT`)."""
+    active = {}
+    for p in points:
+        op = arch.choices[p.key]
+        if op in p.candidates:
+            active[p.key] = p.candidates.index(op)
+        elif op == "none":
+            active[p.key] = ABSENT
+        else:
+            raise ArchitectureError(f"'{op}' is not a candidate of choice point '{p.key}'; "
+                                    f"expected one of {list(p.candidates)}")
+    model.arch.active = active
 
 
 @torch.no_grad()

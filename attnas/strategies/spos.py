@@ -65,6 +65,8 @@ class SPOSStrategy(Strategy):
     preset_name = "spos"
     #: the evolutionary search is the selection step, too costly to run every epoch
     derive_each_epoch = False
+    #: the evolution (a subclass may draw its random candidates differently, e.g. TrioNet)
+    evolution_class = EvolutionSearch
 
     def __init__(self, space, options=None) -> None:
         super().__init__(space, options)
@@ -106,7 +108,9 @@ class SPOSStrategy(Strategy):
     # ----- sampling ----------------------------------------------------------------
     def _count(self, arch: Architecture) -> None:
         for p in self.points:
-            self.counts[p.key][p.candidates.index(arch.choices[p.key])] += 1
+            op = arch.choices[p.key]
+            if op in p.candidates:  # an edge left out ("none", NOS) trains nothing
+                self.counts[p.key][p.candidates.index(op)] += 1
 
     def sample_paths(self) -> list[Architecture]:
         """The paths trained in one step: one uniform sample, or the m FairNAS paths."""
@@ -202,8 +206,8 @@ class SPOSStrategy(Strategy):
         saved, was_training, active = bn_state(model), model.training, dict(model.arch.active)
         evaluator, constraint, meta = self.selection(model, context)
         try:
-            result = EvolutionSearch(self.space, self.cfg, self.rng, evaluator, constraint,
-                                     evaluated=evaluated, on_evaluate=on_evaluate, log=log).run()
+            result = self.evolution_class(self.space, self.cfg, self.rng, evaluator, constraint,
+                                          evaluated=evaluated, on_evaluate=on_evaluate, log=log).run()
         finally:
             load_bn_state(model, saved)
             model.arch.active = active
