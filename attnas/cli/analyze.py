@@ -7,6 +7,8 @@
   and shown side by side as mean +- std over runs.  ``--detail`` adds, per
   edge, the operations with their ``best_acc`` and each method's mean indicator
   (the tables of the paper's Fig. 9-14).
+* ``attnas analyze gradcam RUN --layer KEY -o grid.png`` -- per-operation Grad-CAM at one
+  choice point of a trained supernet (IT-NAS Fig. 4), the indicator's choice marked.
 """
 from __future__ import annotations
 
@@ -37,6 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                          "and mean indicators")
     add_json_flag(r)
     r.set_defaults(func=run_ranking)
+    g = asub.add_parser(
+        "gradcam", help="per-operation Grad-CAM at one choice point of a trained supernet (IT-NAS Fig. 4)",
+        description="For a few validation images of a finished search run, where each candidate operation "
+                    "of one choice point responds (Grad-CAM of the target-class logit w.r.t. the operation's "
+                    "output, all candidates in one pass); the indicator's choice is framed.")
+    g.add_argument("run", metavar="RUN_DIR", help="folder of a search run (itnas, darts, entrannas)")
+    g.add_argument("--layer", metavar="KEY", help="choice point, e.g. layer:4 or cell:0->1 (default: the middle one)")
+    g.add_argument("--instance", type=int, default=0, help="instance of a shared choice point (cell spaces)")
+    g.add_argument("--images", type=int, default=4, help="number of validation images (default 4)")
+    g.add_argument("--predicted", action="store_true", help="explain the predicted class instead of the label")
+    g.add_argument("-o", "--output", default=None, help="PNG to write (default RUN_DIR/gradcam-KEY.png)")
+    add_json_flag(g)
+    g.set_defaults(func=run_gradcam)
     p.set_defaults(func=lambda args: (p.print_help(), None)[1])
 
 
@@ -76,3 +91,21 @@ def run_ranking(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{edge}")
             print(table(["operation", "best_acc (%)"] + [f"{m} indicator" for m in methods], detail))
     return rep.to_dict()
+
+
+def run_gradcam(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from attnas.analysis.gradcam import draw_gradcam, gradcam_run
+    from attnas.errors import ConfigError
+
+    if args.images < 1:
+        raise ConfigError(f"--images must be at least 1, got {args.images}")
+    res = gradcam_run(args.run, args.layer, args.images, args.instance, use_labels=not args.predicted)
+    out = Path(args.output or Path(args.run) / f"gradcam-{res.key.replace(':', '_').replace('->', '-')}.png")
+    draw_gradcam(res, out, res.meta.get("class_names") or None)
+    print(f"Grad-CAM per operation at {res.key} ({args.images} images), indicator's choice: {res.chosen}")
+    print(table(["operation", "mean map peak (raw)", "chosen"],
+                [[o, f"{float(res.strength[o].mean()):.3g}", "*" if o == res.chosen else ""] for o in res.ops]))
+    print(f"wrote {out}")
+    return {**res.to_dict(), "image": str(out)}

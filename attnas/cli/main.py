@@ -25,6 +25,8 @@ COMMAND_MODULES = [
     "attnas.cli.predict",
     "attnas.cli.analyze",
     "attnas.cli.teacher",
+    "attnas.cli.export",
+    "attnas.cli.report",
 ]
 
 

@@ -184,6 +184,19 @@ class _DartsLikeSpace(SearchSpace):
                             affine=True, auxiliary=auxiliary)
 
     # ----- architectures -------------------------------------------------
+    def validate(self, arch: Architecture) -> None:
+        """As :meth:`SearchSpace.validate`, but an edge the cell does not use is ``none``
+        even where ``none`` is no candidate (S1, S2, S4: what :meth:`derive` and
+        :meth:`sample` write for the edges the DARTS rule leaves out)."""
+        points = {p.key: p for p in self.choice_points()}
+        unused = {k for k, op in arch.choices.items()
+                  if op == "none" and k in points and "none" not in points[k].candidates}
+        if not unused:
+            return super().validate(arch)
+        stand_in = {k: (points[k].candidates[0] if k in unused else op) for k, op in arch.choices.items()}
+        super().validate(Architecture(arch.space, stand_in, arch.meta))
+        self.validate_topology(arch)
+
     def validate_topology(self, arch: Architecture) -> None:
         for c in CELL_TYPES:
             for j in CONCAT:
