@@ -3,6 +3,11 @@
 >>> from attnas.api import search, train
 >>> result = search(SearchConfig(space="nb201", method="darts", dataset="digits", epochs=2, out="runs/x"))
 >>> train(TrainConfig(arch="runs/x/architecture.json", epochs=1, out="runs/x-train"))
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1), :func:`search` and :func:`train`
+join the process group and train data-parallel (:mod:`attnas.training.distributed`);
+only rank 0 writes the run folder and returns the full result (the other ranks
+return ``{"rank": r, ...}`` without the derived architecture).
 """
 from __future__ import annotations
 
@@ -20,8 +25,9 @@ from attnas.errors import ConfigError
 from attnas.presets import get_preset, override, to_dict
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
+from attnas.training import distributed
 from attnas.training.checkpoint import write_json
-from attnas.training.engine import CHECKPOINT, Engine, seed_everything
+from attnas.training.engine import CHECKPOINT, TENSORBOARD, Engine, seed_everything
 from attnas.training.tasks import RetrainTask, SearchTask
 
 
@@ -84,8 +90,9 @@ def benchmark_hook(space_name: str, data_dir: str | None):
 
 
 def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
-           stop_after: int | None = None) -> dict[str, Any]:
-    """Run (or resume) an architecture search; write the run folder; return the result."""
+           stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
+    """Run (or resume) an architecture search; write the run folder; return the result.
+    ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``."""
     space = get_space(cfg.space, data_dir=cfg.data_dir, **cfg.space_options)
     strategy = get_strategy(cfg.method, space, cfg.method_options)
     preset = strategy.cfg
@@ -93,16 +100,18 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else preset.batch_size
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch size must be positive, got {cfg.epochs} and {cfg.batch_size}")
+    device = distributed.init(resolve_device(cfg.device))
     out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}")
+    out = distributed.broadcast_object(out)
     cfg.out = str(out)
-    device = resolve_device(cfg.device)
     data = _load_data(cfg)
     space.check_input(data.in_channels, data.image_size)
     seed_everything(cfg.seed)
     strategy.seed(cfg.seed)
     model = strategy.build(data.num_classes, data.in_channels, data.image_size)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": to_dict(preset)})
+    if distributed.is_main():
+        write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": to_dict(preset)})
     bench = benchmark_hook(cfg.space, cfg.data_dir)
 
     def on_epoch(epoch: int, task: SearchTask) -> dict[str, Any]:
@@ -115,14 +124,19 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
         return rec
 
     task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, device, on_epoch)
-    engine = Engine(out, cfg.epochs, cfg.seed, progress, label="search", stop_after=stop_after)
+    engine = Engine(out, cfg.epochs, cfg.seed, progress, label="search", stop_after=stop_after,
+                    tensorboard=tensorboard)
     t0 = time.time()
     metrics = engine.run(task)
+    distributed.debug_dump("search", task.model, {"strategy": strategy.state_dict()})
     result: dict[str, Any] = {"run_dir": str(out), "space": cfg.space, "method": cfg.method,
                               "epochs_done": len(metrics), "epochs": cfg.epochs}
     if len(metrics) < cfg.epochs:
         result["status"] = "stopped"
         return result
+    if not distributed.is_main():  # rank 0 derives and writes the architecture
+        distributed.barrier()
+        return {**result, "status": "done", "rank": distributed.rank()}
     arch = strategy.derive(task.model, context=task.validation_batches())
     arch.meta.update({"seed": cfg.seed, "dataset": cfg.dataset, "space_options": cfg.space_options})
     save_architecture(arch, out / "architecture.json")
@@ -137,10 +151,13 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
         result["benchmark"] = bench(arch)
     result["scores"] = scores
     write_json(out / "result.json", result)
+    distributed.barrier()
     return result
 
 
-def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | None = None,
+                  tensorboard: bool = False) -> dict[str, Any]:
+    """Continue a search run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
@@ -149,12 +166,14 @@ def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | 
     data = json.loads(cfg_path.read_text())
     data.pop("resolved_method_options", None)
     cfg = SearchConfig(**data)
-    return search(cfg, resume=True, progress=progress, stop_after=stop_after)
+    tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()
+    return search(cfg, resume=True, progress=progress, stop_after=stop_after, tensorboard=tensorboard)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None) -> dict[str, Any]:
-    """Retrain an architecture from scratch; report test accuracy."""
+          stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
+    """Retrain an architecture from scratch; report test accuracy.
+    ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``."""
     if not cfg.arch:
         raise ConfigError("no architecture given: pass --arch FILE (an architecture.json) or a native string")
     arch = load_architecture(cfg.arch)
@@ -163,19 +182,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     rcfg = override(get_preset("retrain"), cfg.options)
     cfg.epochs = cfg.epochs if cfg.epochs is not None else rcfg.epochs
     cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else rcfg.batch_size
+    device = distributed.init(resolve_device(cfg.device))
     out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"train-{arch.space}-{cfg.dataset}-s{cfg.seed}")
+    out = distributed.broadcast_object(out)
     cfg.out = str(out)
-    device = resolve_device(cfg.device)
     data = _load_data(cfg)
     space.check_input(data.in_channels, data.image_size)
     seed_everything(cfg.seed)
     net = space.build_network(arch, data.num_classes, data.in_channels, data.image_size,
                               **cfg.network_options)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**asdict(cfg), "resolved_options": to_dict(rcfg)})
-    save_architecture(arch, out / "architecture.json")
+    if distributed.is_main():
+        write_json(out / "config.json", {**asdict(cfg), "resolved_options": to_dict(rcfg)})
+        save_architecture(arch, out / "architecture.json")
     task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device)
-    metrics = Engine(out, cfg.epochs, cfg.seed, progress, label="train", stop_after=stop_after).run(task)
+    metrics = Engine(out, cfg.epochs, cfg.seed, progress, label="train", stop_after=stop_after,
+                     tensorboard=tensorboard).run(task)
+    distributed.debug_dump("train", net)
     n_params = sum(p.numel() for n, p in net.named_parameters() if "auxiliary" not in n)
     result = {"run_dir": str(out), "space": arch.space, "epochs_done": len(metrics), "epochs": cfg.epochs,
               "params": n_params,
@@ -183,13 +206,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if metrics:
         result.update({"test_acc": metrics[-1]["test_acc"],
                        "best_test_acc": max(m["test_acc"] for m in metrics)})
-    if result["status"] == "done":
+    if not distributed.is_main():
+        result["rank"] = distributed.rank()
+    elif result["status"] == "done":
         torch.save(net.state_dict(), out / "weights.pt")
         write_json(out / "result.json", result)
+    distributed.barrier()
     return result
 
 
-def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | None = None,
+                 tensorboard: bool = False) -> dict[str, Any]:
+    """Continue a training run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.exists():
@@ -198,4 +226,6 @@ def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | N
     data = json.loads(cfg_path.read_text())
     data.pop("resolved_options", None)
     data["arch"] = str(run_dir / "architecture.json")
-    return train(TrainConfig(**data), resume=True, progress=progress, stop_after=stop_after)
+    tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()
+    return train(TrainConfig(**data), resume=True, progress=progress, stop_after=stop_after,
+                 tensorboard=tensorboard)

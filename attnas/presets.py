@@ -236,6 +236,40 @@ class RetrainPreset:
     cutout: int = 16
 
 
+@dataclass(frozen=True)
+class TrioNetPreset(SPOSPreset):
+    """TrioNet supernet training and search (Pi et al., BMVC 2021, Sec. 3.3-3.5, Appendix A).
+
+    From the paper (Appendix A, ImageNet): SGD with learning rate 0.1 at batch 256 -- here
+    0.1 x 64/256 = 0.025 for the default batch of 64 (linear scaling rule) --, Nesterov
+    momentum 0.9, weight decay 8e-5 "only added to the largest model" (``decay_biggest_only``:
+    on the weights of the sandwich's biggest sub-network), label smoothing, 540 epochs of
+    which 10 are warm-up, gamma = 0 in each block's last BN (in the space); 10k training
+    images held out for the evolutionary search (here the engine's ``train_portion``
+    split).  Hierarchical Sampling (Sec. 3.4, Eq. 4), the Sandwich rule with the smallest, the biggest and 2 random
+    sub-networks per step (Sec. 3.4), Multi-Head Sharing (Sec. 3.5, Alg. 1).
+
+    Left open by the paper (attnas choices): the label-smoothing value 0.1 (Szegedy et al.),
+    the cosine decay to 0 after the warm-up, no gradient clipping, and the evolution's
+    settings -- SPOS's (population 50, 20 generations, top-k 10, 25 mutations + 25 crossovers,
+    mutation probability 0.1, BN recalibration on 20,000 training images).
+    Ablations: ``sampling`` "uniform", ``sandwich`` false, ``sharing`` "prefix"."""
+
+    epochs: int = 540
+    batch_size: int = 64
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(
+        lr=0.1 * 64 / 256, lr_min=0.0, momentum=0.9, weight_decay=8e-5, grad_clip=0.0))
+    lr_schedule: str = "cosine"
+    nesterov: bool = True
+    warmup_epochs: int = 10
+    label_smoothing: float = 0.1
+    sampling: str = "hierarchical"
+    sandwich: bool = True
+    sandwich_random: int = 2
+    sharing: str = "multihead"
+    decay_biggest_only: bool = True
+
+
 PRESETS: dict[str, Any] = {
     "darts": DartsPreset(),
     "darts-2nd": DartsPreset(order=2),
@@ -248,6 +282,7 @@ PRESETS: dict[str, Any] = {
     "retrain": RetrainPreset(),
     "nos": NOSPreset(),
     "teacher": TeacherPreset(),
+    "trionet": TrioNetPreset(),
 }
 
 

@@ -8,10 +8,12 @@ of convolution and linear weights** for one image,
   (depthwise convolutions included, since they are Conv2d with groups),
 * ``Linear``: ``in_features * out_features`` (per row of the input),
 
-and nothing else: biases, batch norm, activations, pooling, the SE gate's
-element-wise product and residual additions are **excluded** (they are a
-fraction of a percent of the count and are left out by the benchmark too:
-NAS-Bench-Macro's stored FLOPs equal this count exactly, see
+plus what a module reports through an ``extra_flops()`` method (called after
+its forward; e.g. the attention matmuls of :mod:`attnas.ops.trio`), and nothing
+else: biases, batch norm, activations, pooling, the SE gate's element-wise
+product and residual additions are **excluded** (they are a fraction of a percent
+of the count and are left out by the benchmark too: NAS-Bench-Macro's stored
+FLOPs equal this count exactly, see
 ``tests/test_profile.py``).  Counted with forward hooks on one dummy input.
 
 Parameters: every element of every ``nn.Parameter`` (BN affine weights
@@ -70,9 +72,11 @@ def count_flops(module: nn.Module, x: torch.Tensor) -> tuple[int, Any]:
             total[0] += _conv_flops(m, out)
         elif isinstance(m, nn.Linear):
             total[0] += _linear_flops(m, out)
+        if callable(getattr(m, "extra_flops", None)):
+            total[0] += int(m.extra_flops())
 
     handles = [m.register_forward_hook(hook) for m in module.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+               if isinstance(m, (nn.Conv2d, nn.Linear)) or callable(getattr(m, "extra_flops", None))]
     was_training = module.training
     module.eval()
     try:

@@ -74,6 +74,10 @@ KILL_CASES = {
     "spos": ["--space", "macro", "--space-options", '{"C": 4, "head": 16}',
              "--method-options", '{"population": 4, "generations": 1, "top_k": 2, "mutations": 2, "crossovers": 2}',
              "--dataset", "synthetic:3,8,4,128,32", "--batch-size", "32", "--quiet"],
+    "trionet": ["--space", "trionet", "--space-options", '{"layout": "cifar", "depths": [1, 1], "width": 8, "heads": [1, 2]}',
+                "--method-options", '{"population": 4, "generations": 1, "top_k": 2, "mutations": 2, "crossovers": 2, '
+                                    '"bn_images": 32, "eval_images": 32, "warmup_epochs": 1}',
+                "--dataset", "synthetic:3,16,4,64,32", "--batch-size", "16", "--quiet"],
 }
 
 

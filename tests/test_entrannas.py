@@ -180,7 +180,7 @@ def test_dst_sparsity_penalty_eq11_enters_the_architecture_step():
     m = st.train_step(model, opt, batch, batch, 0, 0)
     assert m["sparsity_penalty"] == pytest.approx(2 * math.log(2))
     # d/d beta of lambda/4 * softplus(-beta) = -0.125 at beta = 0 (plus the validation part)
-    assert all(float(model.arch.betas[k]) > betas0[k] for k in betas0)  # thresholds rise
+    assert all(float(model.arch.betas[k].detach()) > betas0[k] for k in betas0)  # thresholds rise
 
 
 def test_flexible_topology_is_a_valid_architecture(tmp_path):

@@ -24,6 +24,18 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
                    help="stop after N epochs in this invocation (continue later with --resume)")
 
 
+def add_tensorboard_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log every epoch's metrics to RUN_DIR/tensorboard "
+                        "(needs the tensorboard package: pip install 'attnas[tensorboard]')")
+
+
+def is_main_process() -> bool:
+    """False on the ranks > 0 of a torchrun launch (they neither print nor return a result)."""
+    from attnas.training import distributed
+    return distributed.is_main()
+
+
 def parse_json_option(text: str | None, flag: str) -> dict[str, Any] | None:
     """``--space-options '{"C": 8}'`` style flags."""
     if text is None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from attnas.cli.common import add_data_flags, parse_json_option, scores_table, table
+from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, parse_json_option,
+                               scores_table, table)
 from attnas.cli.main import add_json_flag
 from attnas.config import EMBEDDED_DEFAULT, SearchConfig, embedded_default_applies, make_config
 
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="teacher for attention-guided NOS search: a checkpoint file or an "
                         "'attnas teacher train' run folder (method option teacher_checkpoint)")
     add_data_flags(p)
+    add_tensorboard_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     progress = not args.quiet
     if args.resume:
-        result = api.resume_search(args.resume, progress=progress, stop_after=args.stop_after)
+        result = api.resume_search(args.resume, progress=progress, stop_after=args.stop_after,
+                                   tensorboard=args.tensorboard)
     else:
         space_options = parse_json_option(args.space_options, "--space-options")
         epochs = args.epochs
@@ -51,7 +54,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             image_size=args.image_size, device=args.device,
             space_options=space_options,
             method_options=_with_budgets(parse_json_option(args.method_options, "--method-options"), args))
-        result = api.search(cfg, progress=progress, stop_after=args.stop_after)
+        result = api.search(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard)
+    if not is_main_process():  # torchrun: rank 0 reports
+        return None
     print_result(result)
     return result
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from attnas.cli.common import add_data_flags, parse_json_option, table
+from attnas.cli.common import add_data_flags, add_tensorboard_flag, is_main_process, parse_json_option, table
 from attnas.cli.main import add_json_flag
 from attnas.config import TrainConfig, make_config
 
@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "e.g. '{\"C\": 36, \"layers\": 20, \"auxiliary\": true}'")
     p.add_argument("--options", help="JSON object overriding the retrain preset (lr, drop_path, cutout, ...)")
     add_data_flags(p)
+    add_tensorboard_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     progress = not args.quiet
     if args.resume:
-        result = api.resume_train(args.resume, progress=progress, stop_after=args.stop_after)
+        result = api.resume_train(args.resume, progress=progress, stop_after=args.stop_after,
+                                  tensorboard=args.tensorboard)
     else:
         cfg = make_config(
             TrainConfig, args.config, arch=args.arch, dataset=args.dataset, data_dir=args.data_dir,
@@ -38,7 +40,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             space_options=parse_json_option(args.space_options, "--space-options"),
             network_options=parse_json_option(args.network_options, "--network-options"),
             options=parse_json_option(args.options, "--options"))
-        result = api.train(cfg, progress=progress, stop_after=args.stop_after)
+        result = api.train(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard)
+    if not is_main_process():  # torchrun: rank 0 reports
+        return None
     if result["status"] != "done":
         print(f"training stopped after {result['epochs_done']}/{result['epochs']} epochs; "
               f"continue with: attnas train --resume {result['run_dir']}")

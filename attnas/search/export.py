@@ -72,7 +72,8 @@ def export_subnet(space: SearchSpace, supernet: nn.Module, arch: Architecture, n
     net_module = getattr(supernet, "net", supernet)
     device = next((p.device for p in net_module.parameters()), torch.device("cpu"))
     network = space.build_network(arch, num_classes, in_channels, image_size).to(device)
-    inherit_weights(net_module, arch, network)
+    # a space whose supernet slices shared weights (TrioNet) supplies its own mapping
+    getattr(space, "inherit_weights", inherit_weights)(net_module, arch, network)
     if bn_batches is not None:
         recalibrate_bn(network, bn_batches)
     network.eval()

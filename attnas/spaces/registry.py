@@ -29,6 +29,7 @@ BUILTIN_SPACE_MODULES = [
     "attnas.spaces.chain",
     "attnas.spaces.macro",
     "attnas.spaces.nos",
+    "attnas.spaces.trionet",
 ]
 
 

@@ -157,6 +157,7 @@ BUILTIN_STRATEGY_MODULES = [
     "attnas.strategies.itnas",
     "attnas.strategies.nos",
     "attnas.strategies.entrannas",
+    "attnas.strategies.trionet",
 ]
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
 from attnas.strategies.base import (ArchRef, Strategy, SuperNet, frozen, register_strategy,
                                    weight_optimizer)
+from attnas.training import distributed
 
 
 def param_name(key: str) -> str:
@@ -100,6 +101,7 @@ class DartsStrategy(Strategy):
             logits = model(batch_w[0])
             loss = F.cross_entropy(logits, batch_w[1])
             loss.backward()
+        distributed.sync_grads(model.net.parameters())  # torchrun: average over processes
         nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()
         acc = (logits.argmax(1) == batch_w[1]).float().mean()
@@ -114,7 +116,9 @@ class DartsStrategy(Strategy):
 
         def grads(loss: torch.Tensor, params):
             gs = torch.autograd.grad(loss, params, allow_unused=True)
-            return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
+            # torchrun: the gradients of the global batch (a no-op in one process)
+            return distributed.average_tensors([torch.zeros_like(p) if g is None else g
+                                                for p, g in zip(params, gs)])
 
         g_train = grads(F.cross_entropy(model(batch_w[0]), batch_w[1]), w_params)
         backup = [p.detach().clone() for p in w_params]
@@ -142,6 +146,7 @@ class DartsStrategy(Strategy):
                 p.copy_(b)
         for a, da, gp, gn in zip(a_params, d_alpha, g_pos, g_neg):
             a.grad = da - xi * (gp - gn) / (2 * eps)
+        distributed.mark_synced(a_params)
         return loss_val.item()
 
     def scores(self, model: SuperNet) -> dict[str, list[float]]:

@@ -118,6 +118,7 @@ from attnas.arch import Architecture
 from attnas.errors import ConfigError, ShapeError
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
 from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, weight_optimizer
+from attnas.training.distributed import sync_grads
 
 IT_TOKEN = "IT"
 SAMPLING_MODES = ("auto", "all", "uniform")
@@ -488,6 +489,7 @@ class ITNASStrategy(Strategy):
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
+        sync_grads(model.net.parameters())  # torchrun: average over processes
         nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()
         model.arch.active = {}

@@ -32,6 +32,7 @@ from attnas.errors import ConfigError, ShapeError
 from attnas.spaces.nos import stage_cells
 from attnas.strategies.base import SuperNet, frozen, register_strategy
 from attnas.strategies.darts import DartsStrategy
+from attnas.training.distributed import sync_grads
 from attnas.teacher import StageHooks, load_teacher
 
 AT_REDUCTIONS = ("mean_sq", "norm")
@@ -148,6 +149,7 @@ class NOSStrategy(DartsStrategy):
         with frozen(model.arch.parameters()):
             loss_w, parts_w = self.loss(model, *batch_w)
             loss_w.backward()
+        sync_grads(model.net.parameters())  # torchrun: average over processes
         nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()
         out = {"loss": parts_w["ce"], "acc": parts_w["acc"], "arch_loss": parts_a["ce"]}

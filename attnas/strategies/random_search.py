@@ -18,6 +18,7 @@ from attnas.arch import Architecture
 from attnas.errors import ArchitectureError
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
 from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, weight_optimizer
+from attnas.training.distributed import sync_grads
 
 
 class PathState(nn.Module):
@@ -99,6 +100,7 @@ class RandomSearchStrategy(Strategy):
         logits = model(batch_w[0])
         loss = F.cross_entropy(logits, batch_w[1])
         loss.backward()
+        sync_grads(model.net.parameters())  # torchrun: average over processes
         nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()
         return {"loss": loss.item(), "acc": (logits.argmax(1) == batch_w[1]).float().mean().item()}

@@ -52,6 +52,7 @@ from attnas.search.evolution import (Constraint, EvolutionResult, EvolutionSearc
 from attnas.spaces.base import ChoicePoint, Mixer
 from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy
 from attnas.strategies.random_search import PathState, SinglePathMixer, activate
+from attnas.training.distributed import sync_grads
 
 LR_SCHEDULES = ("linear", "cosine")
 #: redraws of the FairNAS permutations before giving up on a topology-constrained space
@@ -152,6 +153,7 @@ class SPOSStrategy(Strategy):
             loss_sum += loss.item()
             acc_sum += float((logits.argmax(1) == y).float().mean())
             self._count(arch)
+        sync_grads(model.net.parameters())  # torchrun: average over processes
         if self.cfg.weights.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()

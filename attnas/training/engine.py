@@ -7,11 +7,20 @@ starts by seeding all random generators from ``(seed, epoch)`` and the data
 order depends only on ``(seed, epoch)``, so a run resumed from its last
 checkpoint continues exactly as the uninterrupted run would have: a killed
 run loses at most the epoch in progress.
+
+Under ``torchrun`` (:mod:`attnas.training.distributed`) every process runs the
+same epochs; the per-step metrics are averaged over the processes at the end
+of an epoch, the task state is checked to be identical on all of them, and
+only rank 0 writes ``metrics.jsonl``, ``checkpoint.pt``, TensorBoard events and
+progress.  With ``tensorboard=True`` every numeric value of an epoch's record
+(nested ones such as ``scores`` flattened to ``scores/<key>/<i>``) is also
+written to ``RUN_DIR/tensorboard``.
 """
 from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,10 +29,46 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 import torch
 
+from attnas.training import distributed
 from attnas.training.checkpoint import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+
+
+def require_tensorboard():
+    """``torch.utils.tensorboard.SummaryWriter``; a one-line ConfigError without tensorboard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        from attnas.errors import ConfigError
+        raise ConfigError("--tensorboard needs the tensorboard package: "
+                          "pip install 'attnas[tensorboard]' (or pip install tensorboard)") from None
+    return SummaryWriter
+
+
+def tensorboard_writer(log_dir: str | Path, purge_step: int | None = None):
+    """A SummaryWriter logging to ``log_dir`` (events after ``purge_step`` of an earlier,
+    interrupted invocation are discarded)."""
+    return require_tensorboard()(str(log_dir), purge_step=purge_step)
+
+
+def scalars(record: dict[str, Any], prefix: str = "") -> Iterable[tuple[str, float]]:
+    """Every numeric value of a metrics record as ``(tag, value)``; nested dicts and lists
+    give ``parent/child`` tags (``scores/<choice point>/<candidate index>``)."""
+    for k, v in record.items():
+        # TensorBoard tags allow only [-/\w.]: "cell:0->1" becomes "cell.0-1"
+        tag = prefix + re.sub(r"[^-\w.]", "_", str(k).replace("->", "-").replace(":", "."))
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)):
+            if k != "epoch" or prefix:
+                yield tag, float(v)
+        elif isinstance(v, dict):
+            yield from scalars(v, tag + "/")
+        elif isinstance(v, (list, tuple)):
+            yield from scalars({str(i): x for i, x in enumerate(v)}, tag + "/")
 
 
 class Task(Protocol):
@@ -77,11 +122,15 @@ class Engine:
     """Runs ``task`` for ``epochs`` epochs in ``out_dir`` (resuming if a checkpoint is there)."""
 
     def __init__(self, out_dir: str | Path, epochs: int, seed: int, progress: bool = True,
-                 label: str = "epoch", stop_after: int | None = None) -> None:
+                 label: str = "epoch", stop_after: int | None = None, tensorboard: bool = False) -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.epochs, self.seed, self.progress, self.label = epochs, seed, progress, label
+        self.main = distributed.is_main()
+        self.epochs, self.seed, self.progress, self.label = epochs, seed, progress and self.main, label
         self.stop_after = stop_after
+        self.tensorboard = tensorboard
+        if tensorboard:
+            require_tensorboard()  # on every process, before any epoch
 
     @property
     def checkpoint_path(self) -> Path:
@@ -94,14 +143,15 @@ class Engine:
 
     def _restore(self, task: Task) -> int:
         if not self.checkpoint_path.exists():
-            (self.out / METRICS).write_text("")
+            if self.main:
+                (self.out / METRICS).write_text("")
             return 0
         state = load_checkpoint(self.checkpoint_path)
         task.load_state_dict(state["task"])
         start = int(state["epoch"]) + 1
         # drop metrics of epochs that ran after the checkpoint (the killed one)
         path = self.out / METRICS
-        if path.exists():
+        if path.exists() and self.main:
             kept = [ln for ln in path.read_text().splitlines()
                     if ln.strip() and json.loads(ln).get("epoch", -1) < start]
             path.write_text("".join(ln + "\n" for ln in kept))
@@ -109,6 +159,18 @@ class Engine:
 
     def run(self, task: Task) -> list[dict[str, Any]]:
         start = self._restore(task)
+        writer = None
+        if self.tensorboard and self.main:
+            writer = tensorboard_writer(self.out / TENSORBOARD, purge_step=start or None)
+        try:
+            self._epochs(task, start, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        distributed.barrier()
+        return read_metrics(self.out)
+
+    def _epochs(self, task: Task, start: int, writer) -> None:
         ran = 0
         for epoch in range(start, self.epochs):
             if self.stop_after is not None and ran >= self.stop_after:
@@ -126,19 +188,30 @@ class Engine:
                     sums[k] = sums.get(k, 0.0) + float(v)
                 bar.update(step, {k: v / count for k, v in sums.items()})
             bar.close()
+            if distributed.is_distributed():
+                sums = distributed.average_dict(sums)
             record: dict[str, Any] = {"epoch": epoch}
             record.update({f"train_{k}": v / max(1, count) for k, v in sums.items()})
             record.update(task.end_epoch(epoch))
             record["epoch_time_s"] = round(time.time() - t0, 3)
-            with open(self.out / METRICS, "a") as f:
-                f.write(json.dumps(record, default=str) + "\n")
-            atomic_torch_save({"epoch": epoch, "task": task.state_dict()}, self.checkpoint_path)
+            state = {"epoch": epoch, "task": task.state_dict()}
+            if distributed.is_distributed():
+                record["world_size"] = distributed.world_size()
+                distributed.check_same(state, f"the task state after epoch {epoch}")
+            if self.main:
+                with open(self.out / METRICS, "a") as f:
+                    f.write(json.dumps(record, default=str) + "\n")
+                atomic_torch_save(state, self.checkpoint_path)
+                if writer is not None:
+                    for tag, value in scalars(record):
+                        writer.add_scalar(tag, value, epoch)
+                    writer.flush()
+            distributed.barrier()
             if self.progress:
                 shown = {k: v for k, v in record.items() if isinstance(v, (int, float))}
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in shown.items()), file=sys.stderr)
             ran += 1
-        return read_metrics(self.out)
 
 
 def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""The two tasks the engine runs: an architecture search and a retraining."""
+"""The two tasks the engine runs: an architecture search and a retraining.
+
+Under ``torchrun`` (:mod:`attnas.training.distributed`) every process builds the
+same global batches and trains on its slice; evaluation splits whole batches
+over the processes; floating-point buffers are averaged at the end of an epoch.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
@@ -11,6 +16,7 @@ from attnas.data.augment import default_augment
 from attnas.data.datasets import ImageData
 from attnas.data.loader import Batches, split_indices
 from attnas.strategies.base import Strategy, SuperNet, weight_optimizer
+from attnas.training import distributed
 
 
 def _epoch_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
@@ -19,17 +25,21 @@ def _epoch_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, augment, device: torch.device) -> dict[str, float]:
-    """Loss and accuracy of ``model`` over ``batches`` (normalisation only, eval mode)."""
+    """Loss and accuracy of ``model`` over ``batches`` (normalisation only, eval mode).
+    Distributed: each process evaluates every world_size-th batch; the sums are added up."""
     was_training = model.training
     model.eval()
     loss_sum, correct, total = 0.0, 0, 0
-    for x, y in batches:
+    for x, y in distributed.shard_batches(batches):
         x, y = augment(x.to(device), train=False), y.to(device)
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
         total += len(y)
     model.train(was_training)
+    if distributed.is_distributed():
+        loss_sum, correct, total = distributed.sum_values([loss_sum, correct, total])
+        correct, total = int(round(correct)), int(round(total))
     return {"loss": loss_sum / max(1, total), "acc": correct / max(1, total)}
 
 
@@ -55,6 +65,9 @@ class SearchTask:
         self.augment = default_augment(data)
         self.opt = strategy.optimizers(model, self.steps_per_epoch(), epochs)
         self.last_arch = None
+        if distributed.is_distributed():
+            distributed.broadcast_module(self.model)
+            distributed.attach(self.opt.values())
 
     def steps_per_epoch(self) -> int:
         return min(len(self.train_batches), len(self.arch_batches))
@@ -66,10 +79,14 @@ class SearchTask:
     def batches(self, epoch: int):
         gen = _epoch_generator(self.seed, epoch, 1)
         for bw, ba in zip(self.train_batches.epoch(epoch), self.arch_batches.epoch(epoch)):
-            yield self._prep(bw, gen), self._prep(ba, gen)
+            bw, ba = self._prep(bw, gen), self._prep(ba, gen)
+            if distributed.is_distributed():  # this process's slice of the global batches
+                bw, ba = distributed.shard(*bw), distributed.shard(*ba)
+            yield bw, ba
 
     def train_step(self, batch, epoch: int, step: int) -> dict[str, float]:
         self.model.train()
+        distributed.begin_step()
         return self.strategy.train_step(self.model, self.opt, batch[0], batch[1], epoch, step)
 
     def validation_batches(self):
@@ -78,6 +95,7 @@ class SearchTask:
             yield self.augment(x.to(self.device), train=False), y.to(self.device)
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
+        distributed.average_buffers(self.model)
         self.strategy.end_epoch(self.model, self.opt, epoch)
         rec: dict[str, Any] = {f"valid_{k}": v for k, v in
                                evaluate(self.model, self.valid_batches.epoch(0), self.augment,
@@ -119,6 +137,9 @@ class RetrainTask:
         self.augment = default_augment(data, cutout=cfg.cutout)
         opt, sched = weight_optimizer(self.net.parameters(), cfg.weights, len(self.train_batches), epochs)
         self.opt, self.sched = opt, sched
+        if distributed.is_distributed():
+            distributed.broadcast_module(self.net)
+            distributed.attach([self.opt])
 
     def steps_per_epoch(self) -> int:
         return len(self.train_batches)
@@ -128,11 +149,17 @@ class RetrainTask:
             self.net.set_drop_path(self.cfg.drop_path * epoch / max(1, self.epochs))
         gen = _epoch_generator(self.seed, epoch, 2)
         for x, y in self.train_batches.epoch(epoch):
-            yield self.augment(x.to(self.device), generator=gen), y.to(self.device)
+            x, y = self.augment(x.to(self.device), generator=gen), y.to(self.device)
+            if distributed.is_distributed():
+                if len(y) < distributed.world_size():
+                    continue  # a last partial batch too small to split over the processes
+                x, y = distributed.shard(x, y)
+            yield x, y
 
     def train_step(self, batch, epoch: int, step: int) -> dict[str, float]:
         x, y = batch
         self.net.train()
+        distributed.begin_step()
         self.opt.zero_grad(set_to_none=True)
         out = self.net(x)
         logits, aux = out if isinstance(out, tuple) else (out, None)
@@ -140,11 +167,13 @@ class RetrainTask:
         if aux is not None:
             loss = loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
         loss.backward()
+        distributed.sync_grads(self.net.parameters())
         nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.weights.grad_clip)
         self.opt.step()
         return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
+        distributed.average_buffers(self.net)
         rec = {"lr": self.opt.param_groups[0]["lr"]}
         self.sched.step()
         rec.update({f"test_{k}": v for k, v in

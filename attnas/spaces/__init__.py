@@ -1,0 +1,1 @@
+"""Search spaces: each declares its choice points once; :mod:`attnas.spaces.registry` maps names to them."""

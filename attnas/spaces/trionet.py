@@ -1,0 +1,411 @@
+"""TrioNet search space (Pi et al., TrioNet, BMVC 2021, Sec. 3.1-3.2, Table 1, Appendix A).
+
+A ResNet-like bottleneck network whose every block's spatial operator is searched among
+convolution, local self-attention and axial self-attention (:mod:`attnas.ops.trio`), each
+with the elastic options of Table 1:
+
+=================  ==========  ==========  ==========
+operator           conv        local       axial
+=================  ==========  ==========  ==========
+expansion rate e   1/8, 1/4    1/4, 1/2    1/4, 1/2
+kernel size        3, 5, 7     3, 5, 7     --
+query/key rate     --          1/2, 1      1/2, 1
+value rate         --          1/2, 1      1/2, 1
+heads              --          4, 8        4, 8
+candidates         6           48          16
+=================  ==========  ==========  ==========
+
+so 70 candidates per block.  A chain space (:class:`~attnas.spaces.chain.ChainSpace`): one
+choice point ``layer:<i>`` per block; candidates are named
+
+* ``conv_k{k}_e{e}`` -- e.g. ``conv_k3_e0.25`` (the ResNet bottleneck's 3x3 convolution);
+* ``local_k{m}_e{e}_qk{r}_v{r}_h{N}`` -- e.g. ``local_k7_e0.25_qk1_v1_h8``;
+* ``axial_e{e}_qk{r}_v{r}_h{N}`` -- e.g. ``axial_e0.25_qk0.5_v1_h8``;
+
+rates written as decimals (``%g``).  :func:`parse_trio_op` parses and validates them.  The
+block is :class:`attnas.ops.trio_supernet.TrioBlock` (``mid = C_out * e`` channels around the
+spatial operator); the supernet block is :class:`~attnas.ops.trio_supernet.TrioSuperBlock`
+(shared projections, three parallel weight-sliced operators, Multi-Head Sharing).
+
+Layouts (``layout``):
+
+* ``"imagenet"`` (224x224): ResNet stem (7x7 conv stride 2, BN, ReLU, 3x3 max-pool stride 2),
+  four stages at 56, 28, 14, 7;
+* ``"cifar"`` (32x32): 3x3 conv stride 1 stem, stages at 32, 16, 8, 4.
+
+Stage s has ``depths[s]`` blocks of output width ``4 * width * 2^s`` (ResNet: width 64 ->
+256, 512, 1024, 2048); the first block of stages 2-4 has stride 2.  ``depths`` defaults to
+the paper's maximal depths (2, 3, 6, 3) (Appendix A); the paper also searches the number of
+blocks per stage (1-2, 2-3, 3-6, 1-3) -- **not implemented here** (fixed depth; pass smaller
+``depths`` for small networks).  Head: global average pooling and a linear classifier.
+``heads`` replaces the heads options (4, 8) (tiny test networks cannot split 4 channels into
+8 heads); ``operators`` restricts the operators (e.g. ``["conv"]``).
+
+Axial relative tables are sized for the layout's nominal feature side (56 ... 7 or 32 ... 4)
+and clip longer offsets, so the networks run at any input size (:mod:`attnas.ops.trio`).
+
+Costs: :meth:`TrioNetSpace.cost_table` is the analytic per-block count
+(:func:`block_cost`), equal to :mod:`attnas.profile`'s count of the stand-alone networks
+(tested); attention matmuls are counted (``q.k``, ``q.r``, weighted values).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from attnas.arch import Architecture, layer_key
+from attnas.errors import ArchitectureError, ConfigError
+from attnas.ops.trio_supernet import SHARING_MODES, TrioBlock, TrioOp, TrioSuperBlock
+from attnas.profile import Profile, count_flops, count_params
+from attnas.spaces.base import MixerFactory
+from attnas.spaces.chain import ChainCosts, ChainLayer, ChainNetwork, ChainSpace
+from attnas.spaces.registry import register_space
+
+OPERATORS = ("conv", "local", "axial")
+#: Table 1 of the paper
+CONV_EXPANSION = (1 / 8, 1 / 4)
+CONV_KERNELS = (3, 5, 7)
+ATTN_EXPANSION = (1 / 4, 1 / 2)
+LOCAL_KERNELS = (3, 5, 7)
+QK_RATES = (1 / 2, 1)
+V_RATES = (1 / 2, 1)
+HEADS = (4, 8)
+#: the paper's maximal depths and its elastic depth choices per stage (Appendix A)
+PAPER_DEPTHS = (2, 3, 6, 3)
+PAPER_DEPTH_CHOICES = ((1, 2), (2, 3), (3, 4, 5, 6), (1, 2, 3))
+PAPER_CARDINALITY = 7.2e25
+LAYOUTS = {"imagenet": {"image": 224, "stem_stride": 4}, "cifar": {"image": 32, "stem_stride": 1}}
+
+_NUM = r"(\d+(?:\.\d+)?)"
+_PATTERNS = {
+    "conv": re.compile(rf"^conv_k(\d+)_e{_NUM}$"),
+    "local": re.compile(rf"^local_k(\d+)_e{_NUM}_qk{_NUM}_v{_NUM}_h(\d+)$"),
+    "axial": re.compile(rf"^axial_e{_NUM}_qk{_NUM}_v{_NUM}_h(\d+)$"),
+}
+NAME_HELP = ("expected 'conv_k<k>_e<e>', 'local_k<k>_e<e>_qk<r>_v<r>_h<heads>' or "
+             "'axial_e<e>_qk<r>_v<r>_h<heads>', e.g. 'conv_k3_e0.25', 'local_k7_e0.5_qk1_v1_h8'")
+
+
+def trio_name(o: TrioOp) -> str:
+    """The candidate name of ``o`` (module docstring)."""
+    if o.op == "conv":
+        return f"conv_k{o.k}_e{o.e:g}"
+    if o.op == "local":
+        return f"local_k{o.k}_e{o.e:g}_qk{o.qk:g}_v{o.v:g}_h{o.heads}"
+    return f"axial_e{o.e:g}_qk{o.qk:g}_v{o.v:g}_h{o.heads}"
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_trio_op(name: str) -> TrioOp:
+    """Parse a candidate name (syntax only; :meth:`TrioNetSpace.validate` checks Table 1)."""
+    if not isinstance(name, str):
+        raise ArchitectureError(f"TrioNet candidate must be a string, got {name!r}")
+    for op, pat in _PATTERNS.items():
+        m = pat.match(name.strip())
+        if not m:
+            continue
+        g = m.groups()
+        try:
+            if op == "conv":
+                out = TrioOp("conv", float(g[1]), k=int(g[0]))
+            elif op == "local":
+                out = TrioOp("local", float(g[1]), k=int(g[0]), qk=float(g[2]), v=float(g[3]), heads=int(g[4]))
+            else:
+                out = TrioOp("axial", float(g[0]), qk=float(g[1]), v=float(g[2]), heads=int(g[3]))
+        except ValueError:
+            break
+        if out.k is not None and (out.k < 1 or out.k % 2 == 0):
+            raise ArchitectureError(f"'{name}': kernel size must be odd, got {out.k}")
+        if out.heads is not None and out.heads < 1:
+            raise ArchitectureError(f"'{name}': number of heads must be >= 1")
+        return out
+    raise ArchitectureError(f"'{name}' is not a TrioNet candidate; {NAME_HELP}")
+
+
+def operator_of(name: str) -> str:
+    """``"conv"``, ``"local"`` or ``"axial"``."""
+    return parse_trio_op(name).op
+
+
+def table1_candidates(operators=OPERATORS, heads=HEADS) -> tuple[str, ...]:
+    """The 6 + 48 + 16 candidates of Table 1 (``heads`` may replace (4, 8))."""
+    out = []
+    if "conv" in operators:
+        out += [TrioOp("conv", e, k=k) for e in CONV_EXPANSION for k in CONV_KERNELS]
+    if "local" in operators:
+        out += [TrioOp("local", e, k=k, qk=q, v=v, heads=h) for e in ATTN_EXPANSION for k in LOCAL_KERNELS
+                for q in QK_RATES for v in V_RATES for h in heads]
+    if "axial" in operators:
+        out += [TrioOp("axial", e, qk=q, v=v, heads=h) for e in ATTN_EXPANSION for q in QK_RATES
+                for v in V_RATES for h in heads]
+    return tuple(trio_name(o) for o in out)
+
+
+def block_cost(C_in: int, C_out: int, stride: int, H: int, W: int, o: TrioOp, span: int) -> Profile:
+    """Analytic FLOPs (MACs per image) and parameters of a :class:`TrioBlock` on an
+    ``H x W`` input -- the :mod:`attnas.profile` convention, attention matmuls included."""
+    mid, dq, dv = o.channels(C_out)
+    Ho, Wo = -(-H // stride), -(-W // stride)
+    flops = H * W * C_in * mid + Ho * Wo * dv * C_out
+    params = C_in * mid + 2 * mid + 2 * dv + dv * C_out + 2 * C_out
+    if stride != 1 or C_in != C_out:
+        flops += Ho * Wo * C_in * C_out
+        params += C_in * C_out + 2 * C_out
+    if o.op == "conv":
+        flops += Ho * Wo * mid * mid * o.k * o.k
+        params += mid * mid * o.k * o.k
+    elif o.op == "local":
+        flops += H * W * (mid + o.k * o.k) * (2 * dq + dv)
+        params += mid * (2 * dq + dv) + dq * o.k * o.k
+    else:
+        flops += H * W * (mid + H) * (2 * dq + dv) + H * W * (dv + W) * (2 * dq + dv)
+        params += (mid + dv) * (2 * dq + dv) + 2 * dq * (2 * span - 1)
+    return Profile(int(flops), int(params))
+
+
+def _trio_guess(text: str) -> bool:
+    items = [t.strip() for t in text.split(",")]
+    return bool(items) and all(any(p.match(t) for p in _PATTERNS.values()) for t in items)
+
+
+@register_space("trionet", native_guess=_trio_guess)
+class TrioNetSpace(ChainSpace):
+    """TrioNet space (module docstring).  Options: ``layout`` ("cifar" | "imagenet"),
+    ``depths`` (blocks per stage, default (2, 3, 6, 3)), ``width`` (stem width and ResNet
+    "planes" of the first stage, default 64), ``heads`` (default (4, 8)), ``operators``
+    (default all three).  Native notation: the layer choices joined by commas."""
+
+    activation = "relu"
+    min_image_size = 1
+
+    def __init__(self, layout: str = "cifar", depths=PAPER_DEPTHS, width: int = 64, heads=HEADS,
+                 operators=OPERATORS) -> None:
+        if layout not in LAYOUTS:
+            raise ConfigError(f"unknown trionet layout '{layout}'; expected one of {sorted(LAYOUTS)}")
+        depths = tuple(depths) if isinstance(depths, (list, tuple)) else depths
+        if not isinstance(depths, tuple) or not depths or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths):
+            raise ConfigError(f"trionet option 'depths' must be a list of positive integers, got {depths!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1 or width % 8:
+            raise ConfigError(f"trionet option 'width' must be a positive multiple of 8, got {width!r}")
+        heads = tuple(heads) if isinstance(heads, (list, tuple)) else heads
+        if not isinstance(heads, tuple) or not heads or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in heads):
+            raise ConfigError(f"trionet option 'heads' must be a list of positive integers, got {heads!r}")
+        operators = tuple(operators) if isinstance(operators, (list, tuple)) else operators
+        if not isinstance(operators, tuple) or not operators or any(o not in OPERATORS for o in operators):
+            raise ConfigError(f"trionet option 'operators' must be a non-empty subset of {list(OPERATORS)}, "
+                              f"got {operators!r}")
+        self.layout, self.depths, self.width = layout, depths, width
+        self.heads, self.operators = heads, tuple(o for o in OPERATORS if o in operators)
+        self._candidates = table1_candidates(self.operators, self.heads)
+        for L in self.layer_specs():  # every candidate must have whole, head-divisible widths
+            for name in L.candidates:
+                o = parse_trio_op(name)
+                mid, dq, dv = o.channels(L.C_out)
+                if o.op != "conv" and (dq % o.heads or dv % o.heads):
+                    raise ConfigError(
+                        f"trionet: '{name}' at {layer_key(L.index)} has {dq} query and {dv} value channels, "
+                        f"not divisible into {o.heads} heads; raise 'width' or lower 'heads'")
+
+    # ----- layout ----------------------------------------------------------------
+    def stem_stride(self) -> int:
+        return LAYOUTS[self.layout]["stem_stride"]
+
+    def layer_specs(self) -> list[ChainLayer]:
+        specs, C_in, i = [], self.width, 0
+        for s, n in enumerate(self.depths):
+            C_out = 4 * self.width * 2 ** s
+            for j in range(n):
+                specs.append(ChainLayer(i, C_in, C_out, 2 if (j == 0 and s > 0) else 1, self._candidates, s))
+                C_in, i = C_out, i + 1
+        return specs
+
+    def nominal_sides(self) -> list[int]:
+        """Input side of every block at the layout's nominal image size (224 or 32)."""
+        side, out = LAYOUTS[self.layout]["image"] // self.stem_stride(), []
+        for L in self.layer_specs():
+            out.append(side)
+            side = -(-side // L.stride)
+        return out
+
+    def span(self, L: ChainLayer) -> int:
+        """Nominal axis length of the axial relative tables of layer ``L``."""
+        return self.nominal_sides()[L.index]
+
+    def make_stem(self, in_channels: int) -> nn.Module:
+        C = self.width
+        if self.layout == "imagenet":
+            return nn.Sequential(nn.Conv2d(in_channels, C, 7, 2, 3, bias=False), nn.BatchNorm2d(C),
+                                 nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        return nn.Sequential(nn.Conv2d(in_channels, C, 3, 1, 1, bias=False), nn.BatchNorm2d(C), nn.ReLU(inplace=True))
+
+    def make_head(self) -> tuple[nn.Module, int]:
+        return nn.Identity(), 4 * self.width * 2 ** (len(self.depths) - 1)
+
+    def make_op(self, name: str, layer: ChainLayer) -> nn.Module:
+        return TrioBlock(layer.C_in, layer.C_out, layer.stride, parse_trio_op(name), self.span(layer))
+
+    def _network(self, layer_modules, num_classes, in_channels, dropout=0.0) -> ChainNetwork:
+        head, width = self.make_head()
+        # NCHW: the attention operators reshape their inputs; channels-last helps only convolutions
+        return ChainNetwork(self.make_stem(in_channels), layer_modules, head, width, num_classes, dropout,
+                            channels_last=False)
+
+    # ----- supernet --------------------------------------------------------------
+    def build_supernet(self, mixer_factory: MixerFactory, num_classes: int, in_channels: int,
+                       image_size: int, sharing: str = "multihead") -> nn.Module:
+        from attnas.strategies.random_search import SinglePathMixer
+
+        self.check_input(in_channels, image_size)
+        blocks = []
+        for p, L in zip(self.choice_points(), self.layer_specs()):
+            mixer = mixer_factory(p)
+            if not isinstance(mixer, SinglePathMixer):
+                raise ConfigError("space 'trionet' has a weight-sliced supernet that runs one candidate per block; "
+                                  "use a single-path method (trionet, spos, fairnas, random)")
+            blocks.append(TrioSuperBlock(p.key, p.candidates, tuple(parse_trio_op(c) for c in p.candidates),
+                                         L.C_in, L.C_out, L.stride, self.span(L), mixer, sharing))
+        return self._network(blocks, num_classes, in_channels)
+
+    def inherit_weights(self, supernet: nn.Module, arch: Architecture, network: nn.Module) -> nn.Module:
+        """Copy ``arch``'s weight slices (and BN statistics) from ``supernet`` into ``network``
+        (the stand-alone network of ``arch``); used by :func:`attnas.search.export.export_subnet`."""
+        self.validate(arch)
+        sup = getattr(supernet, "net", supernet)
+        state = {}
+        for name, v in sup.state_dict().items():
+            if not name.startswith("layers."):
+                state[name] = v.detach().clone()
+        for i, block in enumerate(sup.layers):
+            if not isinstance(block, TrioSuperBlock):
+                raise ArchitectureError("inherit_weights needs a TrioNet supernet")
+            o = parse_trio_op(arch.choices[block.key])
+            state.update({f"layers.{i}.{k}": v for k, v in block.subnet_state(o).items()})
+        mine = network.state_dict()
+        for k, v in mine.items():
+            if k not in state or tuple(state[k].shape) != tuple(v.shape):
+                raise ArchitectureError(f"cannot inherit '{k}': the supernet has "
+                                        f"{tuple(state[k].shape) if k in state else 'no such weight'}, "
+                                        f"the network {tuple(v.shape)}")
+        network.load_state_dict({k: state[k] for k in mine}, strict=True)
+        return network
+
+    # ----- costs -------------------------------------------------------------------
+    def cost_table(self, num_classes: int, in_channels: int, image_size: int) -> ChainCosts:
+        """Analytic per-layer, per-candidate costs (:func:`block_cost`); cached."""
+        return _trio_costs(self, num_classes, in_channels, image_size)
+
+    def candidate_size(self, L: ChainLayer, name: str) -> tuple:
+        """Sort key of a candidate's size at the nominal resolution: (FLOPs, params, heads) --
+        the sandwich rule's smallest / biggest (:mod:`attnas.strategies.trionet`)."""
+        side = self.nominal_sides()[L.index]
+        o = parse_trio_op(name)
+        c = block_cost(L.C_in, L.C_out, L.stride, side, side, o, self.span(L))
+        return (c.flops, c.params, o.heads or 0)
+
+    # ----- cardinality -------------------------------------------------------------
+    def cardinality(self) -> dict[str, Any]:
+        """Size of the space vs the paper's "roughly 7.2e25 models" (Sec. 3.2), which counts the
+        elastic depths of Appendix A (1-2, 2-3, 3-6, 1-3 blocks) with 70 candidates per block."""
+        per_block = len(self._candidates)
+        fixed = per_block ** sum(self.depths)
+        elastic = 1
+        for choices in PAPER_DEPTH_CHOICES:
+            elastic *= sum(per_block ** d for d in choices)
+        counts = {op: sum(1 for c in self._candidates if operator_of(c) == op) for op in self.operators}
+        return {"candidates_per_block": per_block, "per_operator": counts, "blocks": sum(self.depths),
+                "fixed_depth": fixed, "fixed_depth_log10": round(math.log10(fixed), 2),
+                "paper_elastic_depth_same_candidates": elastic,
+                "paper_elastic_depth_log10": round(math.log10(elastic), 2),
+                "paper_reported": PAPER_CARDINALITY}
+
+    def cardinality_report(self) -> str:
+        c = self.cardinality()
+        return (f"TrioNet space ({self.layout}, depths {list(self.depths)}): {c['candidates_per_block']} candidates "
+                f"per block {c['per_operator']}, {c['blocks']} blocks -> {c['fixed_depth']:.3g} architectures "
+                f"(10^{c['fixed_depth_log10']}); with the paper's elastic depths (Appendix A) "
+                f"{c['paper_elastic_depth_same_candidates']:.3g}; paper reports ~{PAPER_CARDINALITY:.2g}")
+
+    def print_cardinality(self) -> None:
+        """Print :meth:`cardinality_report` (the space's size vs the paper's order of magnitude)."""
+        print(self.cardinality_report())
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **{k: v for k, v in self.cardinality().items()
+                                         if k not in ("fixed_depth", "paper_elastic_depth_same_candidates")}}
+
+    # ----- stand-alone networks ----------------------------------------------------
+    def standalone(self, op: str) -> Architecture:
+        """The stand-alone single-operator network of the space: ResNet (``conv_k3_e0.25``),
+        SASA-like local attention (``local_k7_e0.25_qk1_v1_h<max>``) or Axial-ResNet-like
+        (``axial_e0.25_qk0.5_v1_h<max>``, query/key = half the value channels as in
+        Axial-DeepLab)."""
+        h = max(self.heads)
+        names = {"conv": "conv_k3_e0.25", "local": f"local_k7_e0.25_qk1_v1_h{h}",
+                 "axial": f"axial_e0.25_qk0.5_v1_h{h}"}
+        if op not in names or op not in self.operators:
+            raise ConfigError(f"no stand-alone '{op}' network in this space; expected one of {list(self.operators)}")
+        return Architecture(self.name, {p.key: names[op] for p in self.choice_points()})
+
+    # ----- notation ----------------------------------------------------------------
+    @classmethod
+    def parse_native(cls, text: str) -> Architecture:
+        """Parse ``"conv_k3_e0.25,local_k7_e0.5_qk1_v1_h8,..."`` (one candidate per block)."""
+        items = [t.strip() for t in str(text).split(",")]
+        for i, t in enumerate(items):
+            try:
+                parse_trio_op(t)
+            except ArchitectureError as e:
+                raise ArchitectureError(f"layer {i}: {e}") from None
+        return Architecture("trionet", {layer_key(i): t for i, t in enumerate(items)})
+
+    @classmethod
+    def to_native(cls, arch: Architecture) -> str:
+        n = len(arch.choices)
+        return ",".join(arch.choices[layer_key(i)] for i in range(n))
+
+    def options_of(self, op: str) -> str:
+        """The elastic options of operator ``op`` in this space, e.g. ``"e 0.125/0.25, k 3/5/7"``."""
+        mine = [parse_trio_op(c) for c in self._candidates if operator_of(c) == op]
+        if not mine:
+            return f"none (operators of this space: {list(self.operators)})"
+        fields = (("e", "e"), ("k", "k"), ("qk", "qk"), ("v", "v"), ("heads", "h"))
+        return ", ".join(f"{label} " + "/".join(f"{x:g}" for x in sorted({getattr(o, f) for o in mine}))
+                         for f, label in fields if getattr(mine[0], f) is not None)
+
+    def validate(self, arch: Architecture) -> None:
+        keys = {p.key for p in self.choice_points()}
+        for k, v in arch.choices.items():
+            if isinstance(v, str) and v not in self._candidates:
+                o = parse_trio_op(v)  # a malformed name gets the syntax message first
+                if k in keys and arch.space == self.name:
+                    raise ArchitectureError(f"'{v}' at '{k}' is not a candidate of this TrioNet space (Table 1); "
+                                            f"{o.op} takes {self.options_of(o.op)}")
+        super().validate(arch)
+
+
+@functools.lru_cache(maxsize=16)
+def _trio_costs(space: TrioNetSpace, num_classes: int, in_channels: int, image_size: int) -> ChainCosts:
+    space.check_input(in_channels, image_size)
+    stem = space.make_stem(in_channels)
+    base_flops, x = count_flops(stem, torch.zeros(1, in_channels, image_size, image_size))
+    H, W = int(x.shape[-2]), int(x.shape[-1])
+    tables = []
+    for L in space.layer_specs():
+        tables.append({name: block_cost(L.C_in, L.C_out, L.stride, H, W, parse_trio_op(name), space.span(L))
+                       for name in L.candidates})
+        H, W = -(-H // L.stride), -(-W // L.stride)
+    _, width = space.make_head()
+    base = Profile(base_flops + width * num_classes,
+                   count_params(stem) + width * num_classes + num_classes)
+    return ChainCosts(base, tuple(tables))
+
+
+__all__ = ["TrioNetSpace", "parse_trio_op", "trio_name", "operator_of", "table1_candidates", "block_cost",
+           "SHARING_MODES"]

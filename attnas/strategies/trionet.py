@@ -1,0 +1,249 @@
+"""TrioNet search strategy (Pi et al., TrioNet, BMVC 2021, Sec. 3.3-3.5).
+
+Supernet training (Eq. 2): ``min_W E_{a ~ Gamma(A)} L_train(C(W, a))`` on the weight-sliced
+supernet of :mod:`attnas.spaces.trionet` (single path, :class:`SinglePathMixer` routing).
+
+Sampling distribution Gamma (``sampling``):
+
+* ``"hierarchical"`` (Hierarchical Sampling, Sec. 3.4, Eq. 4; default): for every block the
+  operator beta ~ U{conv, local, axial} first, then its configuration theta uniformly among
+  that operator's Table 1 options -- each operator is trained 1/3 of the time;
+* ``"uniform"``: every block's candidate uniformly among all 70 (SPOS), so operators are
+  drawn 6/70, 48/70, 16/70 of the time.
+
+Sandwich rule (Sec. 3.4, ``sandwich``): every step trains the smallest, the biggest and
+``sandwich_random`` (2) random sub-networks on the same batch, gradients accumulated, ONE
+optimizer step.  The paper adopts it "after the operator for each block is selected": under
+hierarchical sampling one operator per block is drawn per step and shared by the 4 paths;
+"smallest"/"biggest" are then the least / most costly configuration of that operator (every
+elastic dimension at its minimum / maximum).  Under uniform sampling (no operator is drawn)
+they are the least / most costly of all the block's candidates.  Cost = the block's FLOPs at
+the layout's nominal resolution (:meth:`TrioNetSpace.candidate_size`); ties -- the number
+of heads changes neither FLOPs nor parameters -- go to fewer heads for the smallest and more
+heads for the biggest.  (attnas's interpretation; the paper does not define them across
+operators.)
+
+Weight sharing (``sharing``): ``"multihead"`` (Multi-Head Sharing, Sec. 3.5, Alg. 1) or
+``"prefix"`` (the default sharing the paper ablates); applied to the supernet blocks in
+:meth:`TrioNetStrategy.build` (:mod:`attnas.ops.trio_supernet`).
+
+Optimisation (Appendix A): SGD with Nesterov momentum 0.9, label smoothing, linear warm-up
+then cosine decay (per epoch), weight decay "only added to the largest model"
+(``decay_biggest_only``): with the sandwich rule, the L2 gradient ``wd * W`` is added to the
+weights the biggest sub-network of the step uses (those with a gradient after its backward
+pass, which runs first) and to no other; without the sandwich (or with
+``decay_biggest_only=false``) the optimizer decays every trained weight, as SPOS.
+
+Selection (Eq. 3): SPOS's evolutionary search (:mod:`attnas.search.evolution`) with the
+preset's population / generations / FLOPs budget, candidates scored by validation accuracy
+after BN recalibration.  The paper does not describe its evolution's sampling; here its
+random initial population and its mutations draw a block's candidate with the training
+sampler (:class:`HierarchicalEvolution`: operator first under ``sampling="hierarchical"``,
+uniform over the 70 candidates under ``"uniform"``), crossover as SPOS.  The winner is
+exported with inherited weights (``attnas evolve RUN --export``) or retrained from scratch
+(``attnas train --arch``).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnas.arch import Architecture
+from attnas.errors import ConfigError
+from attnas.ops.trio_supernet import SHARING_MODES, TrioSuperBlock
+from attnas.search.evolution import EvolutionSearch
+from attnas.strategies.base import SuperNet, register_strategy
+from attnas.strategies.random_search import activate
+from attnas.strategies.spos import SPOSStrategy
+
+try:  # data-parallel runs (torchrun): average the gradients over processes; a no-op otherwise
+    from attnas.training.distributed import sync_grads
+except ImportError:  # pragma: no cover - a checkout without distributed training
+    def sync_grads(params) -> None:
+        return None
+
+SAMPLING_MODES = ("hierarchical", "uniform")
+
+
+class HierarchicalEvolution(EvolutionSearch):
+    """SPOS evolution whose random candidates and mutations draw a block's candidate
+    hierarchically (operator uniformly, then its configuration, Eq. 4) when
+    ``cfg.sampling`` is "hierarchical"; crossover, selection and budget as SPOS."""
+
+    def __init__(self, *args, groups: dict[str, dict[str, list[str]]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._groups = groups
+
+    def _draw(self, key: str) -> str:
+        groups = self._groups[key]
+        return self.rng.choice(groups[self.rng.choice(sorted(groups))])
+
+    def _random(self) -> Architecture:
+        if self.cfg.sampling != "hierarchical":
+            return super()._random()
+        return Architecture(self.space.name, {p.key: self._draw(p.key) for p in self.points})
+
+    def _mutate(self, parent: Architecture) -> Architecture:
+        if self.cfg.sampling != "hierarchical":
+            return super()._mutate(parent)
+        return Architecture(self.space.name, {p.key: (self._draw(p.key) if self.rng.random() < self.cfg.mutation_prob
+                                                      else parent.choices[p.key]) for p in self.points})
+
+
+@register_strategy("trionet")
+class TrioNetStrategy(SPOSStrategy):
+    """Hierarchical sampling + sandwich rule + multi-head sharing + evolution (module docstring)."""
+
+    preset_name = "trionet"
+
+    def __init__(self, space, options=None) -> None:
+        from attnas.spaces.trionet import TrioNetSpace, operator_of
+
+        if not isinstance(space, TrioNetSpace):
+            raise ConfigError(f"method 'trionet' searches the 'trionet' space, not '{space.name}'")
+        super().__init__(space, options)
+        c = self.cfg
+        if c.sampling not in SAMPLING_MODES:
+            raise ConfigError(f"unknown sampling '{c.sampling}'; expected one of {list(SAMPLING_MODES)}")
+        if c.sharing not in SHARING_MODES:
+            raise ConfigError(f"unknown sharing '{c.sharing}'; expected one of {list(SHARING_MODES)}")
+        if not isinstance(c.sandwich, bool):
+            raise ConfigError(f"option 'sandwich' must be true or false, got {c.sandwich!r}")
+        if isinstance(c.sandwich_random, bool) or not isinstance(c.sandwich_random, int) or c.sandwich_random < 0:
+            raise ConfigError(f"option 'sandwich_random' must be a non-negative integer, got {c.sandwich_random!r}")
+        if not isinstance(c.decay_biggest_only, bool):
+            raise ConfigError(f"option 'decay_biggest_only' must be true or false, got {c.decay_biggest_only!r}")
+        if c.fair:
+            raise ConfigError("method 'trionet' does not use FairNAS strict fairness (fair must be false)")
+        if not 0.0 <= float(c.label_smoothing) < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
+        if isinstance(c.warmup_epochs, bool) or not isinstance(c.warmup_epochs, int) or c.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be a non-negative integer, got {c.warmup_epochs!r}")
+        specs = space.layer_specs()
+        #: per layer: operator -> its candidates (Eq. 4's second stage)
+        self.by_op: dict[str, dict[str, list[str]]] = {}
+        #: per layer and operator ("*" = all): (smallest, biggest) candidate
+        self.extremes: dict[str, dict[str, tuple[str, str]]] = {}
+        for p, L in zip(self.points, specs):
+            groups: dict[str, list[str]] = {}
+            for cand in p.candidates:
+                groups.setdefault(operator_of(cand), []).append(cand)
+            self.by_op[p.key] = groups
+            ext = {}
+            for op, cands in [*groups.items(), ("*", list(p.candidates))]:
+                keys = {c_: space.candidate_size(L, c_) for c_ in cands}
+                small = min(cands, key=lambda c_: keys[c_])
+                big = max(cands, key=lambda c_: keys[c_])
+                ext[op] = (small, big)
+            self.extremes[p.key] = ext
+        self.op_counts: dict[str, int] = {op: 0 for op in ("conv", "local", "axial")}
+        #: the evolution draws its random candidates / mutations with the same sampling
+        self.evolution_class = functools.partial(HierarchicalEvolution, groups=self.by_op)
+
+    # ----- construction ----------------------------------------------------------
+    def build(self, num_classes: int, in_channels: int, image_size: int) -> SuperNet:
+        model = super().build(num_classes, in_channels, image_size)
+        for m in model.net.modules():
+            if isinstance(m, TrioSuperBlock):
+                m.sharing = self.cfg.sharing
+        return model
+
+    def _decay_biggest_only(self) -> bool:
+        return bool(self.cfg.decay_biggest_only) and self.cfg.sandwich and self.cfg.weights.weight_decay > 0
+
+    def optimizers(self, model: SuperNet, steps_per_epoch: int, epochs: int) -> dict[str, Any]:
+        """SGD (Nesterov) with ``warmup_epochs`` of linear warm-up then cosine decay to ``lr_min``."""
+        w, c = self.cfg.weights, self.cfg
+        decay = 0.0 if self._decay_biggest_only() else w.weight_decay  # else added in train_step
+        opt = torch.optim.SGD(model.net.parameters(), lr=w.lr, momentum=w.momentum, weight_decay=decay,
+                              nesterov=bool(c.nesterov) and w.momentum > 0)
+        total, warm = max(1, epochs), min(int(c.warmup_epochs), max(0, epochs - 1))
+        floor = w.lr_min / w.lr if w.lr > 0 else 1.0
+
+        def factor(e: int) -> float:
+            if e < warm:
+                return (e + 1) / (warm + 1)
+            t = (e - warm) / max(1, total - warm)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+        return {"weights": opt, "schedulers": [torch.optim.lr_scheduler.LambdaLR(opt, factor)]}
+
+    # ----- sampling ----------------------------------------------------------------
+    def sample_operators(self) -> dict[str, str]:
+        """Eq. 4, first stage: one operator per block, uniformly among those the block offers."""
+        return {p.key: self.rng.choice(sorted(self.by_op[p.key])) for p in self.points}
+
+    def sample_arch(self, ops: dict[str, str] | None = None) -> Architecture:
+        """One sub-network: hierarchical (operator, then configuration; ``ops`` fixes the
+        operators) or uniform over all candidates."""
+        if self.cfg.sampling == "uniform" and ops is None:
+            return Architecture(self.space.name, {p.key: self.rng.choice(p.candidates) for p in self.points})
+        ops = ops or self.sample_operators()
+        return Architecture(self.space.name, {p.key: self.rng.choice(self.by_op[p.key][ops[p.key]])
+                                              for p in self.points})
+
+    def sample_paths(self) -> list[Architecture]:
+        """The paths of one step: one sample, or the sandwich (smallest, biggest, random ...)."""
+        if not self.cfg.sandwich:
+            return [self.sample_arch()]
+        if self.cfg.sampling == "hierarchical":
+            ops = self.sample_operators()
+            which = {p.key: ops[p.key] for p in self.points}
+        else:
+            ops, which = None, {p.key: "*" for p in self.points}
+        small = Architecture(self.space.name, {k: self.extremes[k][w][0] for k, w in which.items()})
+        big = Architecture(self.space.name, {k: self.extremes[k][w][1] for k, w in which.items()})
+        return [small, big] + [self.sample_arch(ops) for _ in range(self.cfg.sandwich_random)]
+
+    def _count(self, arch: Architecture) -> None:
+        super()._count(arch)
+        from attnas.spaces.trionet import operator_of
+        for v in arch.choices.values():
+            self.op_counts[operator_of(v)] += 1
+
+    # ----- training ----------------------------------------------------------------
+    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
+                   epoch: int, step: int) -> dict[str, float]:
+        """One step: the sampled path(s) on the same batch, gradients accumulated, one update."""
+        x, y = batch_w
+        w_opt = opt["weights"]
+        w_opt.zero_grad(set_to_none=True)
+        paths = self.sample_paths()
+        decay_biggest = self._decay_biggest_only()
+        if decay_biggest:  # the biggest first: the weights it uses are those with a gradient after it
+            paths = [paths[1], paths[0], *paths[2:]]
+        loss_sum = acc_sum = 0.0
+        decayed: list[torch.nn.Parameter] = []
+        for i, arch in enumerate(paths):
+            activate(model, arch, self.points)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=float(self.cfg.label_smoothing))
+            loss.backward()
+            if decay_biggest and i == 0:
+                decayed = [p for p in model.net.parameters() if p.grad is not None]
+            loss_sum += loss.item()
+            acc_sum += float((logits.argmax(1) == y).float().mean())
+            self._count(arch)
+        sync_grads(model.net.parameters())
+        with torch.no_grad():  # L2 weight decay on the biggest sub-network only (Appendix A)
+            for p in decayed:
+                p.grad.add_(p, alpha=self.cfg.weights.weight_decay)
+        if self.cfg.weights.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
+        w_opt.step()
+        self.steps += 1
+        return {"loss": loss_sum / len(paths), "acc": acc_sum / len(paths)}
+
+    # ----- state -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "op_counts": dict(self.op_counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "op_counts" in state:
+            self.op_counts = {k: int(v) for k, v in state["op_counts"].items()}
