@@ -12,7 +12,7 @@ $(BIN)/attnas: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch==2.13.0"
-	$(BIN)/pip install --quiet -e ".[test,export,tensorboard]"
+	$(BIN)/pip install --quiet -e ".[test,export,tensorboard,docs]"
 	touch $(BIN)/attnas
 
 install: $(BIN)/attnas
