@@ -134,10 +134,11 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     if len(metrics) < cfg.epochs:
         result["status"] = "stopped"
         return result
-    if not distributed.is_main():  # rank 0 derives and writes the architecture
+    # every process derives (an evolutionary selection splits its candidates over them); rank 0 writes
+    arch = strategy.derive(task.model, context=task.validation_batches())
+    if not distributed.is_main():
         distributed.barrier()
         return {**result, "status": "done", "rank": distributed.rank()}
-    arch = strategy.derive(task.model, context=task.validation_batches())
     arch.meta.update({"seed": cfg.seed, "dataset": cfg.dataset, "space_options": cfg.space_options})
     save_architecture(arch, out / "architecture.json")
     scores = strategy.scores(task.model)

@@ -191,63 +191,16 @@ def _supernet_network_options(space, given: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def _is_bn_affine_or_stat(network: nn.Module, key: str) -> bool:
-    mod_name, _, leaf = key.rpartition(".")
-    mod = network.get_submodule(mod_name) if mod_name else network
-    return isinstance(mod, nn.modules.batchnorm._BatchNorm) and leaf in (
-        "weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-
-
 def inherit_from_supernet(space, supernet: nn.Module, arch: Architecture, network: nn.Module) -> list[str]:
-    """Copy ``arch``'s path of ``supernet`` into ``network``; BN parameters and statistics
-    the affine-free supernet lacks keep their identity initialisation.  Returns the keys
-    so initialised; any other missing or mis-shaped weight is an error."""
-    from attnas.search.export import inherit_weights, supernet_key_map
+    """:func:`attnas.search.export.inherit_path` with a user-facing error: copy ``arch``'s path
+    of ``supernet`` into ``network``; returns the BN keys left at identity."""
+    from attnas.search.export import inherit_path
 
-    net_module = getattr(supernet, "net", supernet)
-    own = getattr(space, "inherit_weights", None)
-    if own is not None:  # a space with its own weight mapping (sliced shared weights)
-        try:
-            own(net_module, arch, network)
-            return []
-        except AttnasError as e:
-            raise ConfigError(f"cannot inherit the supernet's weights for space '{arch.space}': {e}") from None
-    from attnas.spaces.base import ChoiceBlock
-
-    if not any(isinstance(m, ChoiceBlock) for m in net_module.modules()):
-        raise ConfigError(f"cannot inherit the supernet's weights for space '{arch.space}': this run's supernet "
-                          f"({type(net_module).__name__}) has no per-choice-point candidate weights (EnTranNAS: "
-                          "operations shared by all edges of a source node, on a C/4 bottleneck); export "
-                          "retrained weights with "
-                          "--from-run TRAIN_RUN, or --fresh")
     try:
-        inherit_weights(net_module, arch, network)
-        return []
-    except AttnasError:
-        pass
-    try:
-        mapping = supernet_key_map(net_module, arch, network)
+        return inherit_path(space, supernet, arch, network)
     except AttnasError as e:
-        raise ConfigError(f"cannot inherit the supernet's weights for space '{arch.space}': {e}") from None
-    src = net_module.state_dict()
-    state, identity = {}, []
-    for key, value in network.state_dict().items():
-        skey = mapping[key]
-        if skey in src and src[skey].shape == value.shape:
-            state[key] = src[skey].detach().clone()
-        elif skey not in src and _is_bn_affine_or_stat(network, key):
-            state[key] = value  # identity scale / shift, default statistics (recomputed later)
-            identity.append(key)
-        elif skey in src:
-            raise ConfigError(f"cannot inherit the supernet's weights for space '{arch.space}': '{key}' has "
-                              f"shape {tuple(value.shape)} in the network, {tuple(src[skey].shape)} in the "
-                              "supernet (export retrained weights with --from-run TRAIN_RUN, or fresh ones)")
-        else:
-            raise ConfigError(f"cannot inherit the supernet's weights for space '{arch.space}': the supernet "
-                              f"has no '{skey}' for the network's '{key}' (its layout differs; export "
-                              "retrained weights with --from-run TRAIN_RUN, or fresh ones)")
-    network.load_state_dict(state, strict=True)
-    return identity
+        raise ConfigError(f"cannot inherit the supernet's weights for space '{arch.space}': {e}; export "
+                          "retrained weights with --from-run TRAIN_RUN, or fresh ones with --fresh") from None
 
 
 # ---------------------------------------------------------------------------

@@ -7,8 +7,10 @@ Three step kinds on the same space, batch and data (random 32x32 images, 10 clas
   + weight step (SGD, alpha frozen), as :class:`attnas.strategies.darts.DartsStrategy` does it;
 * ``darts-w`` -- the DARTS weight step alone.
 
-Both strategies run with their presets (``recompute="first_stage"`` for both: the
-full-resolution choice blocks are recomputed in the backward pass).
+Both strategies run with their presets except the activation checkpointing, which
+``--recompute`` sets to the same policy for both (default ``first_stage``, the IT-NAS
+preset's: the full-resolution choice blocks are recomputed in the backward pass; the
+DARTS preset recomputes ``all``).
 
 * ``--mode time``: ONE process holds the IT-NAS and the DARTS supernet and alternates the
   three kinds step by step (``--rounds`` rounds after ``--warmup``); the median of each
@@ -49,6 +51,9 @@ def _rss_gb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1024**3
 
 
+RECOMPUTE = {"policy": "first_stage"}
+
+
 def _setup(space_name: str, method: str, batch: int, threads: int, seed: int = 0):
     import torch
 
@@ -59,7 +64,8 @@ def _setup(space_name: str, method: str, batch: int, threads: int, seed: int = 0
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     cls = ITNASStrategy if method == "itnas" else DartsStrategy   # (classes directly: the registry
-    strategy = cls(get_space(space_name, **SPACES[space_name]))   # imports every strategy module)
+    strategy = cls(get_space(space_name, **SPACES[space_name]),   # imports every strategy module)
+                   {"recompute": RECOMPUTE["policy"]})
     model = strategy.build(10, 3, 32)
     opt = strategy.optimizers(model, steps_per_epoch=100, epochs=50)
     g = torch.Generator().manual_seed(seed)
@@ -133,6 +139,7 @@ def measure_memory(space: str, batch: int, steps: int, threads: int, kinds=KINDS
     rows = dict(previous or {})
     for kind in kinds:
         out = subprocess.run([sys.executable, __file__, "--mode", "memory-one", "--space", space, "--kind", kind,
+                              "--recompute", RECOMPUTE["policy"],
                               "--batch", str(batch), "--steps", str(steps), "--threads", str(threads)],
                              check=True, capture_output=True, text=True)
         rows[kind] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -155,9 +162,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2, help="steps per memory measurement")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--recompute", default="first_stage", help="activation checkpointing of both strategies")
     ap.add_argument("--kinds", default=",".join(KINDS), help="kinds to measure in --mode memory")
     ap.add_argument("--previous", help="JSON of earlier memory rows to reuse for the kinds not measured")
     a = ap.parse_args()
+    RECOMPUTE["policy"] = a.recompute
     spaces = [a.space] if a.space else ["nb201", "darts"]
     for s in spaces:
         if s not in SPACES:

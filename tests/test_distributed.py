@@ -61,7 +61,8 @@ def test_torchrun_search_and_train(tmp_path):
     """One torchrun launch (2 processes) runs, through ``python -m attnas.cli.main`` semantics:
     a DARTS search stopped after one epoch (then resumed here in ONE process), the resumption
     of an IT-NAS run started here in one process, DARTS 2nd order with uneven shards (batch 15
-    over 2 processes), SPOS single-path sampling, and a retraining.  Every job must end with
+    over 2 processes), SPOS single-path sampling, an evolutionary search whose candidates are
+    split over the processes, and a retraining.  Every job must end with
     identical parameters, buffers and architecture state on both ranks; rank 0 alone writes
     and prints."""
     itnas = tmp_path / "itnas"
@@ -81,6 +82,8 @@ def test_torchrun_search_and_train(tmp_path):
                     "--out", str(tmp_path / "darts2")]],
         ["spos", ["search", "--method", "spos", "--method-options", spos_opts, *common,
                   "--batch-size", "16", "--out", str(tmp_path / "spos")]],
+        ["evolve", ["evolve", str(tmp_path / "spos"), "--out", str(tmp_path / "spos" / "evolve2"),
+                    "--population", "4", "--generations", "2", "--seed", "3", "--quiet"]],
         ["train", ["train", "--arch", ARCH, "--space-options", '{"C": 4, "N": 1}',
                    "--dataset", "synthetic:3,8,4,100,32", "--epochs", "1", "--batch-size", "16",
                    "--out", str(tmp_path / "train"), "--quiet"]],
@@ -105,6 +108,20 @@ def test_torchrun_search_and_train(tmp_path):
     for name in ("itnas", "darts2", "spos"):
         assert (tmp_path / name / "architecture.json").is_file(), name
     assert (tmp_path / "train" / "weights.pt").is_file()
+    # evolution: candidates split over the 2 processes, the result of one process
+    spos_arch = json.loads((tmp_path / "spos" / "architecture.json").read_text())["meta"]
+    assert len(spos_arch["evaluated_per_process"]) == 2 and min(spos_arch["evaluated_per_process"]) > 0
+    assert sum(spos_arch["evaluated_per_process"]) == spos_arch["evaluated"]
+    two = json.loads((tmp_path / "spos" / "evolve2" / "evolution.json").read_text())
+    assert two["processes"] == 2 and min(two["evaluated_per_process"]) > 0
+    evaluations = (tmp_path / "spos" / "evolve2" / "evaluations.jsonl").read_text().splitlines()
+    assert len(evaluations) == 1 + two["evaluated"]  # header + one line per candidate, written once
+    assert main(["evolve", str(tmp_path / "spos"), "--out", str(tmp_path / "spos" / "evolve1"), "--population",
+                 "4", "--generations", "2", "--seed", "3", "--quiet"]) == 0
+    one = json.loads((tmp_path / "spos" / "evolve1" / "evolution.json").read_text())
+    assert one["processes"] == 1 and one["evaluated_per_process"] == [one["evaluated"]]
+    for key in ("architecture", "supernet_val_acc", "top", "history", "evaluated"):
+        assert one[key] == two[key], key
     # 2 processes -> 1 process
     res = api.resume_search(darts, progress=False)
     assert res["status"] == "done" and res["epochs_done"] == 2

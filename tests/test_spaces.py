@@ -158,3 +158,51 @@ def test_architecture_json_roundtrip(tmp_path):
     (tmp_path / "nospace.json").write_text('{"choices": {}}')
     with pytest.raises(ArchitectureError, match="'space' field"):
         load_architecture(tmp_path / "nospace.json")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 5), (4, 8, 32, 32), (1, 2, 1, 1), (2, 4, 2, 3)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_avg_pool_3x3_matches_pytorch_avg_pool(shape, stride):
+    """The depthwise-convolution average pool computes nn.AvgPool2d(3, stride, 1, count_include_pad=False),
+    values and input gradients, at even, odd and tiny sizes."""
+    import torch.nn.functional as F
+
+    from attnas.ops.primitives import AvgPool3x3
+
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    ref = F.avg_pool2d(x, 3, stride, 1, count_include_pad=False)
+    out = AvgPool3x3(stride)(x)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
+    g = torch.randn_like(ref)
+    (ga,) = torch.autograd.grad(ref, x, g)
+    (gb,) = torch.autograd.grad(out, x, g)
+    assert torch.allclose(ga, gb, atol=1e-12)
+
+
+@pytest.mark.parametrize("space_name,options", [("darts", {"C": 8, "layers": 3}), ("nb201", {"C": 8, "N": 1})])
+def test_channels_last_layout_computes_what_nchw_computes(space_name, options):
+    """Cell networks run channels-last (oneDNN NHWC kernels, :mod:`attnas.ops.layout`): the same
+    logits and the same weight and architecture gradients as the NCHW layout."""
+    import copy
+
+    from attnas.strategies.base import get_strategy
+
+    torch.manual_seed(0)
+    space = get_space(space_name, **options)
+    model = get_strategy("darts", space, {"recompute": "none"}).build(10, 3, 16)
+    assert model.net.channels_last
+    nchw = copy.deepcopy(model)
+    nchw.net.to(memory_format=torch.contiguous_format)
+    nchw.net.channels_last = False
+    x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))
+    outs = []
+    for m in (model, nchw):
+        m.train()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        loss.backward()
+        outs.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    (l_cl, g_cl), (l_cf, g_cf) = outs
+    assert torch.allclose(l_cl, l_cf, atol=1e-5)
+    assert g_cl.keys() == g_cf.keys() and any("alpha" in k for k in g_cl)
+    for k in g_cl:
+        assert torch.allclose(g_cl[k], g_cf[k], atol=1e-4, rtol=1e-3), k

@@ -306,3 +306,30 @@ def test_cli_search_resume_evolve_export(tmp_path: Path) -> None:
                      "--epochs", "1", "--batch-size", "32", "--space-options", json.dumps(TINY_MACRO),
                      "--out", str(tmp_path / "train"), "--quiet"]) == 0
     assert (tmp_path / "train" / "result.json").exists()
+
+
+def test_cli_evolve_export_on_a_cell_space(tmp_path: Path) -> None:
+    """NAS-Bench-201's stand-alone cells have affine batch norms where the supernet's are
+    affine-free: the export keeps identity scale/shift there and copies every other weight."""
+    run = tmp_path / "run"
+    assert cli_main(["search", "--space", "nb201", "--method", "spos", "--dataset", "synthetic:3,8,4,128,32",
+                     "--epochs", "1", "--batch-size", "32", "--space-options", '{"C": 4, "N": 1}',
+                     "--quiet", "--out", str(run)]) == 0
+    out = tmp_path / "evo"
+    assert cli_main(["evolve", str(run), "--out", str(out), "--population", "4", "--generations", "1",
+                     "--top-k", "2", "--mutations", "1", "--crossovers", "1", "--export", "--quiet"]) == 0
+    arch = load_architecture(str(out / "architecture.json"))
+    net = get_space("nb201", C=4, N=1).build_network(arch, 4, 3, 8)
+    state = torch.load(out / "subnet.pt")
+    net.load_state_dict(state)
+    from attnas.search.export import supernet_key_map
+    from attnas.search.from_run import load_search_run
+
+    supernet = load_search_run(run).model
+    supernet = getattr(supernet, "net", supernet)
+    mapping, src = supernet_key_map(supernet, arch, net), supernet.state_dict()
+    convs = [k for k, v in state.items() if k.endswith(".weight") and v.dim() == 4]
+    assert convs and all(torch.equal(state[k], src[mapping[k]]) for k in convs)  # inherited, not fresh
+    identity = [k for k in state if mapping[k] not in src]
+    assert identity and all(k.rsplit(".", 1)[-1] in ("weight", "bias", "running_mean", "running_var",
+                                                     "num_batches_tracked") for k in identity)

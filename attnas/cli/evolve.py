@@ -4,6 +4,10 @@
 it on the saved supernet under other budgets or seeds, with BN recalibrated on
 training batches, and can export the sub-network with inherited weights
 (:mod:`attnas.search.from_run`).
+
+Under ``torchrun --nproc_per_node N -m attnas.cli.main evolve RUN_DIR ...`` the
+candidates of each population step are split over the N processes (each holds
+the supernet and the data); the result is the one-process result.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import argparse
 import json
 from typing import Any
 
-from attnas.cli.common import parse_json_option, table
+from attnas.cli.common import is_main_process, parse_json_option, table
 from attnas.cli.main import add_json_flag
 
 EVOLUTION_FLAGS = ("population", "generations", "top_k", "mutations", "crossovers", "mutation_prob",
@@ -50,6 +54,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             options[name] = v
     res = evolve_run(args.run_dir, out=args.out, method_options=options, seed=args.seed, export=args.export,
                      progress=not args.quiet, device=args.device)
+    if not is_main_process():  # torchrun: rank 0 reports
+        return None
     rows = [["architecture", res["architecture"] if isinstance(res["architecture"], str)
              else json.dumps(res["architecture"])],
             ["supernet valid acc", res["supernet_val_acc"]], ["FLOPs", res["flops"]], ["params", res["params"]],

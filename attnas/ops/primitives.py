@@ -101,6 +101,41 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
+class AvgPool3x3(nn.Module):
+    """``nn.AvgPool2d(3, stride, 1, count_include_pad=False)``, computed as a depthwise
+    convolution with a fixed all-ones kernel times the reciprocal of the number of real
+    (non-padding) inputs under each window.  Same values up to float rounding; on CPU
+    it is 3-7x faster forward + backward than PyTorch's avg_pool2d kernel, which was
+    38 % of a NAS-Bench-201 DARTS step (``bench/search_step.py``, torch 2.13).  Traced,
+    exported or compiled graphs use ``F.avg_pool2d`` itself (a portable operator)."""
+
+    def __init__(self, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self._inv_count: dict[tuple, torch.Tensor] = {}
+
+    def _reciprocal_count(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
+        inv = self._inv_count.get(key)
+        if inv is None:
+            ones = torch.ones(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+            count = F.conv2d(ones, torch.ones(1, 1, 3, 3, device=x.device, dtype=x.dtype),
+                             stride=self.stride, padding=1)
+            inv = self._inv_count[key] = 1.0 / count
+        return inv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            # exported graphs (TorchScript, ONNX, torch.export / compile) get the standard operator
+            return F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
+        C = x.shape[1]
+        kernel = torch.ones(C, 1, 3, 3, device=x.device, dtype=x.dtype)
+        return F.conv2d(x, kernel, stride=self.stride, padding=1, groups=C) * self._reciprocal_count(x)
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
+
+
 class Pool(nn.Module):
     """3x3 pool (avg excludes padding), projected by ReLU-Conv-BN when the width changes."""
 
@@ -108,8 +143,7 @@ class Pool(nn.Module):
                  bn_after: bool) -> None:
         super().__init__()
         self.pre = None if C_in == C_out else ReLUConvBN(C_in, C_out, 1, 1, 0, affine)
-        self.pool = (nn.AvgPool2d(3, stride, 1, count_include_pad=False) if kind == "avg"
-                     else nn.MaxPool2d(3, stride, 1))
+        self.pool = AvgPool3x3(stride) if kind == "avg" else nn.MaxPool2d(3, stride, 1)
         self.bn = nn.BatchNorm2d(C_out, affine=False) if bn_after else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

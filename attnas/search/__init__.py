@@ -8,9 +8,9 @@
 """
 from attnas.search.evolution import (Constraint, EvolutionResult, EvolutionSearch, SelectionContext,
                                      SupernetEvaluator, recalibrate_bn, take_images)
-from attnas.search.export import export_subnet, inherit_weights, supernet_key_map
+from attnas.search.export import export_subnet, inherit_path, inherit_weights, supernet_key_map
 
 __all__ = [
     "Constraint", "EvolutionResult", "EvolutionSearch", "SelectionContext", "SupernetEvaluator",
-    "recalibrate_bn", "take_images", "export_subnet", "inherit_weights", "supernet_key_map",
+    "recalibrate_bn", "take_images", "export_subnet", "inherit_path", "inherit_weights", "supernet_key_map",
 ]

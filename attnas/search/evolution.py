@@ -29,6 +29,14 @@ train mode without gradients), and the accuracy on the validation split is the
 score.  Everything is deterministic given the strategy's RNG, so an
 interrupted evolution replays identically; evaluated scores can be cached
 (``evaluated``/``on_evaluate``) so that a replay skips them.
+
+Candidates are drawn first and scored together, one batch per population
+step (the initial population, the mutations, the crossovers, the random
+fill); scoring never touches the RNG, so the draws and the result are those
+of a one-at-a-time loop.  Under ``torchrun`` the batch is split over the
+processes (:func:`attnas.training.distributed.map_items`): ``torchrun
+--nproc_per_node N -m attnas.cli.main evolve RUN`` scores N candidates at a
+time, with the same result as one process.
 """
 from __future__ import annotations
 
@@ -203,6 +211,7 @@ class EvolutionResult:
     top: list[tuple[Architecture, float]]
     history: list[dict[str, Any]]
     evaluated: dict[Architecture, float] = field(repr=False)
+    evaluated_per_process: list[int] = field(default_factory=list)  # fresh scores computed per process
 
 
 class EvolutionSearch:
@@ -230,11 +239,12 @@ class EvolutionSearch:
         self.scores: dict[Architecture, float] = {}  # evaluated in this run
         self.on_evaluate, self.log = on_evaluate, log
         self.rejected = {"seen": 0, "topology": 0, "constraint": 0}
+        self.evaluated_per_process: list[int] = []  # fresh evaluations computed by each process
 
     # ----- legality ----------------------------------------------------------
-    def _legal(self, arch: Architecture) -> bool:
-        """SPOS ``is_legal``: new, valid, within budget -- then evaluated."""
-        if arch in self.scores:
+    def _legal(self, arch: Architecture, pending: set[Architecture]) -> bool:
+        """SPOS ``is_legal``: new, valid, within budget (scored afterwards, in a batch)."""
+        if arch in self.scores or arch in pending:
             self.rejected["seen"] += 1
             return False
         try:
@@ -245,14 +255,25 @@ class EvolutionSearch:
         if self.constraint is not None and not self.constraint.holds(arch):
             self.rejected["constraint"] += 1
             return False
-        if arch in self.cache:
-            score = self.cache[arch]
-        else:
-            score = float(self.evaluate_fn(arch))
-            if self.on_evaluate is not None:
-                self.on_evaluate(arch, score)
-        self.scores[arch] = score
         return True
+
+    def _score(self, archs: list[Architecture]) -> None:
+        """Score the legal candidates ``archs`` (cached scores replayed, the rest split over
+        the processes), in draw order."""
+        from attnas.training.distributed import map_items
+
+        todo = [a for a in archs if a not in self.cache]
+        fresh, per_process = map_items(lambda a: float(self.evaluate_fn(a)), todo)
+        self.evaluated_per_process = [n + k for n, k in
+                                      zip(self.evaluated_per_process + [0] * len(per_process), per_process)]
+        new = dict(zip(todo, fresh))
+        for arch in archs:
+            if arch in new:
+                self.scores[arch] = new[arch]
+                if self.on_evaluate is not None:
+                    self.on_evaluate(arch, new[arch])
+            else:
+                self.scores[arch] = self.cache[arch]
 
     # ----- operators -----------------------------------------------------------
     def _random(self) -> Architecture:
@@ -268,13 +289,17 @@ class EvolutionSearch:
                                               for p in self.points})
 
     def _collect(self, n: int, make: Callable[[], Architecture]) -> list[Architecture]:
+        """Draw up to ``n`` legal candidates (rejection sampling), then score them."""
         out: list[Architecture] = []
+        pending: set[Architecture] = set()
         for _ in range(max(1, n) * int(self.cfg.max_tries_factor)):
             if len(out) >= n:
                 break
             arch = make()
-            if self._legal(arch):
+            if self._legal(arch, pending):
                 out.append(arch)
+                pending.add(arch)
+        self._score(out)
         return out
 
     def _top(self, k: int) -> list[tuple[Architecture, float]]:
@@ -310,4 +335,4 @@ class EvolutionSearch:
         top = self._top(int(cfg.top_k))
         best, best_score = top[0]
         return EvolutionResult(best=best, best_score=best_score, top=top, history=history,
-                               evaluated=dict(self.scores))
+                               evaluated=dict(self.scores), evaluated_per_process=self.evaluated_per_process)

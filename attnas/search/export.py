@@ -2,13 +2,14 @@
 
 A space's stand-alone network (``build_network``) has the module tree of its
 supernet (``build_supernet``) with every ChoiceBlock replaced by the chosen
-candidate (true of the chain spaces; a space whose stand-alone network differs,
-e.g. affine BN where the supernet has none, raises ArchitectureError), so the
-weights map by name: ``<block path>.ops.<j>.<rest>`` in the supernet is
+candidate, so the weights map by name: ``<block path>.ops.<j>.<rest>`` in the supernet is
 ``<block path>.<rest>`` in the network, j the index of the chosen candidate.
 Batch-norm running statistics are copied too, so after a BN recalibration of
 the routed supernet (:func:`attnas.search.evolution.recalibrate_bn`) the
 exported network computes exactly what the supernet computes on that path.
+Cell spaces whose stand-alone network has affine batch norms where the
+supernet's are affine-free (DARTS, NAS-Bench-201) get identity scale and shift
+there (:func:`inherit_path`); any other missing or mis-shaped weight is an error.
 """
 from __future__ import annotations
 
@@ -61,6 +62,46 @@ def inherit_weights(supernet: nn.Module, arch: Architecture, network: nn.Module)
     return network
 
 
+def _is_bn_affine_or_stat(network: nn.Module, key: str) -> bool:
+    mod_name, _, leaf = key.rpartition(".")
+    mod = network.get_submodule(mod_name) if mod_name else network
+    return isinstance(mod, nn.modules.batchnorm._BatchNorm) and leaf in (
+        "weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def inherit_path(space: SearchSpace, supernet: nn.Module, arch: Architecture, network: nn.Module) -> list[str]:
+    """Copy ``arch``'s path of ``supernet`` into ``network`` (the space's own mapping when it
+    has one, e.g. TrioNet's sliced weights).  Batch-norm parameters and statistics the
+    affine-free supernet lacks keep their identity initialisation; returns those keys.
+    Anything else missing or mis-shaped raises :class:`ArchitectureError`."""
+    net_module = getattr(supernet, "net", supernet)
+    own = getattr(space, "inherit_weights", None)
+    if own is not None:
+        own(net_module, arch, network)
+        return []
+    if not any(isinstance(m, ChoiceBlock) for m in net_module.modules()):
+        raise ArchitectureError(f"this supernet ({type(net_module).__name__}) has no per-choice-point candidate "
+                                "weights (EnTranNAS: operations shared by all edges of a source node, on a C/4 "
+                                "bottleneck)")
+    mapping = supernet_key_map(net_module, arch, network)
+    src = net_module.state_dict()
+    state, identity = {}, []
+    for key, value in network.state_dict().items():
+        skey = mapping[key]
+        if skey in src and src[skey].shape == value.shape:
+            state[key] = src[skey].detach().clone()
+        elif skey not in src and _is_bn_affine_or_stat(network, key):
+            state[key] = value  # identity scale / shift, default statistics (recomputed later)
+            identity.append(key)
+        elif skey in src:
+            raise ArchitectureError(f"'{key}' has shape {tuple(value.shape)} in the network, "
+                                    f"{tuple(src[skey].shape)} in the supernet")
+        else:
+            raise ArchitectureError(f"the supernet has no '{skey}' for the network's '{key}' (its layout differs)")
+    network.load_state_dict(state, strict=True)
+    return identity
+
+
 def export_subnet(space: SearchSpace, supernet: nn.Module, arch: Architecture, num_classes: int,
                   in_channels: int, image_size: int,
                   bn_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
@@ -72,8 +113,7 @@ def export_subnet(space: SearchSpace, supernet: nn.Module, arch: Architecture, n
     net_module = getattr(supernet, "net", supernet)
     device = next((p.device for p in net_module.parameters()), torch.device("cpu"))
     network = space.build_network(arch, num_classes, in_channels, image_size).to(device)
-    # a space whose supernet slices shared weights (TrioNet) supplies its own mapping
-    getattr(space, "inherit_weights", inherit_weights)(net_module, arch, network)
+    inherit_path(space, net_module, arch, network)
     if bn_batches is not None:
         recalibrate_bn(network, bn_batches)
     network.eval()

@@ -91,7 +91,7 @@ def selection_context(task: SearchTask) -> SelectionContext:
     """Validation batches of the run's split for scoring; weight-split training batches
     (with the search's augmentation, epoch 0's fixed order) for BN recalibration."""
     return SelectionContext(validation=task.validation_batches(),
-                            train=(bw for bw, _ in task.batches(0)))
+                            train=(bw for bw, _ in task.batches(0, shard=False)))
 
 
 class EvaluationLog:
@@ -136,6 +136,13 @@ def evolve_run(run_dir: str | Path, out: str | Path | None = None,
 
     ``seed`` reseeds the evolution's RNG (default: the run's RNG state at its checkpoint,
     i.e. what ``attnas search`` itself would draw)."""
+    from attnas.api import resolve_device
+    from attnas.training import distributed
+
+    if distributed.requested():  # torchrun: join the group on the run's device (or the one asked for)
+        run_cfg = Path(run_dir) / "config.json"
+        name = device or (json.loads(run_cfg.read_text()).get("device") if run_cfg.is_file() else None) or "auto"
+        device = str(distributed.init(resolve_device(name)))
     run = load_search_run(run_dir, method_options, device)
     strategy = run.strategy
     if not hasattr(strategy, "evolve"):
@@ -144,19 +151,23 @@ def evolve_run(run_dir: str | Path, out: str | Path | None = None,
     if seed is not None:
         strategy.seed(seed)
     out_dir = Path(out) if out is not None else Path(run_dir) / "evolve"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()  # torchrun: candidates are scored by all processes, rank 0 writes
     cfg = strategy.cfg
     fingerprint = {"run_dir": str(Path(run_dir).resolve()), "epochs_done": run.epochs_done,
                    "bn_images": cfg.bn_images, "eval_images": cfg.eval_images}
-    cache = EvaluationLog(out_dir / EVALUATIONS, fingerprint, run.space)
-    evaluated = dict(cache.scores)
+    cache = None
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cache = EvaluationLog(out_dir / EVALUATIONS, fingerprint, run.space)
+    evaluated = distributed.broadcast_object(dict(cache.scores) if cache is not None else None)
 
-    log = (lambda msg: print(msg, file=sys.stderr)) if progress else None
+    log = (lambda msg: print(msg, file=sys.stderr)) if progress and main else None
     best, result = strategy.evolve(run.model, selection_context(run.task), evaluated=evaluated,
-                                   on_evaluate=cache.append, log=log)
+                                   on_evaluate=cache.append if cache is not None else None, log=log)
     best.meta.update({"seed": run.cfg.seed, "evolution_seed": seed, "dataset": run.cfg.dataset,
                       "space_options": run.cfg.space_options, "supernet_epochs": run.epochs_done})
-    save_architecture(best, out_dir / "architecture.json")
+    if main:
+        save_architecture(best, out_dir / "architecture.json")
     native = run.space.to_native(best)
     summary: dict[str, Any] = {
         "run_dir": str(run_dir), "out": str(out_dir), "space": run.cfg.space, "method": run.cfg.method,
@@ -164,18 +175,24 @@ def evolve_run(run_dir: str | Path, out: str | Path | None = None,
         "flops": best.meta["flops"], "params": best.meta["params"],
         "flops_budget": cfg.flops_budget, "params_budget": cfg.params_budget,
         "evaluated": len(result.evaluated), "replayed": sum(1 for a in result.evaluated if a in evaluated),
+        "processes": distributed.world_size(), "evaluated_per_process": result.evaluated_per_process,
         "history": result.history,
         "top": [{"architecture": run.space.to_native(a) or a.choices, "score": s} for a, s in result.top]}
     bench = benchmark_lookup(run.cfg.space, run.cfg.data_dir, best)
     if bench is not None:
         summary["benchmark"] = bench
+    if not main:
+        distributed.barrier()
+        return summary
     if export:
         net = export_subnet(run.space, run.model, best, run.data.num_classes, run.data.in_channels,
                             run.data.image_size,
-                            bn_batches=take_images((bw for bw, _ in run.task.batches(0)), cfg.bn_images))
+                            bn_batches=take_images((bw for bw, _ in run.task.batches(0, shard=False)),
+                                                  cfg.bn_images))
         atomic_torch_save(net.state_dict(), out_dir / "subnet.pt")
         summary["subnet"] = str(out_dir / "subnet.pt")
     write_json(out_dir / "evolution.json", summary)
+    distributed.barrier()
     return summary
 
 

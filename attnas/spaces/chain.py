@@ -47,6 +47,7 @@ import torch.nn as nn
 
 from attnas.arch import Architecture, layer_key
 from attnas.errors import ArchitectureError, ConfigError, ShapeError
+from attnas.ops.layout import as_layout, channels_last_safe, use_channels_last  # noqa: F401 (re-export)
 from attnas.ops.mobile import InvertedResidual, build_mobile_op, make_divisible
 from attnas.profile import Profile, count_flops, count_params
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, MixerFactory, SearchSpace
@@ -65,19 +66,6 @@ class ChainLayer:
     stage: int
 
 
-#: per-group input channels below which a strided 1x1 convolution stays out of the NHWC layout
-NHWC_MIN_CHANNELS = 8
-
-
-def channels_last_safe(module: nn.Module) -> bool:
-    """False when ``module`` has a strided 1x1 convolution with fewer than 8 input channels per
-    group: oneDNN in PyTorch 2.13 (CPU) corrupts the heap in its backward pass in the NHWC layout
-    (reproducer: ``Conv2d(4, 8, 1, stride=2)``, NHWC input, one thread, forward + backward), so
-    such (tiny) networks keep NCHW."""
-    return not any(isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and max(m.stride) > 1
-                   and m.in_channels // m.groups < NHWC_MIN_CHANNELS for m in module.modules())
-
-
 class ChainNetwork(nn.Module):
     """stem -> layers -> head -> pool -> dropout -> classifier.
 
@@ -85,7 +73,7 @@ class ChainNetwork(nn.Module):
     depthwise-separable blocks run 1.3x (32x32) to 1.6x (224x224) faster on CPU
     (oneDNN kernels for every convolution; ``bench/spos_step_cost.py``); values are
     unchanged, and state dicts load into either layout.  Networks that would hit a oneDNN
-    bug in that layout (:func:`channels_last_safe`) keep NCHW."""
+    bug in that layout (:func:`attnas.ops.layout.channels_last_safe`) keep NCHW."""
 
     def __init__(self, stem: nn.Module, layers: list[nn.Module], head: nn.Module, head_channels: int,
                  num_classes: int, dropout: float = 0.0, channels_last: bool = True) -> None:
@@ -96,14 +84,10 @@ class ChainNetwork(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(head_channels, num_classes)
-        self.channels_last = channels_last and channels_last_safe(self)
-        if self.channels_last:
-            self.to(memory_format=torch.channels_last)
+        self.channels_last = use_channels_last(self, channels_last)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.layers(self.stem(x)))
+        return self.head(self.layers(self.stem(as_layout(x, self.channels_last))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.pool(self.features(x)).flatten(1)))

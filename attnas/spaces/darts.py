@@ -28,6 +28,7 @@ import torch.nn as nn
 from attnas.arch import Architecture, edge_key
 from attnas.data.paths import require_file
 from attnas.errors import ArchitectureError, ConfigError
+from attnas.ops.layout import as_layout, use_channels_last
 from attnas.ops.primitives import FactorizedReduce, ReLUConvBN, build_op, darts_ops
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, MixerFactory, SearchSpace
 from attnas.spaces.cells import CellDAG
@@ -82,12 +83,13 @@ class DartsNetwork(nn.Module):
     """Stack of cells; ``make_dag(cell_type, C, reduction)`` returns a CellDAG.
 
     In training mode with an auxiliary head the forward returns
-    ``(logits, aux_logits)``; otherwise the logits.
+    ``(logits, aux_logits)``; otherwise the logits.  Weights and activations are
+    channels-last where safe (:mod:`attnas.ops.layout`; ``channels_last=False`` keeps NCHW).
     """
 
     def __init__(self, make_dag, C: int, layers: int, num_classes: int, in_channels: int,
                  image_size: int, affine: bool, stem_multiplier: int = 3,
-                 auxiliary: bool = False) -> None:
+                 auxiliary: bool = False, channels_last: bool = True) -> None:
         super().__init__()
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
@@ -111,13 +113,14 @@ class DartsNetwork(nn.Module):
                 self.auxiliary_head = AuxiliaryHead(C_p, num_classes, size)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
+        self.channels_last = use_channels_last(self, channels_last)
 
     def set_drop_path(self, prob: float) -> None:
         for cell in self.cells:
             cell.dag.drop_prob = prob
 
     def forward(self, x: torch.Tensor):
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(as_layout(x, self.channels_last))
         aux = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)

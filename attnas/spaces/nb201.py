@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from attnas.arch import Architecture, edge_key
 from attnas.errors import ArchitectureError
+from attnas.ops.layout import as_layout, use_channels_last
 from attnas.ops.primitives import NB201_OPS, ReLUConvBN, build_op
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, MixerFactory, SearchSpace
 from attnas.spaces.cells import CellDAG
@@ -41,9 +42,11 @@ class ResNetBasicBlock(nn.Module):
 
 
 class NB201Network(nn.Module):
-    """Macro skeleton; ``make_cell(C)`` returns one cell of width C."""
+    """Macro skeleton; ``make_cell(C)`` returns one cell of width C.  Channels-last where
+    safe (:mod:`attnas.ops.layout`)."""
 
-    def __init__(self, make_cell, C: int, N: int, num_classes: int, in_channels: int) -> None:
+    def __init__(self, make_cell, C: int, N: int, num_classes: int, in_channels: int,
+                 channels_last: bool = True) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
         layers: list[nn.Module] = []
@@ -55,9 +58,10 @@ class NB201Network(nn.Module):
         self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(4 * C, num_classes)
+        self.channels_last = use_channels_last(self, channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.lastact(self.cells(self.stem(x)))
+        x = self.lastact(self.cells(self.stem(as_layout(x, self.channels_last))))
         return self.classifier(self.pool(x).flatten(1))
 
 

@@ -219,6 +219,8 @@ class SPOSStrategy(Strategy):
         best.meta.update({"method": self.name, "supernet_val_acc": result.best_score,
                           "flops": cost.flops, "params": cost.params, **constraint.describe(),
                           "evaluated": len(result.evaluated), **meta})
+        if len(result.evaluated_per_process) > 1:  # torchrun: candidates split over the processes
+            best.meta["evaluated_per_process"] = result.evaluated_per_process
         return best, result
 
     def derive(self, model: SuperNet, context: Any = None) -> Architecture:

@@ -36,6 +36,11 @@ networks are averaged over processes at the end of every epoch by
 over the processes (:func:`shard_batches`) and sum the counts, so they equal
 the single-process numbers.
 
+Candidate evaluation (evolutionary search, predictor-guided search with
+training evaluations): every process holds the same model and data, so
+:func:`map_items` hands each process every world_size-th candidate and gathers
+the scores everywhere; all processes then take the same next step.
+
 Single-path sampling: every process seeds the strategy's RNG with the same
 seed, so all draw the same path each step; the engine checks after every
 epoch that the whole task state (model, optimizers, strategy RNG) hashes the
@@ -49,7 +54,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -155,6 +160,24 @@ def shard_batches(batches: Iterable[Any]) -> Iterator[Any]:
     for i, b in enumerate(batches):
         if i % w == r:
             yield b
+
+
+def map_items(fn: Callable[[Any], Any], items: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """``[fn(x) for x in items]`` with the items split round-robin over the processes
+    (candidate evaluation: every process holds the same model and data, each scores
+    its share); the results are gathered on every process in the order of ``items``.
+    Also returns how many items each process computed.  Single process: a plain map."""
+    items = list(items)
+    if not is_distributed():
+        return [fn(x) for x in items], [len(items)]
+    w, r = world_size(), rank()
+    mine = {i: fn(items[i]) for i in range(r, len(items), w)}
+    gathered: list[Any] = [None] * w
+    dist.all_gather_object(gathered, mine)
+    merged: dict[int, Any] = {}
+    for part in gathered:
+        merged.update(part)
+    return [merged[i] for i in range(len(items))], [len(part) for part in gathered]
 
 
 def sum_values(values: Sequence[float]) -> list[float]:

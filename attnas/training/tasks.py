@@ -76,11 +76,13 @@ class SearchTask:
         x, y = batch
         return self.augment(x.to(self.device), generator=gen), y.to(self.device)
 
-    def batches(self, epoch: int):
+    def batches(self, epoch: int, shard: bool = True):
+        """The epoch's (weight batch, architecture batch) pairs; under torchrun this process's
+        slice of each, or the whole global batches with ``shard=False`` (selection passes)."""
         gen = _epoch_generator(self.seed, epoch, 1)
         for bw, ba in zip(self.train_batches.epoch(epoch), self.arch_batches.epoch(epoch)):
             bw, ba = self._prep(bw, gen), self._prep(ba, gen)
-            if distributed.is_distributed():  # this process's slice of the global batches
+            if shard and distributed.is_distributed():  # this process's slice of the global batches
                 bw, ba = distributed.shard(*bw), distributed.shard(*ba)
             yield bw, ba
 
