@@ -196,13 +196,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if distributed.is_main():
         write_json(out / "config.json", {**asdict(cfg), "resolved_options": to_dict(rcfg)})
         save_architecture(arch, out / "architecture.json")
-    task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device)
+    task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device,
+                       amp=cfg.amp, compile_backend=cfg.compile)
     metrics = Engine(out, cfg.epochs, cfg.seed, progress, label="train", stop_after=stop_after,
                      tensorboard=tensorboard).run(task)
     distributed.debug_dump("train", net)
     n_params = sum(p.numel() for n, p in net.named_parameters() if "auxiliary" not in n)
     result = {"run_dir": str(out), "space": arch.space, "epochs_done": len(metrics), "epochs": cfg.epochs,
-              "params": n_params,
+              "params": n_params, **task.accel.describe(),
               "status": "done" if len(metrics) >= cfg.epochs else "stopped"}
     if metrics:
         result.update({"test_acc": metrics[-1]["test_acc"],

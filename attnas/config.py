@@ -70,6 +70,10 @@ class TrainConfig:
     test_subset: int | None = None
     image_size: int | None = None
     device: str = "auto"
+    #: mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU): attnas.training.accel
+    amp: bool = False
+    #: torch.compile backend of the training forward ("inductor", "aot_eager", ...); None = eager
+    compile: str | None = None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

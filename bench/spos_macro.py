@@ -65,7 +65,7 @@ class WeightSplitSearchTask(SearchTask):
     def steps_per_epoch(self) -> int:
         return len(self.train_batches)
 
-    def batches(self, epoch: int):
+    def batches(self, epoch: int, shard: bool = True):  # one process: nothing to shard
         gen = torch.Generator().manual_seed(self.seed * 7_919 + epoch * 104_729 + 1)
         for bw in self.train_batches.epoch(epoch):
             yield self._prep(bw, gen), None

@@ -18,6 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network-options", help="JSON object for the evaluation network, "
                                              "e.g. '{\"C\": 36, \"layers\": 20, \"auxiliary\": true}'")
     p.add_argument("--options", help="JSON object overriding the retrain preset (lr, drop_path, cutout, ...)")
+    p.add_argument("--amp", action="store_true", default=None,
+                   help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the training forward (default backend inductor; aot_eager needs "
+                        "no C++ compiler)")
     add_data_flags(p)
     add_tensorboard_flag(p)
     add_json_flag(p)
@@ -36,7 +41,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             TrainConfig, args.config, arch=args.arch, dataset=args.dataset, data_dir=args.data_dir,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, out=args.out,
             train_subset=args.train_subset, test_subset=args.test_subset, image_size=args.image_size,
-            device=args.device,
+            device=args.device, amp=args.amp, compile=args.compile,
             space_options=parse_json_option(args.space_options, "--space-options"),
             network_options=parse_json_option(args.network_options, "--network-options"),
             options=parse_json_option(args.options, "--options"))

@@ -274,7 +274,9 @@ class _ITLayerFunction(torch.autograd.Function):
         trained = [i for i, p in enumerate(params) if p.requires_grad]
         cf = coef.detach()
         D = _assemble(maps, slots, cf, k0.detach(), shape)
-        g = g.contiguous()
+        # the incoming gradient in D's layout (channels-last networks): no mixed-layout passes
+        nhwc = D.dim() == 4 and D.is_contiguous(memory_format=torch.channels_last) and not D.is_contiguous()
+        g = g.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
         g_A = _vecdot_hw(g, D)
         g_B1 = g.sum((2, 3))
         (g_var,) = torch.autograd.grad((A, B1), (var_leaf,), (g_A, g_B1), retain_graph=True)

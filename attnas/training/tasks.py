@@ -131,8 +131,11 @@ class RetrainTask:
     """
 
     def __init__(self, network: nn.Module, data: ImageData, cfg, epochs: int, batch_size: int,
-                 seed: int, device: torch.device) -> None:
+                 seed: int, device: torch.device, amp: bool = False, compile_backend: str | None = None) -> None:
+        from attnas.training.accel import Accelerator
+
         self.net, self.data, self.cfg, self.epochs = network.to(device), data, cfg, epochs
+        self.accel = Accelerator(self.net, device, amp, compile_backend)
         self.seed, self.device = seed, device
         self.train_batches = Batches(data.train_x, data.train_y, None, batch_size, True, seed, drop_last=False)
         self.test_batches = Batches(data.test_x, data.test_y, None, max(batch_size, 256), False, seed)
@@ -163,15 +166,18 @@ class RetrainTask:
         self.net.train()
         distributed.begin_step()
         self.opt.zero_grad(set_to_none=True)
-        out = self.net(x)
-        logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.cross_entropy(logits, y)
-        if aux is not None:
-            loss = loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
-        loss.backward()
-        distributed.sync_grads(self.net.parameters())
-        nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.weights.grad_clip)
-        self.opt.step()
+        with self.accel.autocast():
+            out = self.accel.run(x)
+            logits, aux = out if isinstance(out, tuple) else (out, None)
+            loss = F.cross_entropy(logits, y)
+            if aux is not None:
+                loss = loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
+
+        def sync_and_clip() -> None:
+            distributed.sync_grads(self.net.parameters())
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.weights.grad_clip)
+
+        self.accel.backward_and_step(loss, self.opt, sync_and_clip)
         return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
@@ -184,9 +190,10 @@ class RetrainTask:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.net.state_dict(), "optim": self.opt.state_dict(),
-                "sched": self.sched.state_dict()}
+                "sched": self.sched.state_dict(), "accel": self.accel.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optim"])
         self.sched.load_state_dict(state["sched"])
+        self.accel.load_state_dict(state.get("accel", {}))
