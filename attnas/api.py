@@ -21,7 +21,7 @@ import torch
 from attnas.arch import Architecture, load_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig
 from attnas.data.datasets import ImageData, load_dataset
-from attnas.errors import ConfigError
+from attnas.errors import AttnasError, ConfigError
 from attnas.presets import get_preset, override, to_dict
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
@@ -179,6 +179,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         raise ConfigError("no architecture given: pass --arch FILE (an architecture.json) or a native string")
     arch = load_architecture(cfg.arch)
     space = get_space(arch.space, data_dir=cfg.data_dir, **cfg.space_options)
+    searched = arch.meta.get("space_options") or {}
+    if not cfg.space_options and searched:
+        try:
+            space.validate(arch)
+        except AttnasError:  # e.g. a chain searched with other depths: the search's own space options
+            cfg.space_options = dict(searched)
+            space = get_space(arch.space, data_dir=cfg.data_dir, **cfg.space_options)
     space.validate(arch)
     rcfg = override(get_preset("retrain"), cfg.options)
     cfg.epochs = cfg.epochs if cfg.epochs is not None else rcfg.epochs

@@ -377,7 +377,10 @@ def test_cli_search_resume_evolve_and_retrain(tmp_path, capsys) -> None:
     code, out = _cli(["evolve", str(a), "--flops-budget", "2.2e6", "--export", "--quiet", "--json"], capsys)
     assert code == 0 and (a / "evolve" / "subnet.pt").exists()
     assert json.loads(out.strip().splitlines()[-1])["flops"] <= 2.2e6
-    code, out = _cli(["train", "--arch", str(a / "architecture.json"), "--space-options", json.dumps(TINY),
+    # no --space-options: the architecture does not fit the default (deeper) space, so the
+    # search's own space options (saved with the architecture) are used
+    code, out = _cli(["train", "--arch", str(a / "architecture.json"),
                       "--dataset", "synthetic:3,16,4,64,32", "--epochs", "1", "--batch-size", "16",
                       "--out", str(tmp_path / "t"), "--quiet", "--json"], capsys)
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "done"
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["space_options"] == TINY

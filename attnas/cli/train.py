@@ -14,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", help="architecture.json or a native string (NAS-Bench-201 cell, DARTS Genotype)")
     p.add_argument("--out", help="run folder (default: runs/train-SPACE-DATASET-sSEED)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed training")
-    p.add_argument("--space-options", help="JSON object of space options")
+    p.add_argument("--space-options", help="JSON object of space options (default: the space's defaults, or "
+                                           "the search's own options saved with the architecture when it "
+                                           "does not fit the default space)")
     p.add_argument("--network-options", help="JSON object for the evaluation network, "
                                              "e.g. '{\"C\": 36, \"layers\": 20, \"auxiliary\": true}'")
     p.add_argument("--options", help="JSON object overriding the retrain preset (lr, drop_path, cutout, ...)")
