@@ -220,7 +220,7 @@ class TrioSuperBlock(nn.Module):
         ix = self.indices(o)
         mid, q, v = ix["mid"], ix.get("q"), ix["v"]
         if o.op == "conv":
-            K, c = self.conv_op.kernel_size[0], (self.conv_op.kernel_size[0] - o.k) // 2
+            c = (self.conv_op.kernel_size[0] - o.k) // 2
             return {"weight": self.conv_op.weight[: len(mid), : len(mid), c:c + o.k, c:c + o.k]}
         if o.op == "local":
             L, c = self.local_op, (self.local_op.kernel_size - o.k) // 2

@@ -248,7 +248,7 @@ class _DartsLikeSpace(SearchSpace):
                 raise ValueError
             kw = {k.arg: k.value for k in call.keywords}
             lists = {c: ast.literal_eval(kw[c]) for c in CELL_TYPES}
-        except (SyntaxError, ValueError, KeyError) as e:
+        except (SyntaxError, ValueError, KeyError):
             raise ArchitectureError(
                 f"cannot parse DARTS genotype '{text[:80]}': expected "
                 "Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), reduce=[...], reduce_concat=...)"
