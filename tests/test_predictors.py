@@ -403,6 +403,34 @@ def test_cli_predict_errors(capsys: pytest.CaptureFixture) -> None:
 
 
 @needs_data
+def test_cli_guided_search_reports_incumbents(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``attnas guided``: 30 look-ups (10 random, 2 predictor rounds of 10); the incumbent curve never
+    gets worse, the evaluations file is consistent with the table, the seed reproduces the run."""
+    from attnas.benchmarks.nb201 import NB201Bench, nb201_index
+    from attnas.spaces.nb201 import NB201Space
+
+    opts = json.dumps({"epochs": 2, "min_steps": 20, "d_model": 16, "d_ff": 32, "mlp_hidden": 16})
+    argv = ["guided", "--budget", "30", "--initial", "10", "--batch", "10", "--seed", "2", "--options", opts,
+            "--data-dir", str(DATA), "--json"]
+    assert main([*argv, "--out", str(tmp_path / "g.json")]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["evaluations"] == 30 and res["predictor_fits"] == 2
+    assert [c["evaluations"] for c in res["curve"]] == [10, 20, 30]
+    vals = [c["val_acc"] for c in res["curve"]]
+    assert vals == sorted(vals) and vals[-1] == res["best_val_acc"]
+    evaluated = json.loads((tmp_path / "g.json").read_text())["evaluated"]
+    test = NB201Bench(str(DATA)).accuracies("cifar10", "test")
+    assert len({e["arch"] for e in evaluated}) == 30
+    for e in evaluated[:3]:
+        assert e["test_acc"] == pytest.approx(float(test[nb201_index(NB201Space.parse_native(e["arch"]))]))
+    assert max(e["val_acc"] for e in evaluated) == res["best_val_acc"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["best_arch"] == res["best_arch"]
+    assert main(["guided", "--budget", "5", "--initial", "10", "--data-dir", str(DATA)]) == 2
+    assert "smaller than --initial" in capsys.readouterr().err
+
+
+@needs_data
 def test_predict_api_on_nb101_and_darts() -> None:
     from attnas.predictors import run_kendall
 

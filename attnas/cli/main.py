@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "attnas.cli.query",
     "attnas.cli.show",
     "attnas.cli.predict",
+    "attnas.cli.guided",
     "attnas.cli.analyze",
     "attnas.cli.teacher",
     "attnas.cli.export",
