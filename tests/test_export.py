@@ -126,6 +126,8 @@ SPACES = [  # name, space options, network options, image size, architecture, ba
     ("proxyless", {"variant": "cifar", "width_mult": 0.25}, {}, 16, "sample", None),
     ("macro", {}, {}, 16, "sample", None),
     ("nos", {"C": 4, "layers": 3}, TINY_DARTS_NET, 8, "sample", 2),  # dynamic kernels fold the batch in
+    # local + axial attention (seed 3): the local window's graph form (no Python autograd function)
+    ("trionet", {"layout": "cifar", "depths": [1, 1], "width": 8, "heads": [1, 2]}, {}, 16, "sample", None),
 ]
 
 

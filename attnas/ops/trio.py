@@ -79,7 +79,32 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torc
         raise ShapeError(f"local attention needs an odd window, got {m}")
     if dq % heads or v.shape[1] % heads:
         raise ShapeError(f"local attention: {dq} query and {v.shape[1]} value channels in {heads} heads")
-    return _LocalAttention.apply(q * (dq // heads) ** -0.5, k, v, rel, heads)
+    q = q * (dq // heads) ** -0.5
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return _local_attention_graph(q, k, v, rel, heads)  # exported graphs: plain tensor ops
+    return _LocalAttention.apply(q, k, v, rel, heads)
+
+
+def _local_attention_graph(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor,
+                           heads: int) -> torch.Tensor:
+    """:class:`_LocalAttention`'s forward without in-place writes or a Python autograd function,
+    so TorchScript tracing, ONNX export and ``torch.compile`` can record it (q already scaled)."""
+    B, dq, H, W = q.shape
+    dv, m = v.shape[1], rel.shape[-1]
+    dqh, dvh, pad = dq // heads, dv // heads, m // 2
+    qh = q.reshape(B, heads, dqh, H, W)
+    kp = F.pad(k, (pad, pad, pad, pad)).reshape(B, heads, dqh, H + 2 * pad, W + 2 * pad)
+    vp = F.pad(v, (pad, pad, pad, pad)).reshape(B, heads, dvh, H + 2 * pad, W + 2 * pad)
+    offsets = _offsets(m)
+    logits = torch.einsum("bhdxy,hdn->bhnxy", qh, rel.reshape(heads, dqh, m * m)) + torch.stack(
+        [(qh * kp[..., a:a + H, c:c + W]).sum(2) for a, c in offsets], dim=2)
+    inside = F.pad(torch.ones(H, W, dtype=torch.bool, device=q.device), (pad, pad, pad, pad))
+    mask = torch.stack([inside[a:a + H, c:c + W] for a, c in offsets])
+    attn = logits.masked_fill(~mask, float("-inf")).softmax(2)
+    out = attn[:, :, 0, None] * vp[..., 0:H, 0:W]
+    for n, (a, c) in enumerate(offsets[1:], start=1):
+        out = out + attn[:, :, n, None] * vp[..., a:a + H, c:c + W]
+    return out.reshape(B, dv, H, W)
 
 
 def _offsets(m: int) -> list[tuple[int, int]]:
