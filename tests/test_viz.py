@@ -289,3 +289,17 @@ def test_registered_chain_space_draws(tmp_path, capsys):
     assert main(["show", "01201221", "-o", str(tmp_path / "m.png"), "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["space"] == "macro" and res["cells"] == ["chain"] and res["edges"] == {"chain": 8}
+
+
+def test_nos_cell_concatenates_only_its_inner_nodes():
+    """NOS cells output the concatenation of the inner nodes 3, 5, 7, 9 (not the surrogate nodes
+    2, 4, 6, 8): the drawing's concat edges say so."""
+    import random
+
+    from attnas.spaces.registry import get_space
+
+    space = get_space("nos", C=4, layers=3)
+    panels = layout_architecture(space.sample(random.Random(0)))
+    for p in panels:
+        concat_src = sorted(e.src for e in p.edges if e.kind == "concat")
+        assert concat_src == [3, 5, 7, 9], p

@@ -149,7 +149,7 @@ class NOSSpace(SearchSpace):
     """
 
     min_image_size = 4
-    viz_cell = CellInfo(2, "concat", ("$c_{k-2}$", "$c_{k-1}$"), "$c_{k}$")
+    viz_cell = CellInfo(2, "concat", ("$c_{k-2}$", "$c_{k-1}$"), "$c_{k}$", concat_nodes=(3, 5, 7, 9))
 
     def __init__(self, C: int = 16, layers: int = 8, att_reduction: int = 16, dyn_reduction: int = 8,
                  data_dir: str | None = None) -> None:

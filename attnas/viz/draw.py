@@ -110,12 +110,15 @@ class CellInfo:
     input_labels: labels of the input nodes (matplotlib mathtext allowed);
                   default ``in`` / ``in0, in1, ...``.
     output_label: label of the output node.
+    concat_nodes: the nodes the ``"concat"`` output reads (default: every
+                  non-input node; NOS concatenates only its inner nodes 3, 5, 7, 9).
     """
 
     n_inputs: int
     output: str = "concat"
     input_labels: tuple[str, ...] = ()
     output_label: str = "out"
+    concat_nodes: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.n_inputs < 1:
@@ -443,7 +446,8 @@ def layout_cell(arch: Architecture, cell: str, info: CellInfo | None = None,
     if info.output == "concat":
         out = nodes[-1].id
         edges += [Edge(n.id, out, "concat", "concat", "other")
-                  for n in nodes if n.kind in ("node", "empty")]
+                  for n in nodes if n.kind in ("node", "empty")
+                  and (info.concat_nodes is None or n.id in info.concat_nodes)]
     placer = _Placer(nodes, style)
     for e in edges:
         placer.place(e)
