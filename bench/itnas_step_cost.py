@@ -51,10 +51,7 @@ def _rss_gb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1024**3
 
 
-RECOMPUTE = {"policy": "first_stage"}
-
-
-def _setup(space_name: str, method: str, batch: int, threads: int, seed: int = 0):
+def _setup(space_name: str, method: str, batch: int, threads: int, recompute: str, seed: int = 0):
     import torch
 
     from attnas.spaces.registry import get_space
@@ -65,7 +62,7 @@ def _setup(space_name: str, method: str, batch: int, threads: int, seed: int = 0
     torch.manual_seed(seed)
     cls = ITNASStrategy if method == "itnas" else DartsStrategy   # (classes directly: the registry
     strategy = cls(get_space(space_name, **SPACES[space_name]),   # imports every strategy module)
-                   {"recompute": RECOMPUTE["policy"]})
+                   {"recompute": recompute})
     model = strategy.build(10, 3, 32)
     opt = strategy.optimizers(model, steps_per_epoch=100, epochs=50)
     g = torch.Generator().manual_seed(seed)
@@ -97,11 +94,11 @@ def _step_fn(kind: str, strategy, model, opt, bw, ba):
     return weight_step if kind == "darts-w" else full_step
 
 
-def measure_time(space: str, batch: int, rounds: int, warmup: int, threads: int) -> dict:
+def measure_time(space: str, batch: int, rounds: int, warmup: int, threads: int, recompute: str) -> dict:
     import torch
 
-    it = _setup(space, "itnas", batch, threads)
-    da = _setup(space, "darts", batch, threads)
+    it = _setup(space, "itnas", batch, threads, recompute)
+    da = _setup(space, "darts", batch, threads, recompute)
     fns = {"itnas": _step_fn("itnas", *it), "darts": _step_fn("darts", *da), "darts-w": _step_fn("darts-w", *da)}
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     for r in range(warmup + rounds):
@@ -123,8 +120,8 @@ def measure_time(space: str, batch: int, rounds: int, warmup: int, threads: int)
             "per_round_s": {k: [round(x, 4) for x in v] for k, v in times.items()}}
 
 
-def measure_memory_one(space: str, kind: str, batch: int, steps: int, threads: int) -> dict:
-    strategy, model, opt, bw, ba = _setup(space, "itnas" if kind == "itnas" else "darts", batch, threads)
+def measure_memory_one(space: str, kind: str, batch: int, steps: int, threads: int, recompute: str) -> dict:
+    strategy, model, opt, bw, ba = _setup(space, "itnas" if kind == "itnas" else "darts", batch, threads, recompute)
     step = _step_fn(kind, strategy, model, opt, bw, ba)
     rss0 = _rss_gb()
     for _ in range(steps):
@@ -135,11 +132,12 @@ def measure_memory_one(space: str, kind: str, batch: int, steps: int, threads: i
             "net_params": sum(p.numel() for p in model.net.parameters())}
 
 
-def measure_memory(space: str, batch: int, steps: int, threads: int, kinds=KINDS, previous: dict | None = None) -> dict:
+def measure_memory(space: str, batch: int, steps: int, threads: int, recompute: str, kinds=KINDS,
+                   previous: dict | None = None) -> dict:
     rows = dict(previous or {})
     for kind in kinds:
         out = subprocess.run([sys.executable, __file__, "--mode", "memory-one", "--space", space, "--kind", kind,
-                              "--recompute", RECOMPUTE["policy"],
+                              "--recompute", recompute,
                               "--batch", str(batch), "--steps", str(steps), "--threads", str(threads)],
                              check=True, capture_output=True, text=True)
         rows[kind] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -166,22 +164,21 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS), help="kinds to measure in --mode memory")
     ap.add_argument("--previous", help="JSON of earlier memory rows to reuse for the kinds not measured")
     a = ap.parse_args()
-    RECOMPUTE["policy"] = a.recompute
     spaces = [a.space] if a.space else ["nb201", "darts"]
     for s in spaces:
         if s not in SPACES:
             raise SystemExit(f"unknown space '{s}'; expected one of {sorted(SPACES)}")
     if a.mode == "memory-one":
-        print(json.dumps(measure_memory_one(spaces[0], a.kind, a.batch, a.steps, a.threads)))
+        print(json.dumps(measure_memory_one(spaces[0], a.kind, a.batch, a.steps, a.threads, a.recompute)))
         return
     out = {}
     for s in spaces:
         if a.mode in ("memory", "all"):
             prev = json.loads(open(a.previous).read())[s]["memory"]["rows"] if a.previous else None
-            out.setdefault(s, {})["memory"] = measure_memory(s, a.batch, a.steps, a.threads,
+            out.setdefault(s, {})["memory"] = measure_memory(s, a.batch, a.steps, a.threads, a.recompute,
                                                              a.kinds.split(","), prev)
         if a.mode in ("time", "all"):
-            out.setdefault(s, {})["time"] = measure_time(s, a.batch, a.rounds, a.warmup, a.threads)
+            out.setdefault(s, {})["time"] = measure_time(s, a.batch, a.rounds, a.warmup, a.threads, a.recompute)
     print(json.dumps(out, indent=1))
 
 

@@ -101,6 +101,12 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
+def capturing_graph() -> bool:
+    """True while TorchScript tracing, ONNX export or ``torch.compile`` records the forward:
+    operators with an eager-only fast path then use plain, portable tensor operations."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
 class AvgPool3x3(nn.Module):
     """``nn.AvgPool2d(3, stride, 1, count_include_pad=False)``, computed as a depthwise
     convolution with a fixed all-ones kernel times the reciprocal of the number of real
@@ -125,8 +131,7 @@ class AvgPool3x3(nn.Module):
         return inv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-            # exported graphs (TorchScript, ONNX, torch.export / compile) get the standard operator
+        if capturing_graph():  # exported / compiled graphs get the standard operator
             return F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
         C = x.shape[1]
         kernel = torch.ones(C, 1, 3, 3, device=x.device, dtype=x.dtype)

@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnas.errors import ConfigError, ShapeError
+from attnas.ops.primitives import capturing_graph
 
 
 def _check_heads(channels: int, heads: int, what: str) -> None:
@@ -80,7 +81,7 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torc
     if dq % heads or v.shape[1] % heads:
         raise ShapeError(f"local attention: {dq} query and {v.shape[1]} value channels in {heads} heads")
     q = q * (dq // heads) ** -0.5
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+    if capturing_graph():
         return _local_attention_graph(q, k, v, rel, heads)  # exported graphs: plain tensor ops
     return _LocalAttention.apply(q, k, v, rel, heads)
 
@@ -89,6 +90,21 @@ def _local_attention_graph(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, re
                            heads: int) -> torch.Tensor:
     """:class:`_LocalAttention`'s forward without in-place writes or a Python autograd function,
     so TorchScript tracing, ONNX export and ``torch.compile`` can record it (q already scaled)."""
+    qh, kp, vp, r, offsets, mask = _windows(q, k, v, rel, heads)
+    H, W = q.shape[-2:]
+    logits = torch.einsum("bhdxy,hdn->bhnxy", qh, r) + torch.stack(
+        [(qh * kp[..., a:a + H, c:c + W]).sum(2) for a, c in offsets], dim=2)
+    attn = logits.masked_fill(~mask, float("-inf")).softmax(2)
+    out = attn[:, :, 0, None] * vp[..., 0:H, 0:W]
+    for n, (a, c) in enumerate(offsets[1:], start=1):
+        out = out + attn[:, :, n, None] * vp[..., a:a + H, c:c + W]
+    return out.reshape(q.shape[0], v.shape[1], H, W)
+
+
+def _windows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor, heads: int):
+    """Per-head views of the local-attention inputs: ``qh`` (B, h, d_q/h, H, W), the zero-padded
+    ``kp`` / ``vp`` (B, h, d/h, H+2p, W+2p), ``r`` (h, d_q/h, m*m), the m*m window offsets and
+    the (m*m, H, W) mask of offsets that fall inside the image."""
     B, dq, H, W = q.shape
     dv, m = v.shape[1], rel.shape[-1]
     dqh, dvh, pad = dq // heads, dv // heads, m // 2
@@ -96,15 +112,9 @@ def _local_attention_graph(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, re
     kp = F.pad(k, (pad, pad, pad, pad)).reshape(B, heads, dqh, H + 2 * pad, W + 2 * pad)
     vp = F.pad(v, (pad, pad, pad, pad)).reshape(B, heads, dvh, H + 2 * pad, W + 2 * pad)
     offsets = _offsets(m)
-    logits = torch.einsum("bhdxy,hdn->bhnxy", qh, rel.reshape(heads, dqh, m * m)) + torch.stack(
-        [(qh * kp[..., a:a + H, c:c + W]).sum(2) for a, c in offsets], dim=2)
     inside = F.pad(torch.ones(H, W, dtype=torch.bool, device=q.device), (pad, pad, pad, pad))
-    mask = torch.stack([inside[a:a + H, c:c + W] for a, c in offsets])
-    attn = logits.masked_fill(~mask, float("-inf")).softmax(2)
-    out = attn[:, :, 0, None] * vp[..., 0:H, 0:W]
-    for n, (a, c) in enumerate(offsets[1:], start=1):
-        out = out + attn[:, :, n, None] * vp[..., a:a + H, c:c + W]
-    return out.reshape(B, dv, H, W)
+    mask = torch.stack([inside[a:a + H, c:c + W] for a, c in offsets])      # p inside the image
+    return qh, kp, vp, rel.reshape(heads, dqh, m * m), offsets, mask
 
 
 def _offsets(m: int) -> list[tuple[int, int]]:
@@ -118,23 +128,16 @@ class _LocalAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, rel, heads):
         B, dq, H, W = q.shape
         dv, m = v.shape[1], rel.shape[-1]
-        dqh, dvh, pad = dq // heads, dv // heads, m // 2
-        qh = q.reshape(B, heads, dqh, H, W)
-        kp = F.pad(k, (pad, pad, pad, pad)).reshape(B, heads, dqh, H + 2 * pad, W + 2 * pad)
-        vp = F.pad(v, (pad, pad, pad, pad)).reshape(B, heads, dvh, H + 2 * pad, W + 2 * pad)
-        r = rel.reshape(heads, dqh, m * m)
-        offsets = _offsets(m)
+        qh, kp, vp, r, offsets, mask = _windows(q, k, v, rel, heads)
         logits = torch.einsum("bhdxy,hdn->bhnxy", qh, r).contiguous()          # q_o . r_{p-o}
         for n, (a, c) in enumerate(offsets):                                     # + q_o . k_p per head
             logits[:, :, n] += (qh * kp[..., a:a + H, c:c + W]).sum(2)
-        inside = F.pad(torch.ones(H, W, dtype=torch.bool, device=q.device), (pad, pad, pad, pad))
-        mask = torch.stack([inside[a:a + H, c:c + W] for a, c in offsets])      # p inside the image
         attn = logits.masked_fill_(~mask, float("-inf")).softmax(2)
-        out = torch.zeros(B, heads, dvh, H, W, dtype=v.dtype, device=v.device)
+        out = torch.zeros(B, heads, dv // heads, H, W, dtype=v.dtype, device=v.device)
         for n, (a, c) in enumerate(offsets):
             out.addcmul_(attn[:, :, n, None], vp[..., a:a + H, c:c + W])
         ctx.save_for_backward(qh, kp, vp, r, attn)
-        ctx.shape = (B, heads, dq, dv, H, W, m, pad)
+        ctx.shape = (B, heads, dq, dv, H, W, m, m // 2)
         return out.reshape(B, dv, H, W)
 
     @staticmethod

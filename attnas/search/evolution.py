@@ -51,6 +51,7 @@ from attnas.arch import Architecture
 from attnas.errors import ArchitectureError, ConfigError
 from attnas.profile import Profile, profile_architecture
 from attnas.spaces.base import SearchSpace
+from attnas.training.distributed import map_items, world_size
 
 
 # --------------------------------------------------------------------------- data for selection
@@ -239,7 +240,7 @@ class EvolutionSearch:
         self.scores: dict[Architecture, float] = {}  # evaluated in this run
         self.on_evaluate, self.log = on_evaluate, log
         self.rejected = {"seen": 0, "topology": 0, "constraint": 0}
-        self.evaluated_per_process: list[int] = []  # fresh evaluations computed by each process
+        self.evaluated_per_process = [0] * world_size()  # fresh evaluations computed by each process
 
     # ----- legality ----------------------------------------------------------
     def _legal(self, arch: Architecture, pending: set[Architecture]) -> bool:
@@ -260,12 +261,9 @@ class EvolutionSearch:
     def _score(self, archs: list[Architecture]) -> None:
         """Score the legal candidates ``archs`` (cached scores replayed, the rest split over
         the processes), in draw order."""
-        from attnas.training.distributed import map_items
-
         todo = [a for a in archs if a not in self.cache]
         fresh, per_process = map_items(lambda a: float(self.evaluate_fn(a)), todo)
-        self.evaluated_per_process = [n + k for n, k in
-                                      zip(self.evaluated_per_process + [0] * len(per_process), per_process)]
+        self.evaluated_per_process = [n + k for n, k in zip(self.evaluated_per_process, per_process)]
         new = dict(zip(todo, fresh))
         for arch in archs:
             if arch in new:

@@ -37,6 +37,7 @@ from attnas.search.export import export_subnet
 from attnas.spaces.base import SearchSpace
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import Strategy, SuperNet, get_strategy
+from attnas.training import distributed
 from attnas.training.checkpoint import atomic_torch_save, load_checkpoint, write_json
 from attnas.training.engine import CHECKPOINT, seed_everything
 from attnas.training.tasks import SearchTask
@@ -81,7 +82,9 @@ def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None =
     seed_everything(cfg.seed)
     strategy.seed(cfg.seed)
     model = strategy.build(images.num_classes, images.in_channels, images.image_size)
-    task = SearchTask(strategy, model, images, cfg.epochs, cfg.batch_size, cfg.seed, resolve_device(cfg.device))
+    # under torchrun every process joins the group here (a no-op otherwise), as api.search does
+    task = SearchTask(strategy, model, images, cfg.epochs, cfg.batch_size, cfg.seed,
+                      distributed.init(resolve_device(cfg.device)))
     state = load_checkpoint(run / CHECKPOINT)
     task.load_state_dict(state["task"])
     return LoadedRun(cfg, space, strategy, task.model, task, images, int(state["epoch"]) + 1)
@@ -136,13 +139,6 @@ def evolve_run(run_dir: str | Path, out: str | Path | None = None,
 
     ``seed`` reseeds the evolution's RNG (default: the run's RNG state at its checkpoint,
     i.e. what ``attnas search`` itself would draw)."""
-    from attnas.api import resolve_device
-    from attnas.training import distributed
-
-    if distributed.requested():  # torchrun: join the group on the run's device (or the one asked for)
-        run_cfg = Path(run_dir) / "config.json"
-        name = device or (json.loads(run_cfg.read_text()).get("device") if run_cfg.is_file() else None) or "auto"
-        device = str(distributed.init(resolve_device(name)))
     run = load_search_run(run_dir, method_options, device)
     strategy = run.strategy
     if not hasattr(strategy, "evolve"):

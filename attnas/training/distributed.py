@@ -36,8 +36,7 @@ networks are averaged over processes at the end of every epoch by
 over the processes (:func:`shard_batches`) and sum the counts, so they equal
 the single-process numbers.
 
-Candidate evaluation (evolutionary search, predictor-guided search with
-training evaluations): every process holds the same model and data, so
+Candidate evaluation (the evolutionary search): every process holds the same model and data, so
 :func:`map_items` hands each process every world_size-th candidate and gathers
 the scores everywhere; all processes then take the same next step.
 
