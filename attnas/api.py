@@ -8,6 +8,11 @@ Launched by ``torchrun`` (``WORLD_SIZE`` > 1), :func:`search` and :func:`train`
 join the process group and train data-parallel (:mod:`attnas.training.distributed`);
 only rank 0 writes the run folder and returns the full result (the other ranks
 return ``{"rank": r, ...}`` without the derived architecture).
+
+Run folders (:mod:`attnas.training.run_dir`): a new run refuses a non-empty ``out`` unless
+``force`` (which replaces an earlier run's files); a run holds an exclusive lock on its
+folder while it runs (rank 0 under torchrun); ``resume_*(RUN_DIR)`` writes into RUN_DIR,
+whatever ``out`` its ``config.json`` recorded and whatever the working directory.
 """
 from __future__ import annotations
 
@@ -21,13 +26,14 @@ import torch
 from attnas.arch import Architecture, load_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig
 from attnas.data.datasets import ImageData, load_dataset
-from attnas.errors import AttnasError, ConfigError
+from attnas.errors import AttnasError, ConfigError, RunFolderError
 from attnas.presets import get_preset, override, to_dict
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
 from attnas.training import distributed
-from attnas.training.checkpoint import write_json
-from attnas.training.engine import CHECKPOINT, TENSORBOARD, Engine, seed_everything
+from attnas.training.checkpoint import atomic_torch_save, write_json
+from attnas.training.engine import TENSORBOARD, Engine, seed_everything
+from attnas.training.run_dir import check_new_run_dir, is_free, open_run_dir, read_run_config
 from attnas.training.tasks import RetrainTask, SearchTask
 
 
@@ -46,18 +52,25 @@ def resolve_device(name: str) -> torch.device:
 def _default_out(prefix: str) -> Path:
     base = Path("runs") / prefix
     out, n = base, 1
-    while (out / CHECKPOINT).exists() or (out / "architecture.json").exists():
+    while not is_free(out):
         n += 1
         out = Path(f"{base}-{n}")
     return out
 
 
-def _fresh_out(out: str | None, prefix: str) -> Path:
-    if out is None:
-        return _default_out(prefix)
-    p = Path(out)
-    if (p / CHECKPOINT).exists():
-        raise ConfigError(f"'{p}' already holds a run; continue it with --resume {p} or choose another --out")
+def _fresh_out(out: str | None, prefix: str, force: bool = False) -> Path:
+    """The folder of a new run: ``out`` if free (or ``force``), else a RunFolderError; default
+    ``runs/PREFIX[-n]``, the first free one.  Decided on rank 0 and broadcast."""
+    p, error = None, None
+    if distributed.is_main():
+        try:
+            p = _default_out(prefix) if out is None else Path(out)
+            check_new_run_dir(p, force)
+        except RunFolderError as e:
+            error = str(e)
+    p, error = distributed.broadcast_object((p, error))
+    if error is not None:
+        raise RunFolderError(error)
     return p
 
 
@@ -90,9 +103,10 @@ def benchmark_hook(space_name: str, data_dir: str | None):
 
 
 def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
-           stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
+           stop_after: int | None = None, tensorboard: bool = False, force: bool = False) -> dict[str, Any]:
     """Run (or resume) an architecture search; write the run folder; return the result.
-    ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``."""
+    ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``; ``force``: a new
+    run may write into a non-empty ``cfg.out`` (an earlier run's files there are replaced)."""
     space = get_space(cfg.space, data_dir=cfg.data_dir, **cfg.space_options)
     strategy = get_strategy(cfg.method, space, cfg.method_options)
     preset = strategy.cfg
@@ -101,15 +115,27 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch size must be positive, got {cfg.epochs} and {cfg.batch_size}")
     device = distributed.init(resolve_device(cfg.device))
-    out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}")
-    out = distributed.broadcast_object(out)
+    out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"search-{cfg.space}-{cfg.method}-{cfg.dataset}-s{cfg.seed}",
+                                                  force)
     cfg.out = str(out)
     data = _load_data(cfg)
     space.check_input(data.in_channels, data.image_size)
     seed_everything(cfg.seed)
     strategy.seed(cfg.seed)
     model = strategy.build(data.num_classes, data.in_channels, data.image_size)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = open_run_dir(out, fresh=not resume, force=force)
+    try:
+        return _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strategy, data, model,
+                              device, out)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strategy, data, model, device,
+                   out) -> dict[str, Any]:
+    """The rest of :func:`search`, run while the run folder is locked."""
+    preset = strategy.cfg
     if distributed.is_main():
         write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": to_dict(preset)})
     bench = benchmark_hook(cfg.space, cfg.data_dir)
@@ -125,7 +151,7 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
 
     task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, device, on_epoch)
     engine = Engine(out, cfg.epochs, cfg.seed, progress, label="search", stop_after=stop_after,
-                    tensorboard=tensorboard)
+                    tensorboard=tensorboard, kind="search")
     t0 = time.time()
     metrics = engine.run(task)
     distributed.debug_dump("search", task.model, {"strategy": strategy.state_dict()})
@@ -142,8 +168,9 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     arch.meta.update({"seed": cfg.seed, "dataset": cfg.dataset, "space_options": cfg.space_options})
     save_architecture(arch, out / "architecture.json")
     scores = strategy.scores(task.model)
+    margins = arch.meta.get("margins")  # IT-NAS: winner vs runner-up with a bootstrap noise estimate
     write_json(out / "scores.json", {"candidates": {p.key: list(p.candidates) for p in strategy.points},
-                                     "scores": scores})
+                                     "scores": scores, **({"margins": margins} if margins else {})})
     result.update({"status": "done", "architecture": space.to_native(arch) or arch.choices,
                    "valid_acc": metrics[-1].get("valid_acc"),
                    "search_time_s": round(sum(m.get("epoch_time_s", 0) for m in metrics), 2),
@@ -151,6 +178,9 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     if bench is not None:
         result["benchmark"] = bench(arch)
     result["scores"] = scores
+    if margins:
+        result["margins"] = margins
+        result["not_separated"] = sorted(k for k, m in margins.items() if not m["separated"])
     write_json(out / "result.json", result)
     distributed.barrier()
     return result
@@ -160,21 +190,19 @@ def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | 
                   tensorboard: bool = False) -> dict[str, Any]:
     """Continue a search run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise ConfigError(f"'{run_dir}' is not a search run folder (no config.json)")
-    import json
-    data = json.loads(cfg_path.read_text())
-    data.pop("resolved_method_options", None)
-    cfg = SearchConfig(**data)
+    if not (run_dir / "config.json").is_file():
+        raise RunFolderError(f"'{run_dir}' is not a search run folder (no config.json)")
+    cfg = SearchConfig(**read_run_config(run_dir, "search", resume=True))
+    cfg.out = str(run_dir)  # RUN_DIR is the run, wherever it was moved or resumed from
     tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()
     return search(cfg, resume=True, progress=progress, stop_after=stop_after, tensorboard=tensorboard)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None, tensorboard: bool = False) -> dict[str, Any]:
+          stop_after: int | None = None, tensorboard: bool = False, force: bool = False) -> dict[str, Any]:
     """Retrain an architecture from scratch; report test accuracy.
-    ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``."""
+    ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``; ``force``: a new
+    run may write into a non-empty ``cfg.out`` (an earlier run's files there are replaced)."""
     if not cfg.arch:
         raise ConfigError("no architecture given: pass --arch FILE (an architecture.json) or a native string")
     arch = load_architecture(cfg.arch)
@@ -191,22 +219,30 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     cfg.epochs = cfg.epochs if cfg.epochs is not None else rcfg.epochs
     cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else rcfg.batch_size
     device = distributed.init(resolve_device(cfg.device))
-    out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"train-{arch.space}-{cfg.dataset}-s{cfg.seed}")
-    out = distributed.broadcast_object(out)
+    out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"train-{arch.space}-{cfg.dataset}-s{cfg.seed}", force)
     cfg.out = str(out)
     data = _load_data(cfg)
     space.check_input(data.in_channels, data.image_size)
     seed_everything(cfg.seed)
     net = space.build_network(arch, data.num_classes, data.in_channels, data.image_size,
                               **cfg.network_options)
-    out.mkdir(parents=True, exist_ok=True)
+    lock = open_run_dir(out, fresh=not resume, force=force)
+    try:
+        return _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out) -> dict[str, Any]:
+    """The rest of :func:`train`, run while the run folder is locked."""
     if distributed.is_main():
         write_json(out / "config.json", {**asdict(cfg), "resolved_options": to_dict(rcfg)})
         save_architecture(arch, out / "architecture.json")
     task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device,
                        amp=cfg.amp, compile_backend=cfg.compile)
     metrics = Engine(out, cfg.epochs, cfg.seed, progress, label="train", stop_after=stop_after,
-                     tensorboard=tensorboard).run(task)
+                     tensorboard=tensorboard, kind="train").run(task)
     distributed.debug_dump("train", net)
     n_params = sum(p.numel() for n, p in net.named_parameters() if "auxiliary" not in n)
     result = {"run_dir": str(out), "space": arch.space, "epochs_done": len(metrics), "epochs": cfg.epochs,
@@ -218,7 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     if not distributed.is_main():
         result["rank"] = distributed.rank()
     elif result["status"] == "done":
-        torch.save(net.state_dict(), out / "weights.pt")
+        atomic_torch_save(net.state_dict(), out / "weights.pt")
         write_json(out / "result.json", result)
     distributed.barrier()
     return result
@@ -228,13 +264,11 @@ def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | N
                  tensorboard: bool = False) -> dict[str, Any]:
     """Continue a training run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.exists():
-        raise ConfigError(f"'{run_dir}' is not a training run folder (no config.json)")
-    import json
-    data = json.loads(cfg_path.read_text())
-    data.pop("resolved_options", None)
+    if not (run_dir / "config.json").is_file():
+        raise RunFolderError(f"'{run_dir}' is not a training run folder (no config.json)")
+    data = read_run_config(run_dir, "train", resume=True)
     data["arch"] = str(run_dir / "architecture.json")
+    data["out"] = str(run_dir)  # RUN_DIR is the run, wherever it was moved or resumed from
     tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()
     return train(TrainConfig(**data), resume=True, progress=progress, stop_after=stop_after,
                  tensorboard=tensorboard)

@@ -119,7 +119,9 @@ def save_architecture(arch: Architecture, path: str | os.PathLike) -> None:
 
     native = get_space_class(arch.space).to_native(arch)
     tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(arch.to_dict(native), indent=2) + "\n")
+    from attnas.jsonio import dumps
+
+    tmp.write_text(dumps(arch.to_dict(native), indent=2) + "\n")  # strict JSON
     os.replace(tmp, path)
 
 

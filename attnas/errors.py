@@ -25,3 +25,18 @@ class DataFileNotFound(AttnasError):
 
 class ShapeError(AttnasError):
     """Input data whose shape a space or model cannot take."""
+
+
+class CheckpointError(AttnasError):
+    """A checkpoint or weights file that is unreadable, unsafe to load (it would run code
+    when unpickled), not an attnas checkpoint, or of the other kind of run."""
+
+
+class RunFolderError(AttnasError):
+    """A run folder that is in use by another process (locked), not empty where a new run
+    would overwrite it, or not a run of the expected kind."""
+
+
+class TrainingDiverged(AttnasError):
+    """A non-finite training loss (or non-finite weights): the run stops, its last good
+    checkpoint is kept.  Like every AttnasError the CLI reports it on one line, exit 2."""

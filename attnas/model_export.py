@@ -142,13 +142,10 @@ def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from attnas.training.checkpoint import safe_torch_load
+
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"weights file '{p}' does not exist")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
-        raise ConfigError(f"cannot read weights file '{p}': {type(e).__name__}: {e}") from None
+    obj = safe_torch_load(p, "weights file")  # tensors and plain data only: never runs code
     return _state_dict_of(obj, p)
 
 

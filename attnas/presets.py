@@ -59,21 +59,42 @@ class RandomPreset:
 
 
 @dataclass(frozen=True)
-class ITNASPreset:
-    """IT-NAS search (Appendix A.3, Sec. 4.1): supernet and Lite-Transformer trained together
-    by SGD (lr 0.025, momentum 0.9, weight decay 3e-4, as DARTS) for 50 epochs, batch 64, on
-    half of the training set; the other half is the validation pass of Eq. 6.
+class ITNASChainProtocol:
+    """IT-NAS on chain spaces (Sec. 4.2, Appendix A.3, ProxylessNAS on ImageNet): one uniformly
+    sampled path per step as SPOS (``sample_k`` 1), the supernet trained on 10 % of ImageNet
+    and selected on 2.5 % (``train_portion`` 0.8 of the training images), SGD lr 0.25 for batch
+    512 decayed to 5e-4, weight decay 4e-5 -- here linearly scaled to batch 64
+    (0.25 x 64/512 = 0.03125, 5e-4 x 64/512 = 6.25e-5).  The paper's 240 epochs are the
+    user's ``--epochs``."""
 
-    Lite-Transformer (Sec. 3.3; structure in :mod:`attnas.strategies.itnas`): query/key width
-    ``qk_dim`` (0 = the token's channel count), FFN hidden width ``ffn_ratio`` x channels (ViT's
-    MLP ratio), LayerNorm ``ln_eps``; initial scale of the indicator token ``it_init_std``
-    (unit scale so its query is not vanishingly small) and of the position codes
-    ``pos_init_std`` (ViT's 0.02, so the candidates start on an equal footing).
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.03125, lr_min=6.25e-5,
+                                                                     weight_decay=4e-5))
+    train_portion: float = 0.8
+    sample_k: int = 1
+
+
+@dataclass(frozen=True)
+class ITNASPreset:
+    """IT-NAS search (Appendix A.3, Sec. 4.1): supernet weights by SGD (lr 0.025, momentum 0.9,
+    weight decay 3e-4, as DARTS) for 50 epochs, batch 64, on half of the training set; the
+    other half is the validation pass of Eq. 6.
+
+    Lite-Transformer (Sec. 3.3; :mod:`attnas.ops.lite_transformer`, choices and evidence in
+    :mod:`attnas.strategies.itnas`): query/key width ``qk_dim`` (0 = the token's channel
+    count), FFN hidden width ``ffn_ratio`` x channels (ViT's MLP ratio), LayerNorm ``ln_eps``;
+    initial scale of the indicator token ``it_init_std`` and of the position codes
+    ``pos_init_std`` (1: on the scale of the unit-variance candidate maps); ``patterns``
+    learned spatial patterns in the (linear, factorised) key; ``rms`` adds the per-channel RMS
+    to the key (off: it keys on energy); ``center`` batch-centres the content part of the key.
+    The transformer weights are trained in the same mono-level step (Eq. 5) by
+    ``transformer_optim``: "adam" with DARTS's architecture settings (``transformer_lr``,
+    ``transformer_betas``, ``transformer_weight_decay``; Sec. 3.3 "the settings same as
+    DARTS") or "sgd" (one SGD for everything, Appendix A.3 read literally).
     ``sampling``: "all" trains every candidate each step (cell spaces, DARTS-style),
-    "uniform" samples ``sample_k`` candidates per choice point (the paper trains chain spaces
-    SPOS-style with one path; attnas samples 2 by default so that the indicator token sees
-    candidates compete -- see :mod:`attnas.strategies.itnas`), "auto" picks "uniform" for
-    chain spaces (``layer:<i>`` keys).
+    "uniform" samples ``sample_k`` candidates per choice point (chain spaces), "auto" picks
+    "uniform" for chain spaces (``layer:<i>`` keys); there the ``chain`` protocol's optimizer,
+    split and ``sample_k`` replace the cell-space ones.  ``bootstrap``: resamples of the
+    validation batches for the selection margins.
     The chain-space run of the paper (ProxylessNAS on ImageNet) used lr 0.25, lr_min 5e-4,
     weight decay 4e-5, 240 epochs, batch 512: pass them with ``--method-options``."""
 
@@ -85,9 +106,19 @@ class ITNASPreset:
     ffn_ratio: int = 4
     ln_eps: float = 1e-5
     it_init_std: float = 1.0
-    pos_init_std: float = 0.02
+    pos_init_std: float = 1.0
+    patterns: int = 3
+    rms: bool = False
+    center: bool = True
+    transformer_optim: str = "adam"
+    transformer_lr: float = 3e-4
+    transformer_betas: tuple[float, float] = (0.5, 0.999)
+    transformer_weight_decay: float = 1e-3
     sampling: str = "auto"
     sample_k: int = 2
+    #: on chain spaces (sampled paths) these replace ``weights``, ``train_portion`` and ``sample_k``
+    chain: ITNASChainProtocol = field(default_factory=ITNASChainProtocol)
+    bootstrap: int = 200
     #: activation checkpointing of the choice blocks, as for DARTS (attnas engineering, not
     #: in the paper): "first_stage" recomputes the full-resolution blocks in the backward pass
     recompute: str = "first_stage"

@@ -463,6 +463,22 @@ def build_report(run_dir: str | os.PathLike, title: str | None = None) -> tuple[
                          "chosen candidate.</p>"
                          + _img(_heatmap_png(cands, final_scores, chosen, "final strength per choice point"),
                                 "heat map of the final candidate strengths") + table))
+    margins = scores_file.get("margins") if isinstance(scores_file, dict) else None
+    if isinstance(margins, dict) and margins:
+        rows = [[k, m.get("top1"), m.get("top2"), f"{m.get('margin', 0):.4f} ± {m.get('margin_std', 0):.4f}",
+                 f"{100 * m.get('win_rate', 0):.0f}%",
+                 f"{m.get('epoch_agreement', 1.0) * m.get('epochs_compared', 0):.0f}/{m.get('epochs_compared', 0)}",
+                 "yes" if m.get("separated") else "NOT SEPARATED"] for k, m in margins.items()]
+        n_bad = sum(1 for m in margins.values() if not m.get("separated"))
+        sections.append(("margins", "Selection margins",
+                         '<p class="note">Eq. 6 winner against the runner-up at every choice point: the margin '
+                         "of their mean attention with its bootstrap standard deviation over the validation "
+                         "batches, the share of bootstrap resamples the winner wins, and in how many of the "
+                         "last epochs' selection passes it was the winner. "
+                         + (f"<strong>{n_bad} choice point(s) are not separated from their runner-up.</strong>"
+                            if n_bad else "Every choice is separated.") + "</p>"
+                         + _table(["choice point", "chosen", "runner-up", "margin ± std", "bootstrap wins",
+                                   "same winner, last epochs", "separated"], rows)))
 
     # 5. architecture --------------------------------------------------------
     if arch is not None or arch_json is not None:

@@ -12,8 +12,9 @@ validation batches).  The derived cells are looked up in the NAS-Bench-201 table
 ImageNet16-120; per-epoch look-ups are the search trajectories (Fig. 2).  Runs are
 resumable: a finished run is skipped, a stopped one resumed.
 
-    python bench/itnas_nb201.py run --jobs 2          # the 9 searches (bench/runs/itnas_nb201/)
+    python bench/itnas_nb201.py run --jobs 2          # IT-NAS and DARTS, seeds 0-4 (bench/runs/itnas_nb201/)
     python bench/itnas_nb201.py summary               # tables + bench/results/itnas_nb201.json
+    python bench/itnas_nb201.py run --epochs 30 --seeds 0,1,2 --out bench/runs/nb201_e30   # longer budget
 """
 from __future__ import annotations
 
@@ -96,6 +97,10 @@ def summary(a: argparse.Namespace) -> dict:
                     traj.setdefault(m["epoch"], []).append(m["bench_cifar10_test_acc"])
         row["trajectory_cifar10_test"] = {e: _mean_std(v) for e, v in sorted(traj.items())}
         row["supernet_valid_acc"] = _mean_std([r["result"].get("valid_acc") or 0.0 for r in rs])
+        row["per_seed_cifar10_test"] = {r["config"]["seed"]: r["result"]["benchmark"]["bench_cifar10_test_acc"]
+                                        for r in rs}
+        row["not_separated"] = {r["config"]["seed"]: r["result"].get("not_separated") for r in rs
+                                if "not_separated" in r["result"]}
         table[method] = row
     proxy = runs and next(iter(runs.values()))[0]["config"]
     report = {"proxy": {k: proxy.get(k) for k in ("dataset", "train_subset", "image_size", "epochs", "batch_size",
@@ -107,8 +112,9 @@ def summary(a: argparse.Namespace) -> dict:
         from attnas.benchmarks.nb201 import NB201Bench
         rep = ranking_consistency(rank_dirs, NB201Bench(_data_dir(a.data_dir)))
         report["ranking_consistency"] = {m: {e: rep.tau(m)[e] for e in rep.edges} for m in rep.runs}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    results = Path(a.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=1) + "\n")
     _print(report)
     return report
 
@@ -127,6 +133,13 @@ def _print(report: dict) -> None:
         cells = [_fmt(row[f"{ds}_{sp}"]) for ds in DATASETS for sp in ("val", "test")]
         print(f"| {m} | {row['runs']} | " + " | ".join(cells) + f" | {row['search_time_s'][0]:.0f} ± "
               f"{row['search_time_s'][1]:.0f} |")
+    print()
+    for m, row in report["methods"].items():
+        seeds = ", ".join(f"s{k}: {v:.2f}" for k, v in sorted(row["per_seed_cifar10_test"].items(), key=lambda kv: int(kv[0])))
+        print(f"{m} per seed (CIFAR-10 test): {seeds}")
+        if row.get("not_separated"):
+            print(f"{m} choice points not separated from their runner-up: "
+                  + "; ".join(f"s{k}: {len(v or [])}" for k, v in sorted(row["not_separated"].items(), key=lambda kv: int(kv[0]))))
     print()
     print("Trajectory (CIFAR-10 test accuracy of the cell derived after each epoch, mean over seeds):")
     methods = list(report["methods"])
@@ -149,6 +162,8 @@ def _print(report: dict) -> None:
         print("|---|" + "---|" * len(ms))
         for n, e in enumerate(next(iter(rc.values()))):
             print(f"| Edge_{n + 1} ({e}) | " + " | ".join(_fmt(tuple(rc[m][e])) for m in ms) + " |")
+        print("| mean over edges | " + " | ".join(
+            f"{statistics.fmean(rc[m][e][0] for e in rc[m]):.3f}" for m in ms) + " |")
     print()
     for m, row in report["methods"].items():
         for arch in row["architectures"]:
@@ -158,8 +173,9 @@ def _print(report: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=("run", "summary"))
-    ap.add_argument("--methods", default="itnas,darts,random", type=lambda s: s.split(","))
-    ap.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--methods", default="itnas,darts", type=lambda s: s.split(","))
+    ap.add_argument("--seeds", default="0,1,2,3,4", type=lambda s: [int(x) for x in s.split(",")])
+    ap.add_argument("--results", default=str(RESULTS), help="summary JSON written by 'summary'")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--train-subset", type=int, default=5000)

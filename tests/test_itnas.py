@@ -28,31 +28,49 @@ def _batch(n=8, size=8, seed=0, classes=4):
     return torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
-def _perturbed_layer(n=4, c=6, seed=0) -> LiteTransformer:
+def _perturbed_layer(n=4, c=6, seed=0, spatial=(5, 4), **kw) -> LiteTransformer:
     torch.manual_seed(seed)
-    lt = LiteTransformer(n, c).double()
+    lt = LiteTransformer(n, c, spatial, **kw).double()
     with torch.no_grad():
         for p in lt.parameters():
             p.add_(0.3 * torch.randn_like(p))
     return lt
 
 
-def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor], positions: torch.Tensor):
+def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor | None], positions: torch.Tensor):
     """The layer computed token by token on full feature maps: tokens T_j (IT first, position codes
-    added), keys/query from each token's per-channel spatial mean and RMS, Eq. 3-4 attention of
-    the IT query over all n+1 keys, Z_it = sum_j a_j v_j, X_1 = T_0 + Z_it, Y = LN(X_1) over
-    c*h*w, out = LN(Y + FFN(Y))."""
-    N, c, H, W = maps[0].shape
+    added; a 'none' candidate is the zero map), keys/query from each token's descriptor (per-channel
+    spatial mean, projections onto the spatial patterns, RMS), Eq. 3-4 attention of the IT query
+    over all n+1 keys, Z_it = sum_j a_j v_j with v = 0 for 'none', X_1 = T_0 + Z_it,
+    Y = LN(X_1) over c*h*w, out = LN(Y + FFN(Y))."""
+    ref = next(m for m in maps if m is not None)
+    N, c, H, W = ref.shape
     T = [(lt.it + lt.pos[0]).view(1, c, 1, 1).expand(N, c, H, W)]
-    T += [m + lt.pos[p].view(1, c, 1, 1) for m, p in zip(maps, positions)]
+    T += [(torch.zeros_like(ref) if m is None else m) + lt.pos[p].view(1, c, 1, 1)
+          for m, p in zip(maps, positions)]
+    is_op = [True] + [m is not None for m in maps]
 
-    def phi(t):
-        return torch.cat([t.mean((2, 3)), torch.sqrt(t.square().mean((2, 3)) + lt.eps)], dim=1)
+    def phi(t, p=None, center=False):
+        """Descriptor of token t = O + p; ``center``: the content (O) parts minus their batch mean."""
+        mean = t.mean((2, 3))
+        proj = [(t * b).mean((2, 3)) for b in lt.patterns]               # <T_c, B_r> / hw
+        rms = torch.sqrt(t.square().mean((2, 3)) + lt.eps)
+        if center:
+            mean = mean - mean.mean(0, keepdim=True) + p
+            proj = [q - q.mean(0, keepdim=True) + p * b.mean() for q, b in zip(proj, lt.patterns)]
+            rms = rms - rms.mean(0, keepdim=True) + torch.sqrt(p.square() + lt.eps)
+        pieces = [mean, torch.stack(proj, -1).flatten(1) if proj else t.new_zeros(t.shape[0], 0)]
+        if lt.use_rms:
+            pieces.append(rms)
+        return torch.cat(pieces, dim=1)
 
-    q = lt.query(phi(T[0]))
-    K = torch.stack([lt.key(phi(t)) for t in T], 1)
+    codes = [lt.pos[0]] + [lt.pos[p] for p in positions]
+    phis = [phi(T[0])] + [phi(t, code.view(1, c), lt.center) for t, code in zip(T[1:], codes[1:])]
+    q = lt.query(phis[0])
+    K = torch.stack([lt.key(f) for f in phis], 1)
     a = torch.softmax((K * q[:, None, :]).sum(-1) / math.sqrt(lt.qk_dim), -1)
-    V = [lt.v_scale.view(1, c, 1, 1) * t + lt.v_bias.view(1, c, 1, 1) for t in T]
+    V = [lt.v_scale.view(1, c, 1, 1) * t + lt.v_bias.view(1, c, 1, 1) if op else torch.zeros_like(t)
+         for t, op in zip(T, is_op)]
     x1 = T[0] + sum(a[:, j].view(N, 1, 1, 1) * V[j] for j in range(len(T)))
     y = F.layer_norm(x1, x1.shape[1:], eps=lt.eps) * lt.ln1_weight.view(1, c, 1, 1) + lt.ln1_bias.view(1, c, 1, 1)
     x2 = y + lt.ffn2(F.gelu(lt.ffn1(y.mean((2, 3))))).view(N, c, 1, 1)
@@ -62,10 +80,13 @@ def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor], positions: tor
 
 # ----- the Lite-Transformer layer (Eq. 3-4) ----------------------------------------------------
 
-def test_layer_equals_literal_token_computation_forward_and_backward():
-    lt = _perturbed_layer()
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("rms,patterns,center", [(False, 3, True), (True, 3, True), (False, 3, False),
+                                                 (True, 0, False)])
+def test_layer_equals_literal_token_computation_forward_and_backward(layout, rms, patterns, center):
+    lt = _perturbed_layer(rms=rms, patterns=patterns, center=center)
     g = torch.Generator().manual_seed(1)
-    base = [torch.randn(3, 6, 5, 4, generator=g, dtype=torch.float64) * s + m
+    base = [(torch.randn(3, 6, 5, 4, generator=g, dtype=torch.float64) * s + m).contiguous(memory_format=layout)
             for s, m in ((1.0, 0.5), (2.0, -1.0), (0.5, 0.0))]
     positions = torch.tensor([1, 2, 3, 4])
     maps = [b.clone().requires_grad_() for b in base]
@@ -76,17 +97,17 @@ def test_layer_equals_literal_token_computation_forward_and_backward():
     fused_params = [p.grad.clone() for p in lt.parameters()]
     lt.zero_grad()
     ref_maps = [b.clone().requires_grad_() for b in base]
-    ref, a_ref = _literal_layer(lt, ref_maps + [torch.zeros_like(base[0])], positions)
+    ref, a_ref = _literal_layer(lt, ref_maps + [None], positions)
     (ref * w).sum().backward()
     assert torch.allclose(out, ref, atol=1e-10) and torch.allclose(a, a_ref, atol=1e-12)
     for f, m in zip(fused_maps, ref_maps):
         assert torch.allclose(f, m.grad, atol=1e-10)
     for f, p in zip(fused_params, lt.parameters()):
-        assert torch.allclose(f, p.grad, atol=1e-9)
+        assert p.numel() == 0 or torch.allclose(f, p.grad, atol=1e-9)
 
 
 def test_indicator_row_is_a_distribution_and_drives_the_output():
-    lt = _perturbed_layer()
+    lt = _perturbed_layer(spatial=(4, 4))
     g = torch.Generator().manual_seed(2)
     maps = [torch.randn(2, 6, 4, 4, generator=g, dtype=torch.float64) for _ in range(4)]
     positions = torch.tensor([1, 2, 3, 4])
@@ -105,7 +126,7 @@ def test_indicator_row_is_a_distribution_and_drives_the_output():
     for i in range(4):
         forced = torch.zeros(2, 5, dtype=torch.float64)
         forced[:, i + 1] = 1.0
-        lt.attention = lambda desc, sq, pos, f=forced: f
+        lt.attention = lambda desc, proj, sq, pos, f=forced: f
         o, _ = lt(maps, positions, maps[0].shape)
         changed = [m.clone() for m in maps]
         changed[(i + 1) % 4] += 1.0
@@ -116,20 +137,75 @@ def test_indicator_row_is_a_distribution_and_drives_the_output():
     assert all((outs[i] - outs[j]).abs().max() > 1e-3 for i in range(4) for j in range(i))
 
 
-def test_none_token_is_its_position_code_only():
-    lt = _perturbed_layer(n=2, c=3).float()
+def _keys(lt: LiteTransformer, maps, positions):
+    """The key vectors of the candidate tokens, computed the way the layer computes them."""
+    HW = maps[0].shape[2] * maps[0].shape[3]
+    desc = torch.stack([m.mean((2, 3)) for m in maps], 1)
+    proj = torch.stack([torch.einsum("nchw,shw->ncs", m, lt.patterns) / HW for m in maps], 1)
+    sq = torch.stack([m.square().mean((2, 3)) for m in maps], 1)
+    _, phi = lt.descriptors(desc, proj, sq, positions)
+    return lt.key(phi)
+
+
+def test_equal_moments_different_spatial_content_get_different_keys():
+    """The key is a (factorised) linear map of the whole token, not of its moments: a map and its
+    spatial permutations have identical per-channel mean and RMS but different keys.  With the
+    spatial patterns switched off (``patterns=0``) and the energy term on, the key is a function
+    of the moments alone and cannot tell them apart."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 6, 8, 8, generator=g, dtype=torch.float64)
+    variants = [x, x.flip(-1), x.transpose(-1, -2), torch.roll(x, 3, dims=-2)]
+    for v in variants:                                       # same per-channel moments
+        assert torch.allclose(v.mean((2, 3)), x.mean((2, 3))) and torch.allclose(v.square().mean((2, 3)),
+                                                                                 x.square().mean((2, 3)))
+    positions = torch.tensor([1, 1, 1, 1])                   # same position code: only content differs
+    lt = _perturbed_layer(spatial=(8, 8), center=False)
+    k = _keys(lt, variants, positions)
+    assert min((k[:, i] - k[:, j]).abs().max() for i in range(4) for j in range(i)) > 1e-3
+    moments_only = _perturbed_layer(spatial=(8, 8), patterns=0, rms=True, center=False)
+    k0 = _keys(moments_only, variants, positions)
+    assert max((k0[:, i] - k0[:, j]).abs().max() for i in range(4) for j in range(i)) < 1e-10
+
+
+def test_centred_keys_drop_what_is_systematic_in_the_content():
+    """``center=True``: a constant offset shared by the batch (e.g. the non-zero channel means a skip
+    connection carries) does not move the key; per-sample content still does."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, 6, 4, 4, generator=g, dtype=torch.float64)
+    offset = torch.randn(1, 6, 1, 1, generator=g, dtype=torch.float64) * 3
+    pos = torch.tensor([1])
+    lt = _perturbed_layer(spatial=(4, 4), center=True)
+    assert torch.allclose(_keys(lt, [x], pos), _keys(lt, [x + offset], pos))
+    assert (_keys(lt, [x], pos) - _keys(lt, [x.flip(-1)], pos)).abs().max() > 1e-3
+    uncentred = _perturbed_layer(spatial=(4, 4), center=False)
+    assert (_keys(uncentred, [x], pos) - _keys(uncentred, [x + offset], pos)).abs().max() > 1e-3
+
+
+def test_none_token_is_no_operation():
+    """'none': exact zeros, key of its position code alone, value 0 -- so the output does not
+    depend on its position code except through the attention, and attention moved onto it is
+    withdrawn from the operations (the output moves towards the IT's constant token)."""
+    lt = _perturbed_layer(n=2, c=3, spatial=(4, 4)).float()
     positions = torch.tensor([1, 2])
     x = torch.randn(2, 3, 4, 4)
     out, a = lt([x, None], positions, x.shape)
     out_z, a_z = lt([x, torch.zeros_like(x)], positions, x.shape)
-    assert torch.allclose(out, out_z, atol=1e-5) and torch.allclose(a, a_z, atol=1e-6)
-    desc = torch.stack([x.mean((2, 3)), torch.zeros(2, 3)], 1)
-    sq = torch.stack([x.square().mean((2, 3)), torch.zeros(2, 3)], 1)
-    lt.attention(desc, sq, positions)[:, 2].sum().backward()
-    with torch.no_grad():   # the none token's weight moves with its position code alone
-        lt.pos[2].add_(0.5 * lt.pos.grad[2] / lt.pos.grad[2].norm())
-    _, a2 = lt([x, None], positions, x.shape)
-    assert bool((a2[:, 2] > a[:, 2]).all())
+    assert torch.allclose(a, a_z, atol=1e-6)                  # same key as a zero map...
+    assert not torch.allclose(out, out_z, atol=1e-4)          # ...but a zero map's value is its code, none's is 0
+    fixed = a.detach().clone()
+    lt.attention = lambda desc, proj, sq, pos: fixed
+    with torch.no_grad():
+        lt.pos[2].add_(1.0)                                    # move the none token's code, attention fixed
+    out_moved, _ = lt([x, None], positions, x.shape)
+    assert torch.allclose(out, out_moved, atol=1e-6)
+    # all attention on none: nothing of the operations is left, the output is a constant map
+    to_none = torch.tensor([[0.0, 0.0, 1.0]] * 2)
+    lt.attention = lambda desc, proj, sq, pos: to_none
+    o_none, _ = lt([x, None], positions, x.shape)
+    o_none2, _ = lt([x * 3 + 1, None], positions, x.shape)
+    del lt.attention
+    assert torch.allclose(o_none, o_none2, atol=1e-6)
+    assert torch.allclose(o_none, o_none.mean((2, 3), keepdim=True).expand_as(o_none), atol=1e-6)
     out_none, _ = lt([None, None], positions, x.shape)  # every token 'none': still a feature map
     assert out_none.shape == x.shape and torch.isfinite(out_none).all()
 
@@ -158,19 +234,32 @@ def test_supernet_blocks_output_feature_maps_and_own_one_transformer(space, opts
         assert out_shape == ref.shape                                     # strided reduction edges too
 
 
-def test_mono_level_step_trains_supernet_and_transformers_with_one_optimizer():
-    st = get_strategy("itnas", get_space("nb201", **TINY_NB201))
+@pytest.mark.parametrize("optim", ["adam", "sgd"])
+def test_mono_level_step_trains_supernet_and_transformers_from_one_backward(optim):
+    """Eq. 5: one training batch, one forward and backward, both parameter sets updated in that
+    step; no architecture parameters and no architecture batch.  "adam": the transformer
+    weights get DARTS's architecture optimizer; "sgd": one SGD for everything."""
+    st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"transformer_optim": optim})
     torch.manual_seed(0)
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 10, 5)
-    assert set(opt) == {"weights", "schedulers"} and len(list(model.arch.parameters())) == 0
-    in_opt = {id(p) for g in opt["weights"].param_groups for p in g["params"]}
+    assert len(list(model.arch.parameters())) == 0
     t_params = [p for m in indicator_mixers(model) for p in m.transformer.parameters()]
-    assert t_params and all(id(p) in in_opt for p in t_params)             # Eq. 5: one optimizer
+    in_w = {id(p) for g in opt["weights"].param_groups for p in g["params"]}
+    if optim == "sgd":
+        assert set(opt) == {"weights", "schedulers"} and all(id(p) in in_w for p in t_params)
+    else:
+        assert set(opt) == {"weights", "transformer", "schedulers"}
+        assert isinstance(opt["transformer"], torch.optim.Adam)
+        in_t = {id(p) for g in opt["transformer"].param_groups for p in g["params"]}
+        assert in_t == {id(p) for p in t_params} and not (in_t & in_w)
     before = [p.detach().clone() for p in t_params]
     conv_before = [p.detach().clone() for n, p in model.net.named_parameters() if "transformer" not in n]
+    calls = []
+    h = model.register_forward_hook(lambda *a: calls.append(1))
     m = st.train_step(model, opt, _batch(seed=1), None, 0, 0)              # no architecture batch needed
-    assert set(m) == {"loss", "acc"}
+    h.remove()
+    assert set(m) == {"loss", "acc"} and len(calls) == 1                    # one forward pass
     assert sum(not torch.equal(a, p) for a, p in zip(before, t_params)) > len(t_params) // 2
     assert any(not torch.equal(a, p) for a, p, in zip(
         conv_before, [p for n, p in model.net.named_parameters() if "transformer" not in n]))
@@ -268,7 +357,7 @@ class ToyChain(SearchSpace):
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_chain_space_trains_sampled_paths_and_selects_over_all_candidates(k):
-    st = get_strategy("itnas", ToyChain(), {"recompute": "none", "sample_k": k})   # count each forward once
+    st = get_strategy("itnas", ToyChain(), {"recompute": "none", "chain": {"sample_k": k}})  # count each forward once
     assert st.sampling == "uniform"                                          # auto: chain keys
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 10, 5)
@@ -286,12 +375,12 @@ def test_chain_space_trains_sampled_paths_and_selects_over_all_candidates(k):
         assert c[0] == 48 and sum(c[1:]) == 48 * k                          # IT always, k candidates per step
     arch = st.derive(model, context=[_batch(seed=9)])
     for key, rec in arch.meta["attention"].items():                          # all n+1 tokens at selection
-        assert len(rec["mean"]) == 4 and sum(rec["mean"]) == pytest.approx(1.0)
+        assert len(rec["mean"]) == 4 and sum(rec["mean"]) == pytest.approx(1.0, abs=1e-5)
         assert arch.choices[key] == ("skip", "noise", "conv")[max(range(3), key=lambda i: rec["mean"][i + 1])]
 
 
 def test_sampled_pairs_teach_the_indicator_to_rank_all_candidates():
-    """Chain-space training with two sampled candidates per layer (the default): the IT learns to
+    """Chain-space training with two sampled candidates per layer (``chain.sample_k=2``): the IT learns to
     rank the useless 'noise' block below the others, although no step runs all candidates.
 
     Per layer the softmax often saturates (two candidates at ~1e-5, where their order is noise), so
@@ -300,7 +389,8 @@ def test_sampled_pairs_teach_the_indicator_to_rank_all_candidates():
     means = []
     for seed in range(3):
         torch.manual_seed(seed)
-        st = get_strategy("itnas", ToyChain(), {"recompute": "none", "weights": {"lr": 0.1}})
+        st = get_strategy("itnas", ToyChain(), {"recompute": "none", "transformer_lr": 3e-3,   # 100 steps
+                                                "chain": {"weights": {"lr": 0.1}, "sample_k": 2}})
         st.seed(seed)
         model = st.build(4, 3, 8)
         opt = st.optimizers(model, 100, 1)
@@ -325,7 +415,7 @@ def test_single_path_attention_is_a_logit_against_the_indicator_token():
     """With one sampled candidate the row is [a_0, a_i] = softmax(s_0, s_i): a_i compares candidate i
     with the IT's own score, a reference shared by all candidates, so weights learnt on different
     steps are comparable (module docstring)."""
-    lt = _perturbed_layer(n=3, c=4)
+    lt = _perturbed_layer(n=3, c=4, spatial=(3, 3), center=False)
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
     _, full = lt([x, x + 1, x - 1], torch.tensor([1, 2, 3]), x.shape)
     for i, m in enumerate([x, x + 1, x - 1]):
@@ -486,3 +576,104 @@ def test_analyze_ranking_command_prints_the_table(tmp_path, capsys, data_dir):
     res = json.loads(out.strip().splitlines()[-1])
     assert set(res["methods"]["itnas"]["tau"]) == set(cands)
     assert max(max(v.values()) for v in res["best_acc"].values()) == pytest.approx(94.37, abs=0.01)
+
+
+# ----- selection by operation quality, and its noise ---------------------------------------------
+
+class StripesCell(SearchSpace):
+    """One NAS-Bench-201 edge between a 1x1 stem and a BN-ReLU-GAP classifier.  The task
+    (horizontal vs vertical stripes, random phase, noise) has identical per-pixel statistics in
+    both classes, so anything pointwise or linear before the global pooling (skip, 1x1
+    convolution, 3x3 average pooling, none) cannot solve it: only the spatial convolution can."""
+
+    name = "stripescell"
+    OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+    def __init__(self, C: int = 8) -> None:
+        self.C = C
+
+    def choice_points(self):
+        return [ChoicePoint("cell:0->1", self.OPS, "cell:0->1")]
+
+    def build_supernet(self, mixer_factory, num_classes, in_channels, image_size):
+        from attnas.ops.primitives import NB201_OPS, build_op
+        p = self.choice_points()[0]
+        block = ChoiceBlock(p, [build_op(NB201_OPS, o, self.C, self.C, 1, False) for o in p.candidates],
+                            mixer_factory(p))
+        return nn.Sequential(nn.Conv2d(in_channels, self.C, 1), nn.BatchNorm2d(self.C), block,
+                             nn.BatchNorm2d(self.C), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(self.C, num_classes))
+
+    def build_network(self, arch, num_classes, in_channels, image_size, **options):  # pragma: no cover
+        raise NotImplementedError
+
+
+def _stripes(n: int, g: torch.Generator, size: int = 8):
+    y = torch.randint(0, 2, (n,), generator=g)
+    phase = torch.randint(0, 2, (n,), generator=g)
+    pattern = ((torch.arange(size)[None, :] + phase[:, None]) % 2).float() * 2 - 1
+    rows = pattern[:, :, None].expand(n, size, size)
+    cols = pattern[:, None, :].expand(n, size, size)
+    x = torch.where(y[:, None, None] == 0, rows, cols)[:, None].expand(n, 3, size, size)
+    return x + 0.5 * torch.randn(n, 3, size, size, generator=g), y
+
+
+def _search_stripes(seed: int, steps: int = 150, options=None):
+    torch.manual_seed(seed)
+    st = get_strategy("itnas", StripesCell(), {"recompute": "none", **(options or {})})
+    st.seed(seed)
+    model = st.build(2, 3, 8)
+    opt = st.optimizers(model, steps, 1)
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        st.train_step(model, opt, _stripes(32, g), None, 0, step)
+    return st, model, st.derive(model, context=[_stripes(32, g) for _ in range(4)])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_only_a_spatial_convolution_solves_it_and_the_indicator_picks_it(seed):
+    """Selection by operation quality: a random pick finds the convolution with p = 1/5 per seed."""
+    st, model, arch = _search_stripes(seed)
+    assert arch.choices["cell:0->1"] == "nor_conv_3x3", arch.meta["attention"]
+    m = arch.meta["margins"]["cell:0->1"]
+    assert m["top1"] == "nor_conv_3x3" and m["margin"] > 0 and m["batches"] == 4
+
+
+def test_margins_bootstrap_the_validation_batches():
+    """The winner's margin over the runner-up, with a bootstrap over the validation batches: a
+    winner that loses in some resamples is not separated; identical per-batch rows give zero noise."""
+    st, model, arch = _search_stripes(0, steps=20)
+    mixer = indicator_mixers(model)[0]
+    margins = st.margins(model)["cell:0->1"]
+    rows = torch.stack([r / c for r, c in mixer.select_batches])[:, 1:]    # per-batch mean rows
+    full = (sum(r for r, _ in mixer.select_batches) / sum(c for _, c in mixer.select_batches))[1:]
+    assert margins["top1"] == StripesCell.OPS[int(full.argmax())]
+    assert margins["margin"] == pytest.approx(float(full.sort(descending=True).values[0] - full.sort(descending=True).values[1]))
+    assert 0 <= margins["win_rate"] <= 1 and margins["margin_std"] >= 0
+    assert margins["separated"] == (margins["win_rate"] >= 0.95)
+    # the same batch four times: every resample is the full sample
+    mixer.select_batches = [mixer.select_batches[0]] * 4
+    same = st.margins(model)["cell:0->1"]
+    assert same["margin_std"] == pytest.approx(0.0, abs=1e-12) and same["win_rate"] == 1.0
+    # two batches that disagree on the winner: not separated
+    r0, c0 = mixer.select_batches[0]
+    order = torch.argsort(r0[1:], descending=True) + 1
+    swapped = r0.clone()
+    swapped[order[0]], swapped[order[1]] = r0[order[1]] + 1e-3 * c0, r0[order[0]]
+    mixer.select_batches = [(r0, c0), (swapped, c0)] * 3
+    assert not st.margins(model)["cell:0->1"]["separated"]
+    assert rows.shape[1] == len(StripesCell.OPS)
+
+
+def test_chain_spaces_follow_the_papers_one_shot_protocol():
+    """Chain spaces: one uniform path per step, 80/20 train/selection split (10 % / 2.5 % of
+    ImageNet), the ImageNet SGD settings scaled to batch 64; cell spaces keep the DARTS ones."""
+    chain = get_strategy("itnas", ToyChain())
+    assert chain.sampling == "uniform" and chain.cfg.sample_k == 1 and chain.cfg.train_portion == 0.8
+    assert chain.cfg.weights.lr == pytest.approx(0.25 * 64 / 512) and chain.cfg.weights.weight_decay == 4e-5
+    cell = get_strategy("itnas", get_space("nb201", **TINY_NB201))
+    assert cell.sampling == "all" and cell.cfg.train_portion == 0.5 and cell.cfg.weights.lr == 0.025
+    custom = get_strategy("itnas", ToyChain(), {"chain": {"sample_k": 2, "train_portion": 0.5}})
+    assert custom.cfg.sample_k == 2 and custom.cfg.train_portion == 0.5
+    with pytest.raises(ConfigError):
+        get_strategy("itnas", ToyChain(), {"chain": {"sample_k": 0}})

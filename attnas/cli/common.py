@@ -76,3 +76,23 @@ def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]
             cells.append(f"{c}={v:.3f}{mark}")
         rows.append([key, "  ".join(cells)])
     return table(["choice point", "candidate strengths (* = chosen)"], rows)
+
+
+def margins_table(margins: dict[str, dict[str, Any]]) -> str:
+    """IT-NAS selection margins: winner, runner-up, margin +- bootstrap std, share of resamples won."""
+    rows = [[key, m["top1"], m["top2"], f"{m['margin']:.4f} ± {m['margin_std']:.4f}",
+             f"{100 * m['win_rate']:.0f}%", f"{m.get('epoch_agreement', 1.0) * m.get('epochs_compared', 0):.0f}"
+             f"/{m.get('epochs_compared', 0)}", "yes" if m["separated"] else "NO"]
+            for key, m in margins.items()]
+    return table(["choice point", "chosen (Eq. 6)", "runner-up", "margin ± bootstrap std", "bootstrap wins",
+                  "same winner, last epochs", "separated"], rows)
+
+
+def margin_warnings(margins: dict[str, dict[str, Any]]) -> list[str]:
+    """One warning line per choice point whose winner is not separated from the runner-up."""
+    return [f"attnas: warning: {key}: '{m['top1']}' is not separated from '{m['top2']}' "
+            f"(margin {m['margin']:.4f} ± {m['margin_std']:.4f}; it wins {100 * m['win_rate']:.0f}% "
+            f"of the bootstrap resamples of {m['batches']} validation batches and was the winner in "
+            f"{m.get('epoch_agreement', 1.0) * m.get('epochs_compared', 0):.0f} of the last "
+            f"{m.get('epochs_compared', 0)} epochs)"
+            for key, m in margins.items() if not m["separated"]]

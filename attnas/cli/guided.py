@@ -94,7 +94,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
           f"(table optimum: test {result['optimum_test_acc']:.2f})")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({**result, "evaluated": [
+        from attnas.jsonio import dumps
+
+        Path(args.out).write_text(dumps({**result, "evaluated": [
             {"arch": NB201Space.to_native(a), "val_acc": s, "test_acc": t}
             for a, s, t in zip(res.archs, res.scores, tests)]}, indent=1))
     return result

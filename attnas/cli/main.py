@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from typing import Sequence
 
 from attnas.errors import AttnasError
+from attnas.jsonio import dumps as json_dumps
 
 COMMAND_MODULES = [
     "attnas.cli.search",
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("attnas: interrupted", file=sys.stderr)
         return 130
     if getattr(args, "json", False) and result is not None:
-        print(json.dumps(result, default=str))
+        print(json_dumps(result))  # strict JSON: non-finite floats are null
     return 0
 
 

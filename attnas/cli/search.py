@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, parse_json_option,
-                               scores_table, table)
+from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, margin_warnings,
+                               margins_table, parse_json_option, scores_table, table)
 from attnas.cli.main import add_json_flag
 from attnas.config import EMBEDDED_DEFAULT, SearchConfig, embedded_default_applies, make_config
 
@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", help="search method (default itnas; darts, darts-2nd, random, spos, ...)")
     p.add_argument("--out", help="run folder (default: runs/search-SPACE-METHOD-DATASET-sSEED)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed run")
+    p.add_argument("--force", action="store_true",
+                   help="write a new run into a non-empty --out folder (the files of an earlier run there "
+                        "are replaced; other files are left alone)")
     p.add_argument("--space-options", help="JSON object of space options, e.g. '{\"C\": 8, \"N\": 1}'")
     p.add_argument("--method-options", help="JSON object overriding the method's preset")
     p.add_argument("--flops-budget", type=float, metavar="F",
@@ -54,7 +57,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             image_size=args.image_size, device=args.device,
             space_options=space_options,
             method_options=_with_budgets(parse_json_option(args.method_options, "--method-options"), args))
-        result = api.search(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard)
+        result = api.search(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard,
+                            force=args.force)
     if not is_main_process():  # torchrun: rank 0 reports
         return None
     print_result(result)
@@ -80,6 +84,11 @@ def print_result(result: dict[str, Any]) -> None:
     sc = json.loads((run_dir / "scores.json").read_text())
     arch = json.loads((run_dir / "architecture.json").read_text())
     print(scores_table(sc["candidates"], sc["scores"], arch["choices"]))
+    if sc.get("margins"):
+        print()
+        print(margins_table(sc["margins"]))
+        for line in margin_warnings(sc["margins"]):
+            print(line, file=sys.stderr)
     print()
     rows = [["run folder", result["run_dir"]], ["space / method", f"{result['space']} / {result['method']}"],
             ["architecture", arch.get("native") or json.dumps(arch["choices"])],

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--options", help="JSON object overriding the teacher preset (lr, weight decay, ...)")
     t.add_argument("--out", help="run folder (default: runs/teacher-DATASET-sSEED)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed training")
+    t.add_argument("--force", action="store_true",
+                   help="write a new run into a non-empty --out folder (the files of an earlier run there "
+                        "are replaced; other files are left alone)")
     add_data_flags(t)
     add_json_flag(t)
     t.set_defaults(func=run)
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "train_subset": args.train_subset, "test_subset": args.test_subset,
                "image_size": args.image_size, "device": args.device or "auto"}
         resume = False
-    result = train_teacher(cfg, resume=resume, progress=not args.quiet, stop_after=args.stop_after)
+    result = train_teacher(cfg, resume=resume, progress=not args.quiet, stop_after=args.stop_after,
+                           force=args.force)
     if result["status"] != "done":
         print(f"teacher training stopped after {result['epochs_done']}/{result['epochs']} epochs; "
               f"continue with: attnas teacher train --resume {result['run_dir']}")
@@ -69,16 +73,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_teacher(cfg: dict[str, Any], resume: bool = False, progress: bool = True,
-                  stop_after: int | None = None) -> dict[str, Any]:
-    """Train the teacher described by ``cfg`` (see :func:`run`); return the result dict."""
-    from attnas.api import resolve_device
+                  stop_after: int | None = None, force: bool = False) -> dict[str, Any]:
+    """Train the teacher described by ``cfg`` (see :func:`run`); return the result dict.
+    ``force``: a new run may write into a non-empty ``out`` (an earlier run's files are replaced)."""
     from attnas.data.datasets import load_dataset
     from attnas.errors import ConfigError
-    from attnas.presets import get_preset, override, to_dict
-    from attnas.teacher import TEACHER_FILE, import_class, instantiate, save_teacher
-    from attnas.training.checkpoint import write_json
-    from attnas.training.engine import CHECKPOINT, Engine, seed_everything
-    from attnas.training.tasks import RetrainTask
+    from attnas.presets import get_preset, override
+    from attnas.teacher import import_class, instantiate
+    from attnas.training.engine import seed_everything
+    from attnas.training.run_dir import check_new_run_dir, open_run_dir
 
     tcfg = override(get_preset("teacher"), cfg["options"])
     epochs = cfg["epochs"] if cfg["epochs"] is not None else tcfg.epochs
@@ -86,8 +89,8 @@ def train_teacher(cfg: dict[str, Any], resume: bool = False, progress: bool = Tr
     if epochs < 1 or batch < 1:
         raise ConfigError(f"epochs and batch size must be positive, got {epochs} and {batch}")
     out = Path(cfg["out"] or f"runs/teacher-{cfg['dataset']}-s{cfg['seed']}")
-    if not resume and (out / CHECKPOINT).exists():
-        raise ConfigError(f"'{out}' already holds a run; continue it with --resume {out} or choose another --out")
+    if not resume:
+        check_new_run_dir(out, force)
     data = load_dataset(cfg["dataset"], cfg["data_dir"], train_subset=cfg["train_subset"],
                         test_subset=cfg["test_subset"], seed=cfg["seed"], image_size=cfg["image_size"])
     seed_everything(cfg["seed"])
@@ -101,7 +104,24 @@ def train_teacher(cfg: dict[str, Any], resume: bool = False, progress: bool = Tr
             net.get_submodule(s)
         except AttributeError:
             raise ConfigError(f"{cfg['teacher_class']} has no module '{s}' (a stage name)") from None
-    out.mkdir(parents=True, exist_ok=True)
+    lock = open_run_dir(out, fresh=not resume, force=force)
+    try:
+        return _train_teacher_locked(cfg, out, tcfg, epochs, batch, data, cls, net, stages, progress, stop_after)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_teacher_locked(cfg, out, tcfg, epochs, batch, data, cls, net, stages, progress,
+                          stop_after) -> dict[str, Any]:
+    """The rest of :func:`train_teacher`, run while the run folder is locked."""
+    from attnas.api import resolve_device
+    from attnas.presets import to_dict
+    from attnas.teacher import TEACHER_FILE, save_teacher
+    from attnas.training.checkpoint import write_json
+    from attnas.training.engine import Engine
+    from attnas.training.tasks import RetrainTask
+
     write_json(out / "teacher_config.json", {**cfg, "out": str(out)})
     write_json(out / "config.json", {**cfg, "resolved_options": to_dict(tcfg)})
     device = resolve_device(cfg["device"])

@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", help="architecture.json or a native string (NAS-Bench-201 cell, DARTS Genotype)")
     p.add_argument("--out", help="run folder (default: runs/train-SPACE-DATASET-sSEED)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed training")
+    p.add_argument("--force", action="store_true",
+                   help="write a new run into a non-empty --out folder (the files of an earlier run there "
+                        "are replaced; other files are left alone)")
     p.add_argument("--space-options", help="JSON object of space options (default: the space's defaults, or "
                                            "the search's own options saved with the architecture when it "
                                            "does not fit the default space)")
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             space_options=parse_json_option(args.space_options, "--space-options"),
             network_options=parse_json_option(args.network_options, "--network-options"),
             options=parse_json_option(args.options, "--options"))
-        result = api.train(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard)
+        result = api.train(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard,
+                           force=args.force)
     if not is_main_process():  # torchrun: rank 0 reports
         return None
     if result["status"] != "done":

@@ -38,6 +38,7 @@ is a single class.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import os
@@ -46,7 +47,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -449,12 +450,61 @@ def _load_digits(option: str, data_dir: str | os.PathLike | None, image_size: in
     return _to_raw(x[tr], y[tr], x[te], y[te], tuple(str(c) for c in range(10)))
 
 
+def _latin1_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` as Python 3 pickles ``bytes`` at protocol 2, and nothing else."""
+    if not isinstance(obj, str) or encoding.lower() not in ("latin1", "latin-1", "iso-8859-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return obj.encode("latin1", errors)
+
+
+def _cifar_globals() -> dict[tuple[str, str], Any]:
+    """What the CIFAR python-pickle files (and numpy's pickling of arrays) may name: array
+    reconstruction, numpy scalars and dtypes, plain containers; nothing that runs code."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    allowed: dict[tuple[str, str], Any] = {}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
+    for mod in ("numpy.core.numeric", "numpy._core.numeric"):
+        if hasattr(numeric, "_frombuffer"):
+            allowed[(mod, "_frombuffer")] = numeric._frombuffer
+    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "dtype")] = np.dtype
+    for cls in (dict, list, tuple, set, frozenset, bytes, bytearray, str, int, float, complex, bool):
+        allowed[("builtins", cls.__name__)] = cls
+        allowed[("__builtin__", cls.__name__)] = cls
+    allowed[("__builtin__", "unicode")] = str
+    allowed[("collections", "OrderedDict")] = collections.OrderedDict
+    allowed[("_codecs", "encode")] = _latin1_encode
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """A pickle reader that resolves only :func:`_cifar_globals`: unpickling a file that names
+    any other function or class (which could run code) fails instead."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = _cifar_globals().get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refused to load the Python object '{module}.{name}', which "
+                                         "the CIFAR python-pickle format never uses")
+        return found
+
+
 def _unpickle(path: Path) -> dict:
     with open(path, "rb") as fh:
         try:
-            return pickle.load(fh, encoding="bytes")
-        except Exception as exc:
-            raise DataFileNotFound(f"cannot read CIFAR batch file '{path}': {exc}") from None
+            batch = _CifarUnpickler(fh, encoding="bytes").load()
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
+            msg = " ".join(str(exc).split())[:300]
+            raise DataFileNotFound(f"cannot read CIFAR batch file '{path}': {type(exc).__name__}: {msg}") from None
+    if not isinstance(batch, dict):
+        raise DataFileNotFound(f"CIFAR batch file '{path}' is not in the python-pickle format: it holds a "
+                               f"{type(batch).__name__}, not a dict")
+    return batch
 
 
 def _pickle_arrays(batch: dict, label_key: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ against the number of evaluations" is :attr:`SearchResult.best_curve`.
 """
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 import time
@@ -29,6 +28,7 @@ import numpy as np
 
 from attnas.arch import Architecture
 from attnas.errors import ArchitectureError, ConfigError
+from attnas.jsonio import dumps as json_dumps
 from attnas.predictors.encoders import EncodedBatch
 from attnas.predictors.train import NeuralPredictor
 
@@ -321,5 +321,5 @@ class TrainingEvaluator:
         result = api.train(cfg, progress=self.progress)
         if self.metric not in result:
             raise ConfigError(f"training result has no '{self.metric}'; it has {sorted(result)}")
-        (run / "score.json").write_text(json.dumps({"score": result[self.metric]}))
+        (run / "score.json").write_text(json_dumps({"score": result[self.metric]}))
         return float(result[self.metric])

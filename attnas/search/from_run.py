@@ -31,15 +31,17 @@ import torch
 from attnas.arch import Architecture, architecture_from_dict, save_architecture
 from attnas.config import SearchConfig
 from attnas.data.datasets import ImageData, load_dataset
-from attnas.errors import ConfigError
+from attnas.errors import CheckpointError, ConfigError
+from attnas.jsonio import dumps as json_dumps
 from attnas.search.evolution import SelectionContext, take_images
 from attnas.search.export import export_subnet
 from attnas.spaces.base import SearchSpace
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import Strategy, SuperNet, get_strategy
 from attnas.training import distributed
-from attnas.training.checkpoint import atomic_torch_save, load_checkpoint, write_json
+from attnas.training.checkpoint import atomic_torch_save, load_checkpoint, safe_torch_load, write_json
 from attnas.training.engine import CHECKPOINT, seed_everything
+from attnas.training.run_dir import open_run_dir, read_run_config
 from attnas.training.tasks import SearchTask
 
 EVALUATIONS = "evaluations.jsonl"
@@ -67,11 +69,11 @@ def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None =
     run = Path(run_dir)
     if not (run / "config.json").is_file():
         raise ConfigError(f"'{run}' is not a search run folder (no config.json)")
+    cfg = SearchConfig(**read_run_config(run, "search"))
     if not (run / CHECKPOINT).is_file():
         raise ConfigError(f"'{run}' has no {CHECKPOINT}: the search has not finished an epoch yet")
-    data = json.loads((run / "config.json").read_text())
-    data.pop("resolved_method_options", None)
-    cfg = SearchConfig(**data)
+    # read (safely: tensors and plain data only) and checked before anything is built
+    state = load_checkpoint(run / CHECKPOINT, "search")
     cfg.method_options = {**(cfg.method_options or {}), **(method_options or {})}
     if device is not None:
         cfg.device = device
@@ -85,8 +87,12 @@ def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None =
     # under torchrun every process joins the group here (a no-op otherwise), as api.search does
     task = SearchTask(strategy, model, images, cfg.epochs, cfg.batch_size, cfg.seed,
                       distributed.init(resolve_device(cfg.device)))
-    state = load_checkpoint(run / CHECKPOINT)
-    task.load_state_dict(state["task"])
+    try:
+        task.load_state_dict(state["task"])
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"'{run / CHECKPOINT}' does not fit the run's config.json: "
+                              f"{type(e).__name__}: {first}") from None
     return LoadedRun(cfg, space, strategy, task.model, task, images, int(state["epoch"]) + 1)
 
 
@@ -116,7 +122,7 @@ class EvaluationLog:
                 header = None
         if header != fingerprint:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+            self.path.write_text(json_dumps({"fingerprint": fingerprint}) + "\n")
             return
         for ln in lines[1:]:
             try:
@@ -128,7 +134,7 @@ class EvaluationLog:
     def append(self, arch: Architecture, score: float) -> None:
         self.scores[arch] = score
         with open(self.path, "a") as f:
-            f.write(json.dumps({"choices": arch.choices, "native": self.space.to_native(arch),
+            f.write(json_dumps({"choices": arch.choices, "native": self.space.to_native(arch),
                                 "score": score}) + "\n")
 
 
@@ -151,10 +157,19 @@ def evolve_run(run_dir: str | Path, out: str | Path | None = None,
     cfg = strategy.cfg
     fingerprint = {"run_dir": str(Path(run_dir).resolve()), "epochs_done": run.epochs_done,
                    "bn_images": cfg.bn_images, "eval_images": cfg.eval_images}
-    cache = None
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cache = EvaluationLog(out_dir / EVALUATIONS, fingerprint, run.space)
+    lock = open_run_dir(out_dir, fresh=False)  # rank 0 writes OUT and keeps other processes out of it
+    try:
+        return _evolve_locked(run, run_dir, out_dir, seed, export, progress, main, fingerprint)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _evolve_locked(run: LoadedRun, run_dir, out_dir: Path, seed, export: bool, progress: bool, main: bool,
+                   fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """The rest of :func:`evolve_run`, run while OUT is locked (rank 0)."""
+    strategy, cfg = run.strategy, run.strategy.cfg
+    cache = EvaluationLog(out_dir / EVALUATIONS, fingerprint, run.space) if main else None
     evaluated = distributed.broadcast_object(dict(cache.scores) if cache is not None else None)
 
     log = (lambda msg: print(msg, file=sys.stderr)) if progress and main else None
@@ -211,5 +226,5 @@ def load_subnet(out_dir: str | Path, num_classes: int, in_channels: int, image_s
     opts = space_options if space_options is not None else arch.meta.get("space_options", {})
     space = get_space(arch.space, **opts)
     net = space.build_network(arch, num_classes, in_channels, image_size)
-    net.load_state_dict(torch.load(out / "subnet.pt", map_location="cpu"))
+    net.load_state_dict(safe_torch_load(out / "subnet.pt", "subnet weights"))
     return net.eval()

@@ -1,113 +1,91 @@
 """IT-NAS: architecture selection with an Indicator Token in a Lite-Transformer
 (Sec. 3.2-3.3 of the IT-NAS paper).
 
-At every choice point the outputs ``O_1..O_n`` of the n candidate operations
-are tokens; an Indicator Token (IT) is prepended, a learned position encoding
-is added, and a one-layer post-LN Lite-Transformer encoder -- single-head
-self-attention (Eq. 3) and a feed-forward network, each followed by a
-residual connection and layer norm -- runs over the n+1 tokens.  The output
-of the choice point is the IT's output token, a feature map of the
-candidates' shape, so the next node/layer consumes it like any mixture.
+At every choice point the outputs ``O_1..O_n`` of the n candidate operations are tokens;
+an Indicator Token (IT) is prepended, a learned position code is added, and a one-layer
+post-LN Lite-Transformer (single-head self-attention and an FFN, each followed by a
+residual connection and LayerNorm) runs over the n+1 tokens.  The choice point outputs the
+IT's output token, a feature map of the candidates' shape.  The layer's arithmetic is in
+:mod:`attnas.ops.lite_transformer`; this module is the method around it.
 
-Token embedding and projections (the paper's ``d = c*h*w``, Sec. 3.2)
---------------------------------------------------------------------
-A token is a whole feature map, ``T_0 = it + p_0`` (the IT) and
-``T_i = O_i + p_i``; ``it`` and the position codes ``p_j`` are per-channel
-vectors broadcast over the h x w positions.  Dense d x d projections are
-impossible at d = c*h*w (Complexity Analysis, Sec. 3.4), so every linear map of
-the layer is a *structured* linear map of the flattened token, chosen so the
-layer costs O(n*d + n^2*c + c^2):
+What the key sees (the paper's ``k = W_k vec(T)``, ``d = c*h*w``)
+------------------------------------------------------------------
+Because the IT is a constant map, ``q . W_k vec(T_i)`` is one learned linear functional of the
+candidate's token: ``<u, O_i> + <u, p_i>``, a template ``u`` matched against the map plus a
+per-operation term from the position code.  A dense ``W_k`` over ``c*h*w`` is infeasible at
+32x32 (Sec. 3.4), so attnas factorises it (channel x space): the key is a dense map of the
+per-channel projections of the token onto the constant pattern (the spatial mean) and
+``patterns`` learned spatial patterns (initialised to the lowest 2-D cosine modes).  It is
+still linear in ``vec(T)`` and it sees spatial content: two maps with equal per-channel
+moments but different layouts get different keys (tested).  Two choices keep the key on
+operation quality, both measured on the NAS-Bench-201 proxy of ``docs/benchmarks.md``
+(10 epochs, development seeds 10-11, not the reported seeds):
 
-* query/key (Eq. 3): ``q = W_q phi(T_0)``, ``k_j = W_k phi(T_j)`` with the
-  token descriptor ``phi(T) = [P(T), R(T)]`` -- ``P`` the per-channel spatial
-  average (linear, R^d -> R^c) and ``R`` the per-channel spatial RMS -- and
-  dense 2c x d_k matrices ``W_q, W_k``.  ``R`` is there because the paper's
-  full projection ``W_k vec(T)`` responds to the energy of a map
-  (E||W vec(T)||^2 is proportional to ||T||^2 for a random W), while the
-  average of a batch-normalised output is ~0 whatever the operation: with
-  ``P`` alone a convolution's token is nearly the ``none`` token (observed in
-  a first version, docs/benchmarks.md).  Only the IT's query row is computed
-  (in a one-layer encoder the other rows never reach the output).
-  ``a = softmax(q K^T / sqrt(d_k))``
-  runs over all n+1 tokens, the IT's own key included: ``a_0`` is the IT's
-  attention to itself, as in Eq. 6 (the paper's Fig. 9-14 weights sum to
-  about 5/6 for n=5, the rest being ``a_0``).
-* value: channel-diagonal, ``v_j = g_v * T_j + b_v`` (the value keeps the
-  spatial layout, so ``Z_it = sum_j a_j v_j`` (Eq. 4) is a feature map);
-  a single head needs no separate output projection (it would fold into g_v).
-* residual + LN: ``X_1 = T_0 + Z_it``, ``Y = LN(X_1)`` over all d = c*h*w
-  features of a sample (exact LayerNorm statistics) with a per-channel affine.
-* FFN: ``F(Y) = B(W_2 GELU(W_1 P(Y) + b_1) + b_2)``: a two-layer MLP whose
-  input map is the spatial average and whose output map ``B`` is the
-  broadcast back over h x w (hidden width ``ffn_ratio * c``).
-* residual + LN: ``out = LN(Y + F(Y))``, per-channel affine.
+* **No energy term** (``rms=False``).  An earlier attnas version added the per-channel RMS
+  to the key; batch-normalised convolutions all have unit RMS, so the key told the
+  parametric operations apart only by noise (18 edge instances: attention differences
+  <= 0.010) and keyed parameter-free ones on their input's energy.
+* **Batch-centred content** (``center=True``).  The content part of every key is computed
+  from the token minus its mean over the batch.  The supernet's convolutions end in
+  affine-free BatchNorm, so for them this changes little; skip and pooling carry their
+  input's non-zero channel means, which gave parameter-free candidates a systematic key
+  offset that the attention latched onto in the first epoch (uncentred linear keys: all
+  ``avg_pool_3x3``, 49.9 % on the table).  Centred, what is systematic about an
+  operation reaches its key only through its position code -- learnt from the training
+  loss, like DARTS's alpha in a mono-level step -- and the content term ranks samples.
+* **Position codes on the scale of the maps** (``pos_init_std=1``, ViT's codes are on
+  the scale of its patch embeddings; the maps here are unit-variance): with 0.02 the
+  per-operation term moved ~10x slower than DARTS's alpha and the attention stayed at
+  1/(n+1) (+-0.002) after 10 epochs.
+* **The Lite-Transformer weights use DARTS's architecture optimizer** (Adam 3e-4,
+  betas (0.5, 0.999), weight decay 1e-3; Sec. 3.3 trains IT-NAS "following the settings
+  same as DARTS"), in the same step and from the same backward pass as the SGD of the
+  supernet weights: still mono-level (Eq. 5), no architecture split.
+  ``transformer_optim="sgd"`` gives the single SGD of Appendix A.3 read literally.
 
-Because every step after the attention is per-(sample, channel) affine in
-``X_1``, the output is computed exactly (not approximated) as
-``out = A * X_1 + B`` with ``A, B`` of shape (N, C, 1, 1) obtained from the
-per-channel mean (from the descriptors) and variance of ``X_1``
-(:class:`_ITLayerFunction`; tested against the literal token-by-token
-computation, values and gradients).  Cost per choice point: the candidates'
-maps are read for their descriptors, combined once into one buffer, which
-becomes the output; the backward pass keeps only the candidates' maps -- which
-the attention gradient ``dL/da_i = <dL/dZ, v_i>`` needs, as DARTS' architecture
-step needs them for ``dL/dalpha`` -- and rebuilds ``X_1`` from them.  Measured
-cost against the DARTS mixture: ``bench/itnas_step_cost.py`` and
-``docs/benchmarks.md``.
-
-``none`` candidates output exact zeros: their token is the position code
-alone (``phi = [p_i, |p_i|]``), they take part in the attention like any
-token, and the mixture skips the zero map.
+``none`` candidates
+-------------------
+A ``none`` candidate is "no operation": its map is exact zeros, its key is the key of its
+position code alone, and its value is 0 (not its position code), so attention given to it is
+attention withdrawn from every operation (the output LayerNorm then weighs the remaining
+content against the IT's own constant token).  Tested: the output does not depend on the
+``none`` token's position code except through the attention, and a choice point whose only
+operation is useless noise learns to prefer ``none``.
 
 Where the transformer weights live
 ----------------------------------
-One Lite-Transformer per ChoiceBlock *instance* (``IndicatorMixer``), as the
-paper inserts "the Lite-Transformer module on each edge" of the supernet and
-the token width differs between cells of one type.  The decision for a
-choice point shared by several cells (DARTS normal/reduce cells, the N cells of
-a NAS-Bench-201 stage) uses the attention averaged over its instances.  The
-transformer weights are parameters of ``model.net`` and are trained with the
-supernet weights by the same SGD optimizer on the training split only (Eq. 5,
-mono-level: no architecture parameters, no bi-level step; the architecture
-half of the split is used only for selection).
+One Lite-Transformer per ChoiceBlock *instance* (``IndicatorMixer``): the paper inserts "the
+Lite-Transformer module on each edge", and the token size differs between cells of one type.
+The decision for a choice point shared by several cells uses the attention averaged over its
+instances.
 
 Chain spaces (one-shot sampled paths)
 -------------------------------------
-The paper trains chain spaces (ProxylessNAS) SPOS-style, sampling one path per
-step.  With ``sampling="uniform"`` (the default for spaces whose keys are
-``layer:<i>``) each step samples ``sample_k`` distinct candidates per choice
-point, uniformly, and runs only those; the transformer sees the IT and the
-sampled tokens, each with its own position code.  **Default k = 2, not the
-paper's single path**: with one sampled candidate the row is
-``[a_0, a_i] = softmax(s_0, s_i)`` and the only comparison the IT can learn is
-"candidate vs. the IT's own constant value"; on a toy chain with
-skip/noise/conv candidates it learns to attend to whichever candidate is
-sampled (a_0 -> 0, noise ~ skip ~ conv), so a single path gives the tokens no
-ranking signal.  With two sampled candidates both outputs enter the mixture,
-the loss gradient moves the weight of the better one up against the worse one,
-and over the steps every pair is compared through the same key projection and
-position codes, so the scores of all candidates become comparable (pairwise
-comparisons, as in a Bradley-Terry model); on the toy chain the IT ranks
-conv > skip > noise (``tests/test_itnas.py``).  The cost is two candidate paths
-per step instead of one; ``sample_k=1`` gives the literal single path.
+The paper trains chain spaces (ProxylessNAS) SPOS-style, one uniformly sampled path per step
+(Appendix A.3).  With ``sampling="uniform"`` (the default for ``layer:<i>`` keys) each step
+samples ``sample_k`` distinct candidates per layer and runs only those; the row is then
+``[a_0, a_i ...]`` over the IT and the sampled tokens, each with its own position code, so
+with ``sample_k=1`` ``a_i = sigmoid(s_i - s_0)`` compares the candidate with the IT's own
+score, a reference shared by all candidates.  See the preset for the default and
+``docs/benchmarks.md`` for the NAS-Bench-Macro comparison of k = 1 and k = 2.
 
-Selection (Eq. 6)
------------------
-``derive(model, context=validation batches)`` forwards the whole validation
-split once (eval mode, all candidates), averages the IT attention row
-``[a_0, a_1..a_n]`` over all images and over the instances of each choice
-point, and takes ``argmax a[1:]`` per choice point; for DARTS-like cells the
-space's two-inputs-per-node rule ranks an edge by its largest non-``none``
-weight ``a_i`` (the raw weight, so the IT's self-attention ``a_0``, like
-``none``, counts as attention to nothing).  The per-epoch derivation (no
-context; search-trajectory tracking, Fig. 2) uses the running average of the
-attention rows of that epoch's training steps: it is free and reflects the
-epoch's supernet.  All statistics are buffers of the mixers, so they are
-checkpointed with the model and a resumed run derives the same architecture.
+Selection (Eq. 6) and its noise
+-------------------------------
+The task's evaluation pass over the validation split at the end of every epoch is that
+epoch's Eq. 6 pass (armed by :meth:`ITNASStrategy.end_epoch`): eval mode, all candidates, the
+IT attention row ``[a_0, a_1..a_n]`` averaged over images and instances, ``argmax a[1:]`` per
+choice point (DARTS-like cells: the space's two-inputs-per-node rule on the same scores).  So
+the per-epoch trajectory (Fig. 2) uses the same selection as the final result, which is one
+more pass over the same split after the last epoch.  :meth:`ITNASStrategy.margins` gives,
+per choice point, the winner's margin over the runner-up with a bootstrap over validation
+batches (``margin_std``, ``win_rate``); a choice whose winner does not win 95 % of the
+resamples is reported as not separated.  All statistics are buffers of the mixers, so they
+are checkpointed with the model and a resumed run derives the same architecture.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -115,202 +93,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnas.arch import Architecture
-from attnas.errors import ConfigError, ShapeError
+from attnas.errors import ConfigError
+from attnas.ops.lite_transformer import LiteTransformer
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
 from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, weight_optimizer
+from attnas.training import distributed
 from attnas.training.distributed import sync_grads
 
 IT_TOKEN = "IT"
+#: epochs whose Eq. 6 winners the margins compare with the final choice
+HISTORY = 5
 SAMPLING_MODES = ("auto", "all", "uniform")
-
-
-class LiteTransformer(nn.Module):
-    """One post-LN encoder layer over [IT, candidate tokens] whose output is the IT token.
-
-    ``n`` candidates, token width ``channels`` (the candidates' output
-    channels); see the module docstring for the structured projections.
-    :meth:`forward` runs the layer through :class:`_ITLayerFunction`, which
-    stores only the candidates' maps for the backward pass;
-    :meth:`small_graph` is the part that acts on (N, c) vectors.
-    """
-
-    def __init__(self, n: int, channels: int, qk_dim: int = 0, ffn_ratio: int = 4,
-                 eps: float = 1e-5, it_init_std: float = 1.0, pos_init_std: float = 0.02) -> None:
-        super().__init__()
-        c = int(channels)
-        dk = int(qk_dim) or c
-        hidden = max(1, int(ffn_ratio)) * c
-        self.n, self.channels, self.qk_dim, self.eps = n, c, dk, eps
-        self.it = nn.Parameter(torch.randn(c) * it_init_std)                 # indicator token
-        self.pos = nn.Parameter(torch.randn(n + 1, c) * pos_init_std)        # position codes, 0 = IT
-        self.query = nn.Linear(2 * c, dk)                                    # on [P(T), R(T)]
-        self.key = nn.Linear(2 * c, dk)
-        self.v_scale = nn.Parameter(torch.ones(c))
-        self.v_bias = nn.Parameter(torch.zeros(c))
-        self.ln1_weight = nn.Parameter(torch.ones(c))
-        self.ln1_bias = nn.Parameter(torch.zeros(c))
-        self.ffn1 = nn.Linear(c, hidden)
-        self.ffn2 = nn.Linear(hidden, c)
-        self.ln2_weight = nn.Parameter(torch.ones(c))
-        self.ln2_bias = nn.Parameter(torch.zeros(c))
-        for lin in (self.query, self.key):
-            nn.init.zeros_(lin.bias)
-
-    def attention(self, desc: torch.Tensor, sq: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """The IT's attention row (Eq. 4), shape (N, m+1): column 0 is the IT itself.
-
-        ``desc`` / ``sq`` (N, m, c): spatial mean and mean square of the m candidate maps;
-        ``positions`` (m,): their candidate indices + 1 (position 0 is the IT).  A token
-        T = O + p is described by ``[P(T), R(T)]``, its per-channel spatial mean and RMS.
-        """
-        p = self.pos[positions]                                                # (m, c)
-        t0 = self.it + self.pos[0]                                             # (c,)
-        phi0 = torch.cat([t0, torch.sqrt(t0.square() + self.eps)])             # the IT: a constant map
-        mean = desc + p
-        rms = torch.sqrt((sq + 2 * p * desc + p.square()).clamp_min(0.0) + self.eps)   # E[(O + p)^2]
-        phi = torch.cat([mean, rms], dim=-1)                                   # (N, m, 2c)
-        q = self.query(phi0)                                                   # (dk,)
-        k = self.key(torch.cat([phi0.expand(desc.shape[0], 1, -1), phi], dim=1))   # (N, m+1, dk)
-        return torch.softmax(k.matmul(q) / math.sqrt(self.qk_dim), dim=-1)
-
-    def mixing(self, desc: torch.Tensor, sq: torch.Tensor, positions: torch.Tensor):
-        """Attention ``a``, the per-candidate value coefficients ``coef`` (N, m, c), the
-        constant part ``const`` (N, c) of ``X_1 = T_0 + sum_j a_j v_j`` (Eq. 4 + residual)
-        and its per-channel mean ``mean_c`` (N, c).  ``X_1 = const + sum_i coef_i * O_i``."""
-        a = self.attention(desc, sq, positions)
-        a0, ai = a[:, :1], a[:, 1:]
-        t0 = self.it + self.pos[0]
-        coef = ai.unsqueeze(-1) * self.v_scale                                 # a_i * g_v
-        const = t0 + self.v_scale * (a0 * t0 + ai.matmul(self.pos[positions])) + self.v_bias
-        mean_c = const + (coef * desc).sum(1)
-        return a, coef, const, mean_c
-
-    def head(self, mean_c: torch.Tensor, var_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``LN(Y + FFN(Y))`` with ``Y = LN(X_1)`` as ``A * X_1 + B`` per (sample, channel),
-        from the per-channel mean and variance of ``X_1`` (exact: every step is per-channel
-        affine in ``X_1`` and the FFN reads ``Y`` through its spatial average)."""
-        alpha1, beta1 = self._ln_affine(mean_c, var_c, self.ln1_weight, self.ln1_bias)
-        gap_y = alpha1 * mean_c + beta1                                        # P(Y)
-        f = self.ffn2(F.gelu(self.ffn1(gap_y)))                                # FFN, broadcast back
-        alpha2, beta2 = self._ln_affine(gap_y + f, alpha1.square() * var_c, self.ln2_weight, self.ln2_bias)
-        return alpha2 * alpha1, alpha2 * (beta1 + f) + beta2
-
-    def _ln_affine(self, mean_c: torch.Tensor, var_c: torch.Tensor, weight: torch.Tensor,
-                   bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """LN over c*h*w as ``alpha * X + beta`` per (sample, channel), from X's per-channel moments."""
-        mu = mean_c.mean(1, keepdim=True)
-        var = var_c.mean(1, keepdim=True) + (mean_c - mu).square().mean(1, keepdim=True)
-        alpha = weight * torch.rsqrt(var + self.eps)
-        return alpha, bias - mu * alpha
-
-    def forward(self, maps: list[torch.Tensor | None], positions: torch.Tensor,
-                shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(output, attention)``; ``maps[i]`` is the i-th token's candidate output
-        (None: exact zeros, a ``none`` candidate); ``positions`` their position indices."""
-        if shape[1] != self.channels:
-            raise ShapeError(f"Lite-Transformer built for {self.channels} channels got {shape[1]}")
-        slots = tuple(i for i, m in enumerate(maps) if m is not None)
-        present = [maps[i] for i in slots]
-        params = tuple(self.parameters())
-        out, a = _ITLayerFunction.apply(self, positions, slots, tuple(shape), len(present), *present, *params)
-        return out, a
-
-
-def _vecdot_hw(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """sum over h, w of x * y, shape (N, C)."""
-    return torch.linalg.vecdot(x.flatten(2), y.flatten(2))
-
-
-class _ITLayerFunction(torch.autograd.Function):
-    """The Lite-Transformer layer with a memory-lean backward.
-
-    Forward: descriptors ``P(O_i)``; the (N, c) graph of :meth:`LiteTransformer.mixing`
-    and :meth:`~LiteTransformer.head` under autograd; ``D = X_1 - mean_c`` assembled
-    in one buffer from the maps; ``out = A * D + (A * mean_c + B)`` written into it.
-    Saved: the candidate maps (needed anyway for the attention gradient) and the
-    small graph -- not ``X_1`` nor any other map; ``D`` is rebuilt in the backward.
-    """
-
-    @staticmethod
-    def forward(ctx, layer: LiteTransformer, positions: torch.Tensor, slots: tuple[int, ...],
-                shape: tuple[int, ...], n_maps: int, *inputs: torch.Tensor):
-        maps = inputs[:n_maps]
-        N, c = shape[0], shape[1]
-        desc = maps[0].new_zeros(N, len(positions), c) if maps else torch.zeros(
-            N, len(positions), c, device=positions.device, dtype=layer.it.dtype)
-        sq = torch.zeros_like(desc)
-        HW = shape[2] * shape[3]
-        for s, m in zip(slots, maps):  # (torch.var_mean over h, w is 10x slower on CPU, torch 2.13)
-            desc[:, s] = m.mean((2, 3))
-            sq[:, s] = _vecdot_hw(m, m) / HW
-        with torch.enable_grad():
-            desc_leaf = desc.requires_grad_(True)
-            sq_leaf = sq.requires_grad_(True)
-            a, coef, const, mean_c = layer.mixing(desc_leaf, sq_leaf, positions)
-            k0 = const - mean_c                                                # constant part of D
-        cf, k0d = coef.detach(), k0.detach()
-        D = _assemble(maps, slots, cf, k0d, shape)
-        e = D.mean((2, 3))                                                     # ~0 up to rounding
-        var_c = (_vecdot_hw(D, D) / HW - e.square()).clamp_min(0.0)
-        with torch.enable_grad():
-            var_leaf = var_c.requires_grad_(True)
-            A, B = layer.head(mean_c, var_leaf)
-            B1 = A * mean_c + B                                                # out = A * D + B1
-        out = D.mul_(A.detach().view(N, c, 1, 1)).add_(B1.detach().view(N, c, 1, 1))
-        ctx.save_for_backward(*maps)
-        ctx.graph = (desc_leaf, sq_leaf, var_leaf, coef, k0, A, B1, e)
-        ctx.meta = (slots, shape, inputs[n_maps:])
-        a_out = a.detach()
-        ctx.mark_non_differentiable(a_out)
-        return out, a_out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g: torch.Tensor, _ga: torch.Tensor):
-        maps = ctx.saved_tensors
-        desc_leaf, sq_leaf, var_leaf, coef, k0, A, B1, e = ctx.graph
-        slots, shape, params = ctx.meta
-        N, c, H, W = shape
-        trained = [i for i, p in enumerate(params) if p.requires_grad]
-        cf = coef.detach()
-        D = _assemble(maps, slots, cf, k0.detach(), shape)
-        # the incoming gradient in D's layout (channels-last networks): no mixed-layout passes
-        nhwc = D.dim() == 4 and D.is_contiguous(memory_format=torch.channels_last) and not D.is_contiguous()
-        g = g.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
-        g_A = _vecdot_hw(g, D)
-        g_B1 = g.sum((2, 3))
-        (g_var,) = torch.autograd.grad((A, B1), (var_leaf,), (g_A, g_B1), retain_graph=True)
-        # G = dL/dD: through out = A*D + B1 and through var_c = Var_hw(D)
-        s = (2.0 / (H * W)) * g_var
-        G = D.sub_(e.view(N, c, 1, 1)).mul_(s.view(N, c, 1, 1)).addcmul_(g, A.detach().view(N, c, 1, 1))
-        g_coef = torch.zeros_like(cf)
-        for s_i, m in zip(slots, maps):
-            g_coef[:, s_i] = _vecdot_hw(G, m)
-        g_k0 = G.sum((2, 3))
-        grads = torch.autograd.grad((A, B1, coef, k0), (desc_leaf, sq_leaf, *(params[i] for i in trained)),
-                                    (g_A, g_B1, g_coef, g_k0), allow_unused=True)
-        g_desc, g_sq = grads[0], grads[1]
-        g_params: list[torch.Tensor | None] = [None] * len(params)
-        for i, gp in zip(trained, grads[2:]):
-            g_params[i] = gp
-        g_maps = [(G * cf[:, s_i].view(N, c, 1, 1))
-                  .addcmul_(m, (2.0 / (H * W)) * g_sq[:, s_i].view(N, c, 1, 1))
-                  .add_((g_desc[:, s_i] / (H * W)).view(N, c, 1, 1))
-                  for s_i, m in zip(slots, maps)]
-        ctx.graph = None
-        return (None, None, None, None, None, *g_maps, *g_params)
-
-
-def _assemble(maps, slots, coef: torch.Tensor, k0: torch.Tensor, shape) -> torch.Tensor:
-    """``k0 + sum_i coef_i * O_i`` in one new (N, c, h, w) buffer."""
-    N, c = shape[0], shape[1]
-    if not maps:
-        return k0.view(N, c, 1, 1).expand(shape).clone()
-    out = None
-    for s, m in zip(slots, maps):
-        w = coef[:, s].view(N, c, 1, 1)
-        out = (m * w).add_(k0.view(N, c, 1, 1)) if out is None else out.addcmul_(m, w)
-    return out
 
 
 class IndicatorState(nn.Module):
@@ -348,6 +141,8 @@ class IndicatorMixer(Mixer):
         for name in ("train_sum", "train_count", "select_sum", "select_count"):
             self.register_buffer(name, torch.zeros(n1, dtype=torch.float64))
         self._recorded_id = -1
+        #: per validation batch: (attention row summed over its images, image count)
+        self.select_batches: list[tuple[torch.Tensor, float]] = []
 
     def _active(self) -> list[int]:
         state = self.arch.module
@@ -355,10 +150,11 @@ class IndicatorMixer(Mixer):
             return state.active.get(self.key) or list(range(len(self.candidates)))
         return list(range(len(self.candidates)))
 
-    def build_transformer(self, channels: int, device=None, dtype=None) -> LiteTransformer:
+    def build_transformer(self, shape, device=None, dtype=None) -> LiteTransformer:
         cfg = self.cfg
-        self.transformer = LiteTransformer(len(self.candidates), channels, cfg.qk_dim, cfg.ffn_ratio,
-                                           cfg.ln_eps, cfg.it_init_std, cfg.pos_init_std).to(device=device, dtype=dtype)
+        self.transformer = LiteTransformer(len(self.candidates), shape[1], tuple(shape[2:]), cfg.patterns,
+                                           cfg.qk_dim, cfg.ffn_ratio, cfg.ln_eps, cfg.it_init_std,
+                                           cfg.pos_init_std, cfg.rms, cfg.center).to(device=device, dtype=dtype)
         return self.transformer
 
     def forward(self, x: torch.Tensor, block: ChoiceBlock) -> torch.Tensor:
@@ -376,7 +172,7 @@ class IndicatorMixer(Mixer):
             shape_src = block.ops[idx[0]](x)
         shape = shape_src.shape
         if self.transformer is None:
-            self.build_transformer(shape[1], shape_src.device, shape_src.dtype)
+            self.build_transformer(shape, shape_src.device, shape_src.dtype)
         positions = torch.tensor([i + 1 for i in idx], device=shape_src.device)
         out, a = self.transformer(maps, positions, shape)
         self._record(a.detach(), idx)
@@ -384,22 +180,28 @@ class IndicatorMixer(Mixer):
 
     def _record(self, a: torch.Tensor, idx: list[int]) -> None:
         state = self.arch.module
-        if self._recorded_id == state.forward_id:
+        pos = torch.tensor([0] + [i + 1 for i in idx], device=self.select_sum.device)
+        row = torch.zeros_like(self.select_sum).index_add_(0, pos, a.sum(0).to(self.select_sum.dtype))
+        if state.mode == "select" and not self.training:
+            # every forward of a selection pass is one validation batch (no recomputation
+            # happens without a backward pass); per-batch rows feed the bootstrap of the margins
+            self.select_sum += row
+            self.select_count.index_add_(0, pos, torch.full((len(pos),), float(a.shape[0]),
+                                                            dtype=torch.float64, device=pos.device))
+            self.select_batches.append((row, float(a.shape[0])))
+            return
+        if state.mode != "train" or not self.training or self._recorded_id == state.forward_id:
             return
         self._recorded_id = state.forward_id
-        if state.mode == "select":
-            s, c = self.select_sum, self.select_count
-        elif state.mode == "train" and self.training:
-            s, c = self.train_sum, self.train_count
-        else:
-            return
-        pos = torch.tensor([0] + [i + 1 for i in idx], device=s.device)
-        s.index_add_(0, pos, a.sum(0).to(s.dtype))
-        c.index_add_(0, pos, torch.full((len(pos),), float(a.shape[0]), dtype=c.dtype, device=c.device))
+        self.train_sum += row
+        self.train_count.index_add_(0, pos, torch.full((len(pos),), float(a.shape[0]),
+                                                       dtype=torch.float64, device=pos.device))
 
     def reset(self, which: str) -> None:
         getattr(self, f"{which}_sum").zero_()
         getattr(self, f"{which}_count").zero_()
+        if which == "select":
+            self.select_batches = []
 
     def mean_row(self, which: str) -> list[float]:
         """Average attention row ``[a_0, a_1..a_n]``; NaN where a token was never seen."""
@@ -428,8 +230,20 @@ class ITNASStrategy(Strategy):
             raise ConfigError(f"itnas option 'sampling' must be one of {list(SAMPLING_MODES)}, got {cfg.sampling!r}")
         if int(cfg.sample_k) < 1:
             raise ConfigError(f"itnas option 'sample_k' must be at least 1, got {cfg.sample_k}")
+        self.history: list[dict[str, int]] = []
         if int(cfg.ffn_ratio) < 1 or int(cfg.qk_dim) < 0:
             raise ConfigError("itnas options 'ffn_ratio' must be >= 1 and 'qk_dim' >= 0 (0 = token width)")
+        if self.sampling == "uniform":   # chain spaces: the paper's one-shot protocol (preset.chain)
+            ch = cfg.chain
+            self.cfg = cfg = replace(cfg, weights=ch.weights, train_portion=ch.train_portion, sample_k=ch.sample_k)
+            if int(cfg.sample_k) < 1:
+                raise ConfigError(f"itnas option 'chain.sample_k' must be at least 1, got {cfg.sample_k}")
+        if cfg.transformer_optim not in ("adam", "sgd"):
+            raise ConfigError(f"itnas option 'transformer_optim' must be 'adam' or 'sgd', got {cfg.transformer_optim!r}")
+        if int(cfg.patterns) < 0 or int(cfg.bootstrap) < 1:
+            raise ConfigError("itnas options 'patterns' must be >= 0 and 'bootstrap' >= 1")
+        if not (float(cfg.transformer_lr) > 0):
+            raise ConfigError(f"itnas option 'transformer_lr' must be positive, got {cfg.transformer_lr}")
 
     # ----- construction ----------------------------------------------------
     @property
@@ -460,10 +274,26 @@ class ITNASStrategy(Strategy):
         model.arch.mode = "train"
         return model
 
+    def transformer_parameters(self, model: SuperNet) -> list[nn.Parameter]:
+        return [p for m in indicator_mixers(model) for p in m.transformer.parameters()]
+
     def optimizers(self, model: SuperNet, steps_per_epoch: int, epochs: int) -> dict[str, Any]:
-        """One SGD for supernet and transformer weights (Eq. 5)."""
-        opt, sched = weight_optimizer(model.net.parameters(), self.cfg.weights, steps_per_epoch, epochs)
-        return {"weights": opt, "schedulers": [sched]}
+        """Mono-level (Eq. 5): supernet and transformer weights are updated from the same
+        training batch and the same backward pass.  ``transformer_optim="sgd"``: one SGD for
+        both (Appendix A.3 read literally); ``"adam"`` (preset): the Lite-Transformer weights
+        -- the selection parameters -- get DARTS's architecture optimizer (Sec. 3.3, "the
+        settings same as DARTS"), see the module docstring for the evidence."""
+        cfg = self.cfg
+        if cfg.transformer_optim == "sgd":
+            opt, sched = weight_optimizer(model.net.parameters(), cfg.weights, steps_per_epoch, epochs)
+            return {"weights": opt, "schedulers": [sched]}
+        tp = self.transformer_parameters(model)
+        ids = {id(p) for p in tp}
+        opt, sched = weight_optimizer([p for p in model.net.parameters() if id(p) not in ids], cfg.weights,
+                                      steps_per_epoch, epochs)
+        t_opt = torch.optim.Adam(tp, lr=cfg.transformer_lr, betas=tuple(cfg.transformer_betas),
+                                 weight_decay=cfg.transformer_weight_decay)
+        return {"weights": opt, "transformer": t_opt, "schedulers": [sched]}
 
     # ----- training (Eq. 5) --------------------------------------------------
     def sample_paths(self, model: SuperNet) -> None:
@@ -485,8 +315,10 @@ class ITNASStrategy(Strategy):
         model.arch.forward_id += 1
         model.arch.selected.fill_(False)
         self.sample_paths(model)
-        w_opt = opt["weights"]
+        w_opt, t_opt = opt["weights"], opt.get("transformer")
         w_opt.zero_grad(set_to_none=True)
+        if t_opt is not None:
+            t_opt.zero_grad(set_to_none=True)
         x, y = batch_w
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -494,11 +326,45 @@ class ITNASStrategy(Strategy):
         sync_grads(model.net.parameters())  # torchrun: average over processes
         nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()
+        if t_opt is not None:
+            t_opt.step()
         model.arch.active = {}
         return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
 
     # ----- selection (Eq. 6) -------------------------------------------------
+    def end_epoch(self, model: SuperNet, opt: dict[str, Any], epoch: int) -> None:
+        """Schedulers, then arm the selection recording: the task's evaluation pass over the
+        validation split that follows is the epoch's Eq. 6 pass (the per-epoch trajectory
+        uses the same selection as the final result, at no extra forward pass)."""
+        super().end_epoch(model, opt, epoch)
+        for m in indicator_mixers(model):
+            m.reset("select")
+        model.arch.selected.fill_(False)
+        model.arch.mode = "select"
+
+    def _finish_selection(self, model: SuperNet) -> None:
+        """Close an armed evaluation-pass selection: add up the processes' rows (the task's
+        evaluation splits batches over torchrun processes) and go back to training mode."""
+        if model.arch.mode != "select":
+            return
+        model.arch.mode = "train"
+        mixers = indicator_mixers(model)
+        if distributed.is_distributed() and mixers:
+            flat = torch.cat([torch.cat([m.select_sum, m.select_count]) for m in mixers])
+            total = torch.tensor(distributed.sum_values(flat.tolist()), dtype=torch.float64)
+            off = 0
+            for m in mixers:
+                n1 = m.select_sum.numel()
+                m.select_sum.copy_(total[off:off + n1])
+                m.select_count.copy_(total[off + n1:off + 2 * n1])
+                off += 2 * n1
+        model.arch.selected.fill_(any(bool(m.select_count.sum() > 0) for m in mixers))
+        if bool(model.arch.selected):   # the epoch's Eq. 6 winners, for the margins' epoch agreement
+            winners = {k: max(range(len(v)), key=v.__getitem__) for k, v in self.scores(model).items()}
+            self.history = (self.history + [winners])[-HISTORY:]
+
     def _source(self, model: SuperNet) -> str:
+        self._finish_selection(model)
         return "select" if bool(model.arch.selected) else "train"
 
     def attention(self, model: SuperNet, which: str | None = None) -> dict[str, dict[str, Any]]:
@@ -520,8 +386,8 @@ class ITNASStrategy(Strategy):
 
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
         """``a[1:]`` per choice point (Eq. 6), averaged over instances and images: from the
-        selection pass after :meth:`derive` with validation data, else from the current
-        epoch's training steps.  A candidate never run (sampled training) scores 0."""
+        last validation pass (each epoch's evaluation, or :meth:`derive` with validation data),
+        else from the current epoch's training steps.  A candidate never run scores 0."""
         att = self.attention(model)
         return {k: [0.0 if math.isnan(v) else v for v in rec["mean"][1:]] for k, rec in att.items()}
 
@@ -537,7 +403,6 @@ class ITNASStrategy(Strategy):
         n = 0
         try:
             for x, _ in batches:
-                model.arch.forward_id += 1
                 model(x)
                 n += len(x)
         finally:
@@ -546,18 +411,68 @@ class ITNASStrategy(Strategy):
         model.arch.selected.fill_(n > 0)
         return n
 
+    def margins(self, model: SuperNet, resamples: int | None = None) -> dict[str, dict[str, Any]]:
+        """Per choice point, the Eq. 6 winner against the runner-up: the margin of their mean
+        attention, and its noise from a bootstrap over the validation batches of the last
+        selection pass (batches resampled with replacement, ``resamples`` times; the same
+        resample for every instance of a shared choice point): ``margin_std`` and ``win_rate``
+        (the share of resamples in which the winner still has the larger attention).  The batch
+        bootstrap sees validation noise only; training noise shows in ``epoch_agreement``, the
+        share of the last :data:`HISTORY` epochs' Eq. 6 passes that picked the same winner.
+        ``separated`` is ``win_rate >= 0.95`` and ``epoch_agreement >= 0.8``.  Empty when no
+        per-batch rows exist."""
+        resamples = int(resamples or self.cfg.bootstrap)
+        by_key: dict[str, list[IndicatorMixer]] = {}
+        for m in indicator_mixers(model):
+            by_key.setdefault(m.key, []).append(m)
+        out: dict[str, dict[str, Any]] = {}
+        gen = torch.Generator().manual_seed(0)
+        for p in self.points:
+            ms = [m for m in by_key.get(p.key, []) if m.select_batches]
+            if not ms or len(p.candidates) < 2:
+                continue
+            nb = min(len(m.select_batches) for m in ms)
+            rows = torch.stack([torch.stack([r for r, _ in m.select_batches[:nb]]) for m in ms])   # (I, B, n+1)
+            counts = torch.tensor([[c for _, c in m.select_batches[:nb]] for m in ms], dtype=torch.float64)
+            full = (rows.sum(1) / counts.sum(1, keepdim=True).clamp_min(1)).mean(0)[1:]          # (n,)
+            order = torch.argsort(full, descending=True)
+            top1, top2 = int(order[0]), int(order[1])
+            idx = torch.randint(0, nb, (resamples, nb), generator=gen)
+            boot = (rows[:, idx].sum(2) / counts[:, idx].sum(2, keepdim=True).clamp_min(1)).mean(0)[:, 1:]
+            diff = boot[:, top1] - boot[:, top2]
+            wins = (boot.argmax(1) == top1).double().mean()
+            agree = [h[p.key] == top1 for h in self.history if p.key in h]
+            agreement = sum(agree) / len(agree) if agree else 1.0
+            out[p.key] = {"top1": p.candidates[top1], "top2": p.candidates[top2],
+                          "margin": float(full[top1] - full[top2]), "margin_std": float(diff.std()),
+                          "win_rate": float(wins), "epoch_agreement": agreement, "epochs_compared": len(agree),
+                          "separated": bool(wins >= 0.95 and agreement >= 0.8), "batches": nb}
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "history": [dict(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.history = [dict(h) for h in state.get("history", [])]
+
     def derive(self, model: SuperNet, context: Any = None) -> Architecture:
-        """Eq. 6 after a validation pass over ``context``; without context, the running
-        average of the current epoch's training attention (trajectory tracking)."""
+        """Eq. 6 after a validation pass over ``context``; without context, from the epoch's
+        evaluation pass over the validation split (armed by :meth:`end_epoch`), or the
+        running average of the epoch's training attention when there was none."""
         images = self.select(model, context) if context is not None else 0
         arch = self.space.derive(self.scores(model))
         att = self.attention(model)
+        source = self._source(model)
         arch.meta.update({
             "method": self.name,
-            "selection": "validation pass (Eq. 6)" if images else "training running average",
-            "selection_images": images,
+            "selection": "validation pass (Eq. 6)" if source == "select" else "training running average",
+            "selection_images": images if images else int(max((float(m.select_count[0]) for m in
+                                                                 indicator_mixers(model)), default=0)),
             "attention": {k: {"tokens": v["tokens"], "mean": [round(a, 6) for a in v["mean"]],
                               "instances": [[round(a, 6) for a in r] for r in v["instances"]]}
                           for k, v in att.items()},
         })
+        if images:
+            arch.meta["margins"] = self.margins(model)
         return arch

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -59,6 +58,7 @@ import torch
 import torch.distributed as dist
 
 from attnas.errors import AttnasError, ConfigError
+from attnas.jsonio import dumps as json_dumps
 
 #: environment variable: a folder where every rank writes ``<kind>-rank<r>.json``
 #: (hashes of its final state) at the end of a search or training (tests)
@@ -381,4 +381,4 @@ def debug_dump(kind: str, model: torch.nn.Module, extra: dict[str, Any] | None =
         rec["arch_params"] = {k: v.detach().cpu().reshape(-1).tolist() for k, v in arch.named_parameters()}
     for k, v in (extra or {}).items():
         rec[k] = state_hash(v)
-    (out / f"{kind}-rank{rank()}.json").write_text(json.dumps(rec, indent=1))
+    (out / f"{kind}-rank{rank()}.json").write_text(json_dumps(rec, indent=1))

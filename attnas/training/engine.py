@@ -15,10 +15,19 @@ only rank 0 writes ``metrics.jsonl``, ``checkpoint.pt``, TensorBoard events and
 progress.  With ``tensorboard=True`` every numeric value of an epoch's record
 (nested ones such as ``scores`` flattened to ``scores/<key>/<i>``) is also
 written to ``RUN_DIR/tensorboard``.
+
+Divergence: a non-finite value among a step's metrics (the training loss), or non-finite
+network weights at the end of an epoch, stops the run with a one-line
+:class:`attnas.errors.TrainingDiverged` naming the epoch and step; that epoch writes no
+metrics record and no checkpoint, so ``checkpoint.pt`` stays the last good one.  Under
+``torchrun`` the processes agree on it every step (one scalar all-reduce).  Checkpoints
+record the kind of run (``search`` / ``train``) and are loaded without running code
+(:func:`attnas.training.checkpoint.load_checkpoint`); ``metrics.jsonl`` is strict JSON.
 """
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import sys
@@ -29,6 +38,8 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 import torch
 
+from attnas.errors import CheckpointError, TrainingDiverged
+from attnas.jsonio import dumps as json_dumps
 from attnas.training import distributed
 from attnas.training.checkpoint import atomic_torch_save, load_checkpoint
 
@@ -122,8 +133,10 @@ class Engine:
     """Runs ``task`` for ``epochs`` epochs in ``out_dir`` (resuming if a checkpoint is there)."""
 
     def __init__(self, out_dir: str | Path, epochs: int, seed: int, progress: bool = True,
-                 label: str = "epoch", stop_after: int | None = None, tensorboard: bool = False) -> None:
+                 label: str = "epoch", stop_after: int | None = None, tensorboard: bool = False,
+                 kind: str | None = None) -> None:
         self.out = Path(out_dir)
+        self.kind = kind  # "search" / "train": recorded in the checkpoint, checked on resume
         self.out.mkdir(parents=True, exist_ok=True)
         self.main = distributed.is_main()
         self.epochs, self.seed, self.progress, self.label = epochs, seed, progress and self.main, label
@@ -139,21 +152,25 @@ class Engine:
     def completed_epochs(self) -> int:
         if not self.checkpoint_path.exists():
             return 0
-        return int(load_checkpoint(self.checkpoint_path)["epoch"]) + 1
+        return int(load_checkpoint(self.checkpoint_path, self.kind)["epoch"]) + 1
 
     def _restore(self, task: Task) -> int:
         if not self.checkpoint_path.exists():
             if self.main:
                 (self.out / METRICS).write_text("")
             return 0
-        state = load_checkpoint(self.checkpoint_path)
-        task.load_state_dict(state["task"])
+        state = load_checkpoint(self.checkpoint_path, self.kind)
+        try:
+            task.load_state_dict(state["task"])
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+            first = " ".join(str(e).split())[:200]
+            raise CheckpointError(f"'{self.checkpoint_path}' does not fit this run (another space, method or "
+                                  f"options?): {type(e).__name__}: {first}") from None
         start = int(state["epoch"]) + 1
         # drop metrics of epochs that ran after the checkpoint (the killed one)
         path = self.out / METRICS
         if path.exists() and self.main:
-            kept = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("epoch", -1) < start]
+            kept = [ln for ln in path.read_text().splitlines() if _epoch_of(ln) < start]
             path.write_text("".join(ln + "\n" for ln in kept))
         return start
 
@@ -183,6 +200,7 @@ class Engine:
             count = 0
             for step, batch in enumerate(task.batches(epoch)):
                 m = task.train_step(batch, epoch, step)
+                self._check_finite(m, epoch, step, n)
                 count += 1
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
@@ -194,13 +212,14 @@ class Engine:
             record.update({f"train_{k}": v / max(1, count) for k, v in sums.items()})
             record.update(task.end_epoch(epoch))
             record["epoch_time_s"] = round(time.time() - t0, 3)
-            state = {"epoch": epoch, "task": task.state_dict()}
+            state = {"kind": self.kind, "epoch": epoch, "task": task.state_dict()}
+            self._check_weights(state["task"], epoch, n)
             if distributed.is_distributed():
                 record["world_size"] = distributed.world_size()
                 distributed.check_same(state, f"the task state after epoch {epoch}")
             if self.main:
                 with open(self.out / METRICS, "a") as f:
-                    f.write(json.dumps(record, default=str) + "\n")
+                    f.write(json_dumps(record) + "\n")
                 atomic_torch_save(state, self.checkpoint_path)
                 if writer is not None:
                     for tag, value in scalars(record):
@@ -212,6 +231,41 @@ class Engine:
                 print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in shown.items()), file=sys.stderr)
             ran += 1
+
+    def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
+        kept = (f"{self.checkpoint_path} keeps epoch {epoch}/{self.epochs}, the last good one" if epoch > 0
+                else "no checkpoint was written")
+        return TrainingDiverged(f"training diverged at epoch {epoch + 1}/{self.epochs} {what}; try a lower "
+                                f"learning rate; {kept}")
+
+    def _check_finite(self, metrics: dict[str, Any], epoch: int, step: int, steps: int) -> None:
+        """Stop on a non-finite step metric (the loss); under torchrun all processes stop together."""
+        bad = [(k, float(v)) for k, v in metrics.items()
+               if isinstance(v, (int, float, torch.Tensor)) and not math.isfinite(float(v))]
+        if distributed.is_distributed():
+            if distributed.sum_values([1.0 if bad else 0.0])[0] == 0:
+                return
+        elif not bad:
+            return
+        what = ", ".join(f"{k} is {v}" for k, v in bad) if bad else "a non-finite loss on another process"
+        raise self._diverged(epoch, f"step {step + 1}/{steps}: {what}")
+
+    def _check_weights(self, task_state: dict[str, Any], epoch: int, steps: int) -> None:
+        """Never checkpoint non-finite network weights (a step that overflowed without a NaN loss)."""
+        model = task_state.get("model") if isinstance(task_state, dict) else None
+        for name, t in (model or {}).items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise self._diverged(epoch, f"step {steps}/{steps}: the network weight '{name}' is not "
+                                            "finite after the epoch")
+
+
+def _epoch_of(line: str) -> int:
+    """The epoch of a metrics.jsonl line (a large number for a line cut by a kill or unreadable)."""
+    try:
+        rec = json.loads(line)
+        return int(rec.get("epoch", -1)) if isinstance(rec, dict) else 1 << 62
+    except (ValueError, TypeError):
+        return 1 << 62
 
 
 def read_metrics(out_dir: str | Path) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ def _epoch_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, augment, device: torch.device) -> dict[str, float]:
     """Loss and accuracy of ``model`` over ``batches`` (normalisation only, eval mode).
     Distributed: each process evaluates every world_size-th batch; the sums are added up."""
