@@ -110,7 +110,10 @@ class ITNASPreset:
     patterns: int = 3
     rms: bool = False
     center: bool = True
+    zero_key: bool = True
     transformer_optim: str = "adam"
+    #: "mono" (Eq. 5) or "bi" (a departure: transformer weights on the architecture split, DARTS-style)
+    update: str = "mono"
     transformer_lr: float = 3e-4
     transformer_betas: tuple[float, float] = (0.5, 0.999)
     transformer_weight_decay: float = 1e-3

@@ -677,3 +677,45 @@ def test_chain_spaces_follow_the_papers_one_shot_protocol():
     assert custom.cfg.sample_k == 2 and custom.cfg.train_portion == 0.5
     with pytest.raises(ConfigError):
         get_strategy("itnas", ToyChain(), {"chain": {"sample_k": 0}})
+
+
+def test_zero_key_starts_every_candidate_at_the_same_attention():
+    """``zero_key``: at initialisation the attention is uniform over the IT and the candidates,
+    whatever their (unit-scale) position codes and contents; with a random key it is not."""
+    g = torch.Generator().manual_seed(5)
+    maps = [torch.randn(3, 6, 4, 4, generator=g) * (i + 1) for i in range(4)]
+    positions = torch.tensor([1, 2, 3, 4])
+    torch.manual_seed(0)
+    _, a = LiteTransformer(4, 6, (4, 4))(maps, positions, maps[0].shape)
+    assert torch.allclose(a, torch.full_like(a, 1 / 5))
+    torch.manual_seed(0)
+    _, a_rand = LiteTransformer(4, 6, (4, 4), zero_key=False)(maps, positions, maps[0].shape)
+    assert (a_rand - 1 / 5).abs().max() > 0.02
+
+
+def test_bi_level_option_updates_the_transformer_on_the_architecture_batch():
+    """``update="bi"`` (a documented departure): the transformer step sees only the architecture
+    batch, the weight step only the training batch."""
+    st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"update": "bi"})
+    torch.manual_seed(0)
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 10, 5)
+    t_params = st.transformer_parameters(model)
+    before = [p.detach().clone() for p in t_params]
+    seen = []
+    h = model.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].data_ptr()))
+    bw, ba = _batch(seed=1), _batch(seed=2)
+    m = st.train_step(model, opt, bw, ba, 0, 0)
+    h.remove()
+    assert seen == [ba[0].data_ptr(), bw[0].data_ptr()] and "arch_loss" in m
+    assert sum(not torch.equal(a, p) for a, p in zip(before, t_params)) > len(t_params) // 2
+    # the same transformer step as a lone Adam step on the architecture batch's gradient
+    torch.manual_seed(0)
+    ref = st.build(4, 3, 8)
+    ropt = st.optimizers(ref, 10, 5)
+    rt = st.transformer_parameters(ref)
+    F.cross_entropy(ref(ba[0]), ba[1]).backward()
+    ropt["transformer"].step()
+    assert all(torch.allclose(a, b) for a, b in zip(rt, t_params))
+    with pytest.raises(ConfigError):
+        get_strategy("itnas", get_space("nb201", **TINY_NB201), {"update": "bi", "transformer_optim": "sgd"})
