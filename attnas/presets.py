@@ -87,9 +87,12 @@ class ITNASPreset:
     learned spatial patterns in the (linear, factorised) key; ``rms`` adds the per-channel RMS
     to the key (off: it keys on energy); ``center`` batch-centres the content part of the key.
     The transformer weights are trained in the same mono-level step (Eq. 5) by
-    ``transformer_optim``: "adam" with DARTS's architecture settings (``transformer_lr``,
-    ``transformer_betas``, ``transformer_weight_decay``; Sec. 3.3 "the settings same as
-    DARTS") or "sgd" (one SGD for everything, Appendix A.3 read literally).
+    ``transformer_optim``: "sgd" (one SGD for everything, Appendix A.3 read literally) or
+    "adam" with DARTS's architecture settings (``transformer_lr``, ``transformer_betas``,
+    ``transformer_weight_decay``); ``zero_key`` starts the key projection at zero (uniform
+    initial attention); ``value_codes`` keeps the position codes in the values (the paper adds
+    them to the tokens); ``update``: "mono" (Eq. 5) or "bi" (a departure: the transformer
+    weights step on the architecture split, DARTS-style; needs "adam").
     ``sampling``: "all" trains every candidate each step (cell spaces, DARTS-style),
     "uniform" samples ``sample_k`` candidates per choice point (chain spaces), "auto" picks
     "uniform" for chain spaces (``layer:<i>`` keys); there the ``chain`` protocol's optimizer,
@@ -111,7 +114,8 @@ class ITNASPreset:
     rms: bool = False
     center: bool = True
     zero_key: bool = True
-    transformer_optim: str = "adam"
+    value_codes: bool = True
+    transformer_optim: str = "sgd"
     #: "mono" (Eq. 5) or "bi" (a departure: transformer weights on the architecture split, DARTS-style)
     update: str = "mono"
     transformer_lr: float = 3e-4

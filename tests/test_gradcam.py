@@ -58,7 +58,7 @@ def test_single_path_supernets_and_bad_keys_are_refused():
 def test_gradcam_command_on_an_itnas_chain_run(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["search", "--space", "macro", "--space-options", '{"C": 4, "head": 16}', "--method", "itnas",
-                 "--dataset", "synthetic:3,8,4,128,32", "--epochs", "1", "--batch-size", "32",
+                 "--dataset", "synthetic:3,8,4,128,32", "--epochs", "1", "--batch-size", "16",
                  "--out", str(run), "--quiet"]) == 0
     capsys.readouterr()
     png = tmp_path / "cam.png"

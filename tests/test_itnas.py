@@ -69,8 +69,9 @@ def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor | None], positio
     q = lt.query(phis[0])
     K = torch.stack([lt.key(f) for f in phis], 1)
     a = torch.softmax((K * q[:, None, :]).sum(-1) / math.sqrt(lt.qk_dim), -1)
+    content = [T[0]] + [t - (code.view(1, c, 1, 1) if not lt.value_codes else 0) for t, code in zip(T[1:], codes[1:])]
     V = [lt.v_scale.view(1, c, 1, 1) * t + lt.v_bias.view(1, c, 1, 1) if op else torch.zeros_like(t)
-         for t, op in zip(T, is_op)]
+         for t, op in zip(content, is_op)]
     x1 = T[0] + sum(a[:, j].view(N, 1, 1, 1) * V[j] for j in range(len(T)))
     y = F.layer_norm(x1, x1.shape[1:], eps=lt.eps) * lt.ln1_weight.view(1, c, 1, 1) + lt.ln1_bias.view(1, c, 1, 1)
     x2 = y + lt.ffn2(F.gelu(lt.ffn1(y.mean((2, 3))))).view(N, c, 1, 1)
@@ -81,10 +82,11 @@ def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor | None], positio
 # ----- the Lite-Transformer layer (Eq. 3-4) ----------------------------------------------------
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("rms,patterns,center", [(False, 3, True), (True, 3, True), (False, 3, False),
-                                                 (True, 0, False)])
-def test_layer_equals_literal_token_computation_forward_and_backward(layout, rms, patterns, center):
-    lt = _perturbed_layer(rms=rms, patterns=patterns, center=center)
+@pytest.mark.parametrize("rms,patterns,center,value_codes", [(False, 3, True, True), (True, 3, True, True),
+                                                             (False, 3, False, True), (True, 0, False, True),
+                                                             (False, 3, True, False)])
+def test_layer_equals_literal_token_computation_forward_and_backward(layout, rms, patterns, center, value_codes):
+    lt = _perturbed_layer(rms=rms, patterns=patterns, center=center, value_codes=value_codes)
     g = torch.Generator().manual_seed(1)
     base = [(torch.randn(3, 6, 5, 4, generator=g, dtype=torch.float64) * s + m).contiguous(memory_format=layout)
             for s, m in ((1.0, 0.5), (2.0, -1.0), (0.5, 0.0))]
@@ -389,7 +391,7 @@ def test_sampled_pairs_teach_the_indicator_to_rank_all_candidates():
     means = []
     for seed in range(3):
         torch.manual_seed(seed)
-        st = get_strategy("itnas", ToyChain(), {"recompute": "none", "transformer_lr": 3e-3,   # 100 steps
+        st = get_strategy("itnas", ToyChain(), {"recompute": "none", "transformer_lr": 3e-3, "transformer_optim": "adam",
                                                 "chain": {"weights": {"lr": 0.1}, "sample_k": 2}})
         st.seed(seed)
         model = st.build(4, 3, 8)
@@ -696,7 +698,7 @@ def test_zero_key_starts_every_candidate_at_the_same_attention():
 def test_bi_level_option_updates_the_transformer_on_the_architecture_batch():
     """``update="bi"`` (a documented departure): the transformer step sees only the architecture
     batch, the weight step only the training batch."""
-    st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"update": "bi"})
+    st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"update": "bi", "transformer_optim": "adam"})
     torch.manual_seed(0)
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 10, 5)

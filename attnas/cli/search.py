@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, margin_warnings,

@@ -61,7 +61,7 @@ class LiteTransformer(nn.Module):
     def __init__(self, n: int, channels: int, spatial: tuple[int, int] = (1, 1), patterns: int = 3,
                  qk_dim: int = 0, ffn_ratio: int = 4, eps: float = 1e-5, it_init_std: float = 1.0,
                  pos_init_std: float = 1.0, rms: bool = False, center: bool = True,
-                 zero_key: bool = True) -> None:
+                 zero_key: bool = True, value_codes: bool = True) -> None:
         super().__init__()
         c = int(channels)
         dk = int(qk_dim) or c
@@ -71,6 +71,7 @@ class LiteTransformer(nn.Module):
         self.n_patterns = int(patterns)
         self.use_rms = bool(rms)
         self.center = bool(center)
+        self.value_codes = bool(value_codes)
         desc_width = c * (self.n_patterns + 1 + int(self.use_rms))
         self.it = nn.Parameter(torch.randn(c) * it_init_std)                 # indicator token
         self.pos = nn.Parameter(torch.randn(n + 1, c) * pos_init_std)        # position codes, 0 = IT
@@ -131,8 +132,8 @@ class LiteTransformer(nn.Module):
         a0, ai = a[:, :1], a[:, 1:] * value_mask
         t0 = self.it + self.pos[0]
         coef = ai.unsqueeze(-1) * self.v_scale                                 # a_i * g_v
-        const = t0 + self.v_scale * (a0 * t0 + ai.matmul(self.pos[positions])) \
-            + self.v_bias * (a0 + ai.sum(1, keepdim=True))
+        codes = ai.matmul(self.pos[positions]) if self.value_codes else 0.0
+        const = t0 + self.v_scale * (a0 * t0 + codes) + self.v_bias * (a0 + ai.sum(1, keepdim=True))
         mean_c = const + (coef * desc).sum(1)
         return a, coef, const, mean_c
 
