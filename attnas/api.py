@@ -16,16 +16,19 @@ whatever ``out`` its ``config.json`` recorded and whatever the working directory
 """
 from __future__ import annotations
 
+import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from attnas.arch import Architecture, load_architecture, save_architecture
-from attnas.config import SearchConfig, TrainConfig
+from attnas.config import SearchConfig, TrainConfig, check_config, check_stop_after
 from attnas.data.datasets import ImageData, load_dataset
+from attnas.data.augment import effective_cutout
+from attnas.data.paths import absolute_data_dir, absolute_dataset, check_data_dir
 from attnas.errors import AttnasError, ConfigError, RunFolderError
 from attnas.presets import get_preset, override, to_dict
 from attnas.spaces.registry import get_space
@@ -106,7 +109,18 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
            stop_after: int | None = None, tensorboard: bool = False, force: bool = False) -> dict[str, Any]:
     """Run (or resume) an architecture search; write the run folder; return the result.
     ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``; ``force``: a new
-    run may write into a non-empty ``cfg.out`` (an earlier run's files there are replaced)."""
+    run may write into a non-empty ``cfg.out`` (an earlier run's files there are replaced).
+    Every input is checked (:func:`attnas.config.check_config`, the space's and the method's
+    options, the data, the batch size against the data) before anything is written."""
+    check_config(cfg)
+    check_stop_after(stop_after)
+    check_data_dir(cfg.data_dir)
+    if not resume:  # a relative folder would be read against the working directory of a resume
+        cfg.data_dir, cfg.dataset = absolute_data_dir(cfg.data_dir), absolute_dataset(cfg.dataset)
+        teacher = (cfg.method_options or {}).get("teacher_checkpoint")
+        if isinstance(teacher, str) and teacher and Path(teacher).expanduser().exists():
+            cfg.method_options = {**cfg.method_options,
+                                  "teacher_checkpoint": str(Path(teacher).expanduser().absolute())}
     space = get_space(cfg.space, data_dir=cfg.data_dir, **cfg.space_options)
     strategy = get_strategy(cfg.method, space, cfg.method_options)
     preset = strategy.cfg
@@ -120,8 +134,10 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     cfg.out = str(out)
     data = _load_data(cfg)
     space.check_input(data.in_channels, data.image_size)
+    _check_search_batch(strategy, data, cfg.batch_size)
     seed_everything(cfg.seed)
     strategy.seed(cfg.seed)
+    strategy.log = _stderr_log if progress and distributed.is_main() else None  # selection progress
     model = strategy.build(data.num_classes, data.in_channels, data.image_size)
     lock = open_run_dir(out, fresh=not resume, force=force)
     try:
@@ -132,12 +148,36 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
             lock.release()
 
 
+def _stderr_log(message: str) -> None:
+    """Progress of a long phase (evolution, ...): one line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _check_search_batch(strategy, data: ImageData, batch_size: int) -> None:
+    """The search splits the training images in two (``train_portion``) and drops partial
+    batches: each part must hold one batch (checked before the run folder is written)."""
+    from attnas.data.loader import split_indices
+
+    n = len(data.train_y)
+    portion = getattr(strategy.cfg, "train_portion", 0.5)
+    if isinstance(portion, bool) or not isinstance(portion, (int, float)) or not 0.0 < portion < 1.0:
+        raise ConfigError(f"option 'train_portion' must be a number between 0 and 1, got {portion!r}")
+    idx_w, idx_a = split_indices(n, portion, 0)
+    smaller = min(len(idx_w), len(idx_a))
+    if batch_size > smaller:
+        raise ConfigError(f"batch size {batch_size} is larger than the {smaller} images of the smaller part "
+                          f"of the {n} training images split for the search (train_portion {portion}); "
+                          f"use --batch-size {max(1, smaller)} or less")
+
+
 def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strategy, data, model, device,
                    out) -> dict[str, Any]:
     """The rest of :func:`search`, run while the run folder is locked."""
     preset = strategy.cfg
     if distributed.is_main():
-        write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": to_dict(preset)})
+        # the preset as this run uses it: the run's own epochs and batch size, not the preset's
+        write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": {
+            **to_dict(preset), "epochs": cfg.epochs, "batch_size": cfg.batch_size}})
     bench = benchmark_hook(cfg.space, cfg.data_dir)
 
     def on_epoch(epoch: int, task: SearchTask) -> dict[str, Any]:
@@ -161,7 +201,9 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
         result["status"] = "stopped"
         return result
     # every process derives (an evolutionary selection splits its candidates over them); rank 0 writes
+    t_select = time.time()
     arch = strategy.derive(task.model, context=task.validation_batches())
+    select_s = time.time() - t_select  # e.g. the evolution of spos / fairnas / trionet
     if not distributed.is_main():
         distributed.barrier()
         return {**result, "status": "done", "rank": distributed.rank()}
@@ -170,10 +212,13 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
     scores = strategy.scores(task.model)
     margins = arch.meta.get("margins")  # IT-NAS: winner vs runner-up with a bootstrap noise estimate
     write_json(out / "scores.json", {"candidates": {p.key: list(p.candidates) for p in strategy.points},
-                                     "scores": scores, **({"margins": margins} if margins else {})})
+                                     "scores": scores, "label": strategy.scores_label,
+                                     **({"margins": margins} if margins else {})})
     result.update({"status": "done", "architecture": space.to_native(arch) or arch.choices,
                    "valid_acc": metrics[-1].get("valid_acc"),
-                   "search_time_s": round(sum(m.get("epoch_time_s", 0) for m in metrics), 2),
+                   # every phase: the supernet epochs (of all invocations) and the selection after them
+                   "search_time_s": round(sum(m.get("epoch_time_s", 0) for m in metrics) + select_s, 2),
+                   "selection_time_s": round(select_s, 2),
                    "this_run_time_s": round(time.time() - t0, 2)})
     if bench is not None:
         result["benchmark"] = bench(arch)
@@ -203,8 +248,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     """Retrain an architecture from scratch; report test accuracy.
     ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``; ``force``: a new
     run may write into a non-empty ``cfg.out`` (an earlier run's files there are replaced)."""
+    check_config(cfg)
+    check_stop_after(stop_after)
     if not cfg.arch:
         raise ConfigError("no architecture given: pass --arch FILE (an architecture.json) or a native string")
+    check_data_dir(cfg.data_dir)
+    if not resume:  # a relative folder would be read against the working directory of a resume
+        cfg.data_dir, cfg.dataset = absolute_data_dir(cfg.data_dir), absolute_dataset(cfg.dataset)
     arch = load_architecture(cfg.arch)
     space = get_space(arch.space, data_dir=cfg.data_dir, **cfg.space_options)
     searched = arch.meta.get("space_options") or {}
@@ -212,20 +262,35 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         try:
             space.validate(arch)
         except AttnasError:  # e.g. a chain searched with other depths: the search's own space options
-            cfg.space_options = dict(searched)
-            space = get_space(arch.space, data_dir=cfg.data_dir, **cfg.space_options)
+            cfg.space_options = dict(searched) if isinstance(searched, dict) else searched
+            try:
+                space = get_space(arch.space, data_dir=cfg.data_dir, **cfg.space_options)
+            except (ConfigError, TypeError) as e:
+                raise ConfigError(f"{e} (the space_options recorded in the architecture's meta; "
+                                  "pass --space-options to override them)") from None
     space.validate(arch)
     rcfg = override(get_preset("retrain"), cfg.options)
     cfg.epochs = cfg.epochs if cfg.epochs is not None else rcfg.epochs
     cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else rcfg.batch_size
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"epochs and batch size must be positive, got {cfg.epochs} and {cfg.batch_size}")
     device = distributed.init(resolve_device(cfg.device))
     out = Path(cfg.out) if resume else _fresh_out(cfg.out, f"train-{arch.space}-{cfg.dataset}-s{cfg.seed}", force)
     cfg.out = str(out)
     data = _load_data(cfg)
     space.check_input(data.in_channels, data.image_size)
+    # augmentation sizes follow the image size (attnas.data.augment); an explicit cutout that
+    # would erase the whole image is refused
+    rcfg = replace(rcfg, cutout=effective_cutout(rcfg.cutout, data.image_size, explicit="cutout" in cfg.options))
     seed_everything(cfg.seed)
-    net = space.build_network(arch, data.num_classes, data.in_channels, data.image_size,
-                              **cfg.network_options)
+    try:
+        net = space.build_network(arch, data.num_classes, data.in_channels, data.image_size,
+                                  **cfg.network_options)
+    except (TypeError, ValueError) as e:
+        if not cfg.network_options:
+            raise
+        raise ConfigError(f"bad --network-options {cfg.network_options} for space '{arch.space}': "
+                          f"{' '.join(str(e).split())}") from None
     lock = open_run_dir(out, fresh=not resume, force=force)
     try:
         return _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out)
@@ -237,7 +302,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out) -> dict[str, Any]:
     """The rest of :func:`train`, run while the run folder is locked."""
     if distributed.is_main():
-        write_json(out / "config.json", {**asdict(cfg), "resolved_options": to_dict(rcfg)})
+        write_json(out / "config.json", {**asdict(cfg), "resolved_options": {
+            **to_dict(rcfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size}})
         save_architecture(arch, out / "architecture.json")
     task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device,
                        amp=cfg.amp, compile_backend=cfg.compile)

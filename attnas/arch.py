@@ -98,6 +98,12 @@ def architecture_from_dict(d: Mapping[str, Any]) -> Architecture:
     if not isinstance(d, Mapping) or "space" not in d:
         raise ArchitectureError(
             "architecture JSON must be an object with a 'space' field and 'choices' or 'native'")
+    if not isinstance(d["space"], str):
+        raise ArchitectureError(f"architecture JSON: 'space' must be a space name, got {d['space']!r}")
+    if not isinstance(d.get("meta", {}), Mapping):
+        raise ArchitectureError(f"architecture JSON: 'meta' must be an object, got {d['meta']!r}")
+    if "native" in d and "choices" not in d and not isinstance(d["native"], str):
+        raise ArchitectureError(f"architecture JSON: 'native' must be a string, got {d['native']!r}")
     space_cls = get_space_class(str(d["space"]))
     if "choices" in d:
         choices = d["choices"]
@@ -110,7 +116,25 @@ def architecture_from_dict(d: Mapping[str, Any]) -> Architecture:
         arch.meta = dict(d.get("meta", {}))
     else:
         raise ArchitectureError("architecture JSON needs 'choices' or 'native'")
+    arch.meta = legacy_cost_units(arch.meta)
     return arch
+
+
+def legacy_cost_units(meta: dict[str, Any]) -> dict[str, Any]:
+    """Meta of an ``architecture.json`` written before costs had units: its ``flops`` (and
+    ``flops_budget``) counted multiply-accumulates; they are read as ``macs`` (``macs_budget``)
+    and ``flops`` becomes 2 x MACs (:mod:`attnas.profile`).  New files hold both keys."""
+    if not isinstance(meta, dict) or "flops" not in meta or "macs" in meta:
+        return meta
+    out = dict(meta)
+    macs = out.pop("flops")
+    out["macs"] = macs
+    if isinstance(macs, (int, float)) and not isinstance(macs, bool):
+        out["flops"] = 2 * macs
+    if "flops_budget" in out and "macs_budget" not in out:
+        out["macs_budget"] = out.pop("flops_budget")
+        out["flops_budget"] = None
+    return out
 
 
 def save_architecture(arch: Architecture, path: str | os.PathLike) -> None:

@@ -108,5 +108,66 @@ def make_config(cls, file: str | Path | None = None, **overrides: Any):
     return cls(**values)
 
 
+#: the largest accepted ``image_size`` (every image is held in memory at that size)
+MAX_IMAGE_SIZE = 1024
+#: the largest accepted ``seed`` (seeds are mixed into 64-bit generator seeds)
+MAX_SEED = 2**32 - 1
+#: fields that must be positive integers when given (None = the preset's / the data's own)
+_POSITIVE_INTS = ("epochs", "batch_size", "train_subset", "test_subset", "image_size")
+_NAMES = ("space", "method", "dataset", "device", "arch")
+_OPTION_DICTS = ("space_options", "method_options", "network_options", "options")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config(cfg) -> None:
+    """Check the types and ranges of a run config's fields before anything runs or is written:
+    a one-line :class:`ConfigError` naming the option (``--epochs must be a positive integer, got 0``).
+    Path-like ``out`` / ``data_dir`` / ``arch`` become strings."""
+    names = {f.name for f in fields(cfg)}
+    for name in _POSITIVE_INTS:
+        if name in names:
+            v = getattr(cfg, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{_flag(name)} must be a positive integer, got {v!r}")
+    if getattr(cfg, "image_size", None) is not None and cfg.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"--image-size must be at most {MAX_IMAGE_SIZE}, got {cfg.image_size}")
+    if "seed" in names:
+        v = cfg.seed
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
+            raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {v!r}")
+    for name in ("out", "data_dir", "arch"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, Path):
+            setattr(cfg, name, str(v))
+    for name in _NAMES:
+        if name in names and (not isinstance(getattr(cfg, name), str) or not getattr(cfg, name).strip()):
+            if name == "arch" and getattr(cfg, name) == "":
+                continue  # reported by train(): no architecture given
+            raise ConfigError(f"{_flag(name)} must be a non-empty string, got {getattr(cfg, name)!r}")
+    for name in ("out", "data_dir", "compile"):
+        v = getattr(cfg, name, None)
+        if name in names and v is not None and (not isinstance(v, str) or not v.strip()):
+            raise ConfigError(f"{_flag(name)} must be a non-empty string, got {v!r}")
+    for name in _OPTION_DICTS:
+        if name in names:
+            v = getattr(cfg, name)
+            if v is None:
+                setattr(cfg, name, {})
+            elif not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+                raise ConfigError(f"{_flag(name)} must be a JSON object of option names to values, got {v!r}")
+    if "amp" in names and not isinstance(cfg.amp, bool):
+        raise ConfigError(f"--amp must be true or false, got {cfg.amp!r}")
+
+
+def check_stop_after(stop_after: Any) -> None:
+    """``--stop-after N``: None or a positive integer."""
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int)
+                                   or stop_after < 1):
+        raise ConfigError(f"--stop-after must be a positive integer (epochs to run now), got {stop_after!r}")
+
+
 def to_dict(cfg) -> dict[str, Any]:
     return asdict(cfg)

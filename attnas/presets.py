@@ -150,10 +150,12 @@ class SPOSPreset:
     Evolution (SPOS Sec. 3.4 / Alg. 1, reference ``search.py``): population 50, 20
     generations, top-k 10, 25 mutations (per-choice probability 0.1) and 25 crossovers
     per generation, at most 10x as many draws as wanted per step; ``flops_budget`` /
-    ``params_budget``: absolute limits (multiply-accumulates per image, parameter count;
-    :mod:`attnas.profile`), None = no limit.  BN statistics recomputed on ``bn_images``
-    training images before scoring (SPOS Sec. 3.4: 20,000 on ImageNet); scored on
-    ``eval_images`` validation images (0 = the whole validation split).
+    ``macs_budget`` / ``params_budget``: absolute limits (FLOPs = 2 x multiply-accumulates per
+    image, multiply-accumulates per image, parameter count; :mod:`attnas.profile`), None = no
+    limit.  SPOS' "FLOPs" (e.g. 330M) are multiply-accumulates: give them as ``macs_budget``.
+    BN statistics recomputed on ``bn_images`` training images before scoring (SPOS Sec. 3.4:
+    20,000 on ImageNet); scored on ``eval_images`` validation images (0 = the whole
+    validation split).
     """
 
     epochs: int = 120
@@ -172,6 +174,7 @@ class SPOSPreset:
     max_tries_factor: int = 10
     flops_budget: float | None = None
     params_budget: float | None = None
+    macs_budget: float | None = None
     bn_images: int = 20000
     eval_images: int = 0
 
@@ -224,7 +227,7 @@ class NOSPreset(DartsPreset):
     over positions and samples of the squared difference of the L2-normalised attention maps,
     as in the attention-transfer reference code whose weight 1e3 the paper adopts -- or "norm":
     the L2 norm of Eq. 6 as printed, averaged over samples.  Teacher (Sec. 3.3): ``teacher``
-    ("module:Class"), ``teacher_options`` (constructor kwargs), ``teacher_checkpoint`` (a file or
+    ("module:Class", a registered teacher class: :data:`attnas.teacher.TEACHER_CLASSES`), ``teacher_options`` (constructor kwargs), ``teacher_checkpoint`` (a file or
     an ``attnas teacher train`` run folder; class / options / stages default to what it
     records) and ``teacher_stages`` (module names matched, in order, with the proxy's three
     stages).  No teacher: plain NOS search without guidance.  Only the first-order DARTS step
@@ -283,7 +286,7 @@ class TrioNetPreset(SPOSPreset):
     From the paper (Appendix A, ImageNet): SGD with learning rate 0.1 at batch 256 -- here
     0.1 x 64/256 = 0.025 for the default batch of 64 (linear scaling rule) --, Nesterov
     momentum 0.9, weight decay 8e-5 "only added to the largest model" (``decay_biggest_only``:
-    on the weights of the sandwich's biggest sub-network), label smoothing, 540 epochs of
+    on exactly the weight slices the sandwich's biggest sub-network uses), label smoothing, 540 epochs of
     which 10 are warm-up, gamma = 0 in each block's last BN (in the space); 10k training
     images held out for the evolutionary search (here the engine's ``train_portion``
     split).  Hierarchical Sampling (Sec. 3.4, Eq. 4), the Sandwich rule with the smallest, the biggest and 2 random
@@ -293,7 +296,8 @@ class TrioNetPreset(SPOSPreset):
     the cosine decay to 0 after the warm-up, no gradient clipping, and the evolution's
     settings -- SPOS's (population 50, 20 generations, top-k 10, 25 mutations + 25 crossovers,
     mutation probability 0.1, BN recalibration on 20,000 training images).
-    Ablations: ``sampling`` "uniform", ``sandwich`` false, ``sharing`` "prefix"."""
+    Ablations: ``sampling`` "uniform", ``sandwich`` false, ``sharing`` "prefix".
+    Budgets as the paper's: ``flops_budget`` in FLOPs = 2 x MACs (TrioNet-A: 2e9)."""
 
     epochs: int = 540
     batch_size: int = 64
@@ -333,21 +337,109 @@ def get_preset(method: str) -> Any:
         raise ConfigError(f"unknown method '{method}'; expected one of {sorted(PRESETS)}") from None
 
 
-def override(preset: Any, options: dict[str, Any]) -> Any:
-    """``preset`` with fields replaced from ``options`` (nested dataclasses take dicts)."""
+#: preset fields that may be negative (every other number of a preset is a count, a rate, a
+#: size or a weight: non-negative; every float must be finite)
+SIGNED_FIELDS = frozenset({"beta_init"})
+
+
+def override(preset: Any, options: dict[str, Any], _prefix: str = "") -> Any:
+    """``preset`` with fields replaced from ``options`` (nested dataclasses take dicts).
+
+    Every value is checked against the field's declared type before it is used: an unknown
+    name, a string for a number, a negative learning rate or a non-finite float is a one-line
+    :class:`ConfigError` naming the option (``option 'weights.lr' ... got -1``)."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"options for {type(preset).__name__} must be a JSON object, got {options!r}")
     known = {f.name: f for f in fields(preset)}
+    hints = _type_hints(type(preset))
     changes = {}
     for key, value in options.items():
         if key not in known:
-            raise ConfigError(f"unknown option '{key}' for {type(preset).__name__}; "
+            raise ConfigError(f"unknown option '{_prefix}{key}' for {type(preset).__name__}; "
                               f"expected one of {sorted(known)}")
         current = getattr(preset, key)
-        if hasattr(current, "__dataclass_fields__") and isinstance(value, dict):
-            value = override(current, value)
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
+        if hasattr(current, "__dataclass_fields__"):
+            if not isinstance(value, dict):
+                raise ConfigError(f"option '{_prefix}{key}' of {type(preset).__name__} must be a JSON object "
+                                  f"of {sorted(f.name for f in fields(current))}, got {value!r}")
+            value = override(current, value, f"{_prefix}{key}.")
+        else:
+            value = _checked(value, hints.get(key, Any), f"{_prefix}{key}", type(preset).__name__,
+                             key in SIGNED_FIELDS)
         changes[key] = value
     return replace(preset, **changes)
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an annotation that cannot be resolved is not checked
+        return {}
+
+
+def _checked(value: Any, hint: Any, label: str, owner: str, signed: bool = False) -> Any:
+    """``value`` checked (and lists made tuples) against the type ``hint`` of option ``label``."""
+    import math
+    import types
+    import typing
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"option '{label}' of {owner} must be {expected}, got {value!r}")
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        others = [a for a in args if a is not type(None)]
+        for a in others:
+            try:
+                return _checked(value, a, label, owner, signed)
+            except ConfigError:
+                continue
+        if len(others) == 1:
+            return _checked(value, others[0], label, owner, signed)  # its own message
+        raise bad(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        if value < 0 and not signed:
+            raise bad("a non-negative integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("a finite number")
+        if value < 0 and not signed:
+            raise bad("a non-negative number")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_checked(v, args[0], f"{label}[{i}]", owner, signed) for i, v in enumerate(value))
+        if args and len(value) != len(args):
+            raise bad(f"a list of {len(args)} values")
+        return tuple(_checked(v, a, f"{label}[{i}]", owner, signed) for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict or hint is dict:
+        if not isinstance(value, dict):
+            raise bad("a JSON object")
+        return value
+    if origin is list or hint is list:
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        return list(value)
+    return value
 
 
 def to_dict(obj: Any) -> Any:

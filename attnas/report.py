@@ -61,7 +61,7 @@ SCORE_MEANING = {
 }
 
 _SKIP_SCALARS = {"epoch", "epoch_time_s"}
-_BENCH_METRICS = ("val_acc", "valid_acc", "test_acc", "train_acc", "rank", "params", "flops", "latency", "acc")
+_BENCH_METRICS = ("val_acc", "valid_acc", "test_acc", "train_acc", "rank", "params", "flops", "macs", "latency", "acc")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """Teachers for attention-guided search (NOS, Sec. 3.3): loading and stage features.
 
-A teacher is any PyTorch model given as an importable class (``"package.module:Class"``),
-its constructor options and a checkpoint; the stages whose outputs are matched are named
+A teacher is a PyTorch model class named ``"package.module:Class"`` from the registry of
+teacher classes (:data:`TEACHER_CLASSES`; :func:`register_teacher` adds one from Python code --
+a name read from a file or a flag never chooses code to import), its constructor options and a
+checkpoint; the stages whose outputs are matched are named
 by their module names (``model.get_submodule(name)``), read with forward hooks
 (:class:`StageHooks`).  ``attnas teacher train`` (:mod:`attnas.cli.teacher`) trains the
 built-in :class:`CifarResNet` with the library's engine and writes a self-describing
@@ -13,7 +15,6 @@ replaced by a CIFAR ResNet trained locally.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 from typing import Any, Sequence
@@ -73,20 +74,35 @@ class CifarResNet(nn.Module):
 
 
 # ----- loading -----------------------------------------------------------------------------------
+#: The teacher classes a name may refer to (``"module:Class"`` -> class).  A teacher checkpoint,
+#: a run's ``teacher_config.json`` / ``config.json`` and the ``--class`` / ``teacher`` options only
+#: *name* a class; nothing outside this registry is ever imported for them (issue 14: a file from
+#: a user must not choose code to run).  Add your own with :func:`register_teacher`.
+TEACHER_CLASSES: dict[str, type] = {"attnas.teacher:CifarResNet": CifarResNet}
+
+
+def register_teacher(cls: type, name: str | None = None) -> str:
+    """Allow ``cls`` (an ``nn.Module`` subclass) as a teacher class under ``name`` (default
+    ``"cls.__module__:cls.__qualname__"``); returns the name.  Call it from your own Python code
+    before :func:`load_teacher` / :func:`attnas.cli.teacher.train_teacher` name that class."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ConfigError(f"teacher class {cls!r} is not an nn.Module subclass")
+    name = name or f"{cls.__module__}:{cls.__qualname__}"
+    TEACHER_CLASSES[name] = cls
+    return name
+
+
 def import_class(spec: str) -> type:
-    """``"package.module:Class"`` -> the class (a ConfigError when it cannot be imported)."""
+    """The registered teacher class named ``spec`` (``"package.module:Class"``); a ConfigError for
+    any other name, without importing anything (see :data:`TEACHER_CLASSES`)."""
     if not isinstance(spec, str) or ":" not in spec:
-        raise ConfigError(f"teacher class '{spec}' must be given as 'package.module:Class'")
-    mod_name, _, attr = spec.partition(":")
-    try:
-        obj = importlib.import_module(mod_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cannot import teacher class '{spec}': {e}") from None
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ConfigError(f"teacher class '{spec}' is not an nn.Module subclass")
-    return obj
+        raise ConfigError(f"teacher class {str(spec)[:200]!r} must be given as 'package.module:Class'")
+    cls = TEACHER_CLASSES.get(spec)
+    if cls is None:
+        raise ConfigError(f"cannot import teacher class {spec[:200]!r}: not a registered attnas teacher class "
+                          f"(known: {', '.join(sorted(TEACHER_CLASSES))}; Python code can add one with "
+                          f"attnas.teacher.register_teacher)")
+    return cls
 
 
 def instantiate(cls: type, options: dict[str, Any], num_classes: int | None = None,

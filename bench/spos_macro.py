@@ -15,8 +15,9 @@ Steps (each resumable: rerun the same command after a kill):
    score cache) and look the winners up in the benchmark; compare with the mean
    benchmark accuracy of the random architectures and of the whole table, and
    with the table's best (93.13);
-4. the same under a FLOPs budget (``--flops-budget``), against the best
-   architecture of the table within that budget.
+4. the same under a budget of multiply-accumulates (``--macs-budget``: the
+   benchmark's ``flops`` column counts MACs; attnas's FLOPs are 2 x MACs),
+   against the best architecture of the table within that budget.
 
 Results: ``OUT/results.json`` and a Markdown summary on stdout.
 
@@ -107,7 +108,8 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--mutations", type=int, default=5)
     ap.add_argument("--crossovers", type=int, default=5)
-    ap.add_argument("--flops-budget", type=float, default=5e7, help="0 = skip the constrained runs")
+    ap.add_argument("--macs-budget", type=float, default=5e7,
+                    help="multiply-accumulates (the table's 'flops' column); 0 = skip the constrained runs")
     ap.add_argument("--seed", type=int, default=0, help="seed of the supernet training")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -129,7 +131,7 @@ def main() -> None:
     log(f"supernet done: {train_time:.0f} s of training")
 
     # ---- 2. Kendall tau over random architectures
-    run = load_search_run(out / "search", method_options={**evo, "flops_budget": None})
+    run = load_search_run(out / "search", method_options={**evo, "flops_budget": None, "macs_budget": None})
     strategy, space, model = run.strategy, run.space, run.model
     fingerprint = {"epochs_done": run.epochs_done, "bn_images": args.bn_images, "eval_images": args.eval_images,
                    "train_subset": args.train_subset, "seed": args.seed}
@@ -155,7 +157,7 @@ def main() -> None:
     rank_time = time.time() - t1
     best_random = archs[int(np.argmax(scores))]
     table = bench.array("mean_acc")
-    flops_col = bench.array("flops")
+    macs_col = bench.array("macs")
     summary = {
         "budget": {"train_subset": args.train_subset, "train_images": int(0.8 * args.train_subset),
                    "held_out_images": args.train_subset - int(0.8 * args.train_subset),
@@ -171,28 +173,28 @@ def main() -> None:
         "evolution": [], "constrained": []}
     log(f"Kendall tau {tau.statistic:.3f} (p={tau.pvalue:.1e}), Spearman {rho.statistic:.3f}")
 
-    # ---- 3./4. evolution, 3 seeds, unconstrained and under a FLOPs budget
-    budgets = [None] + ([args.flops_budget] if args.flops_budget else [])
+    # ---- 3./4. evolution, 3 seeds, unconstrained and under a MACs budget
+    budgets = [None] + ([args.macs_budget] if args.macs_budget else [])
     for budget in budgets:
         for seed in [int(s) for s in args.seeds.split(",")]:
             t2 = time.time()
-            strategy.cfg = override(strategy.cfg, {"flops_budget": budget})
+            strategy.cfg = override(strategy.cfg, {"flops_budget": None, "macs_budget": budget})
             strategy.seed(seed)
             before = len(cache.scores)
             best, result = strategy.evolve(model, selection_context(run.task), evaluated=dict(cache.scores),
                                            on_evaluate=cache.append, log=log)
             q = bench.query(best)
-            rec = {"seed": seed, "flops_budget": budget, "arch": space.to_native(best),
+            rec = {"seed": seed, "macs_budget": budget, "arch": space.to_native(best),
                    "supernet_val_acc": result.best_score, "bench_acc": q["mean_acc"], "bench_rank": q["rank"],
-                   "flops": best.meta["flops"], "params": best.meta["params"],
+                   "macs": best.meta["macs"], "params": best.meta["params"],
                    "evaluated": len(result.evaluated), "newly_scored": len(cache.scores) - before,
                    "time_s": round(time.time() - t2, 1)}
             (summary["evolution"] if budget is None else summary["constrained"]).append(rec)
             log(f"evolution seed {seed} budget {budget}: {rec['arch']} bench {rec['bench_acc']:.2f} "
-                f"(rank {rec['bench_rank']}), FLOPs {rec['flops'] / 1e6:.1f}M")
+                f"(rank {rec['bench_rank']}), MACs {rec['macs'] / 1e6:.1f}M")
         if budget is not None:
-            ok = flops_col <= budget
-            summary["constrained_oracle"] = {"flops_budget": budget, "best_bench_acc": float(table[ok].max()),
+            ok = macs_col <= budget
+            summary["constrained_oracle"] = {"macs_budget": budget, "best_bench_acc": float(table[ok].max()),
                                              "mean_bench_acc": float(table[ok].mean()),
                                              "fraction_of_space": float(ok.mean())}
     summary["total_s"] = round(time.time() - t0, 1)
@@ -208,12 +210,13 @@ def print_markdown(s: dict) -> None:
           f"supernet training {b['supernet_training_s']:.0f} s, {b['threads']} thread(s).\n")
     print(f"Kendall tau over {k['n']} random architectures: {k['tau']:.3f} (p = {k['tau_p']:.1e}); "
           f"Spearman {k['spearman']:.3f}; scoring took {k['scoring_s']:.0f} s.\n")
-    print("| run | seed | architecture | benchmark acc (%) | rank / 6561 | MFLOPs |")
+    print("| run | seed | architecture | benchmark acc (%) | rank / 6561 | M MACs |")
     print("|---|---|---|---|---|---|")
-    for r in s["evolution"] + s["constrained"]:
-        name = "evolution" if r["flops_budget"] is None else f"evolution, FLOPs <= {r['flops_budget'] / 1e6:.0f}M"
+    for r in s["evolution"] + s["constrained"]:  # results written before the units: "flops" = MACs
+        budget, macs = r.get("macs_budget", r.get("flops_budget")), r.get("macs", r.get("flops"))
+        name = "evolution" if budget is None else f"evolution, MACs <= {budget / 1e6:.0f}M"
         print(f"| {name} | {r['seed']} | {r['arch']} | {r['bench_acc']:.2f} | {r['bench_rank']} | "
-              f"{r['flops'] / 1e6:.1f} |")
+              f"{macs / 1e6:.1f} |")
     ev = [r["bench_acc"] for r in s["evolution"]]
     if ev:
         print(f"\nEvolution mean {np.mean(ev):.2f} +- {np.std(ev):.2f}; random architectures' mean "
@@ -222,7 +225,8 @@ def print_markdown(s: dict) -> None:
               f"{k['supernet_best_of_random']['bench_acc']:.2f}.")
     if "constrained_oracle" in s:
         o = s["constrained_oracle"]
-        print(f"Within {o['flops_budget'] / 1e6:.0f}M FLOPs ({100 * o['fraction_of_space']:.0f} % of the space): "
+        print(f"Within {o.get('macs_budget', o.get('flops_budget')) / 1e6:.0f}M MACs "
+              f"({100 * o['fraction_of_space']:.0f} % of the space): "
               f"best {o['best_bench_acc']:.2f}, mean {o['mean_bench_acc']:.2f}.")
 
 

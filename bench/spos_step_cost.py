@@ -68,7 +68,7 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
         strategy.train_step(model, opt, (x, y), None, 0, i)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         path = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
-        f = costs.of(Architecture("proxyless", path)).flops
+        f = costs.of(Architecture("proxyless", path)).macs
         print(f"  {config} step {i}{' (warm-up)' if i < warmup else ''}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
               f"path {f / 1e6:.0f} MFLOPs", file=sys.stderr, flush=True)
         if i >= warmup:
@@ -79,7 +79,7 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
     return {"config": config, "threads": threads, "batch": batch, "image": image, "steps": steps,
             "wall_s_mean": statistics.mean(walls), "wall_s_median": statistics.median(walls),
             "cpu_s_mean": statistics.mean(cpus), "peak_rss_gb": peak, "rss_after_build_gb": rss0,
-            "path_mflops_mean": statistics.mean(flops) / 1e6}
+            "path_mmacs_mean": statistics.mean(flops) / 1e6}
 
 
 def main() -> None:

@@ -63,7 +63,7 @@ def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: 
         orig = strategy._count
 
         def count(arch, _orig=orig):
-            recorded.append(costs.of(Architecture("trionet", dict(arch.choices))).flops / 1e9)
+            recorded.append(costs.of(Architecture("trionet", dict(arch.choices))).macs / 1e9)
             _orig(arch)
 
         strategy._count = count
@@ -81,7 +81,7 @@ def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: 
     return {"image": image, "layout": layout, "mode": mode, "threads": threads, "batch": batch, "width": width,
             "steps": steps, "supernet_params_M": round(params / 1e6, 2),
             "wall_s_mean": round(statistics.mean(walls), 2), "cpu_s_mean": round(statistics.mean(cpus), 2),
-            "step_gflops_per_image": round(statistics.mean(gflops), 3),
+            "step_gmacs_per_image": round(statistics.mean(gflops), 3),
             "rss_after_build_gb": round(rss0, 2), "peak_rss_gb": round(peak, 2)}
 
 

@@ -125,7 +125,7 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
 @pytest.mark.parametrize("argv, expected", [
     (["search", "--space", "nope"], "unknown space 'nope'"),
     (["search", "--method", "nope", "--dataset", "synthetic:3,8,4"], "unknown method 'nope'"),
-    (["search", "--dataset", "cifar10", "--data-dir", "/nonexistent/data"], "cifar10"),
+    (["search", "--dataset", "cifar10", "--data-dir", "/nonexistent/data"], "/nonexistent/data"),
     (["search", "--dataset", "synthetic:3,2,4"], "at least 4x4, got 2x2"),
     (["search", "--space-options", "{bad"], "--space-options must be a JSON object"),
     (["search", "--space", "nb201", "--space-options", '{"depth": 3}', "--dataset", "synthetic:3,8,4"],

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnas.arch import Architecture, edge_key
+from attnas.arch import Architecture, edge_key, parse_edge_key
 from attnas.cli.main import main
 from attnas.errors import ConfigError
 from attnas.spaces.darts import CONCAT, DARTS_EDGES
@@ -252,3 +252,54 @@ def test_cli_search_resumes_and_the_result_retrains(tmp_path, capsys):
                          '{"C": 4, "layers": 3, "auxiliary": false}', "--out", str(tmp_path / "t"),
                          "--quiet", "--json"], capsys)
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "done"
+
+
+@pytest.mark.parametrize("method", ["entrannas", "entrannas-dst"])
+def test_one_search_step_runs_only_the_derived_subgraph_in_transit_cells(method):
+    """Issue 16: in a whole search step (weight step and architecture step, the architecture
+    changing in between) every transit cell runs exactly the candidate operations of the
+    architecture derived at that forward, each once; engine cells run every candidate with a
+    non-zero coefficient.  Counted with forward hooks on every candidate operation of every cell."""
+    st, model = make(method, tau_schedule="constant", tau_max=0.002, beta_init=-1.0)
+    with torch.no_grad():  # an architecture far from uniform, so DST prunes and derivations differ
+        for a in model.arch.alphas.values():
+            a.copy_(torch.randn_like(a) * 1e-3)
+    cells = [c.dag for c in model.net.cells]
+    assert [c.role for c in cells] == ["engine", "engine", "transit", "transit"]
+    forwards: list[dict] = []  # per network forward: the derived architecture, engine coefficients, calls
+
+    def start(module, inputs):
+        with torch.no_grad():
+            coef = st.scores(model)
+        forwards.append({"arch": st.derive(model), "coef": coef,
+                         "calls": [{(int(i), name): 0 for i, ops in c.ops.items() for name in ops} for c in cells]})
+    model.net.register_forward_pre_hook(start)
+    for idx, cell in enumerate(cells):
+        for i, ops in cell.ops.items():
+            for name, op in ops.items():
+                def hook(mod, inp, out, idx=idx, key=(int(i), name)):
+                    forwards[-1]["calls"][idx][key] += 1
+                op.register_forward_hook(hook)
+    opt = st.optimizers(model, 10, 1)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    before = {k: v.detach().clone() for k, v in model.arch.state_dict().items()}
+    model.train()
+    st.train_step(model, opt, (x, y), (x, y), 0, 0)
+    assert any(not torch.equal(before[k], v) for k, v in model.arch.state_dict().items())  # alphas moved
+    assert len(forwards) == 2  # the architecture step's forward, then the weight step's (first order)
+    for fw in forwards:
+        for cell, calls in zip(cells, fw["calls"]):
+            assert all(v <= 1 for v in calls.values())  # a shared feature is computed at most once
+            used = {k for k, v in calls.items() if v}
+            if cell.role == "transit":
+                assert used == derived_connections(fw["arch"], cell.cell)
+                assert len(used) < len(calls)
+            else:  # every candidate of a non-zero coefficient, nothing else
+                want = {(parse_edge_key(p.key)[1], op) for p in st.points
+                        if parse_edge_key(p.key)[0] == cell.cell
+                        for op, v in zip(p.candidates, fw["coef"][p.key]) if op != "none" and v > 0}
+                assert used == want
+                if method == "entrannas":
+                    assert used == set(calls)
+                else:
+                    assert len(used) < len(calls)

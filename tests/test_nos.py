@@ -355,3 +355,86 @@ def test_single_path_methods_leave_unused_first_tier_edges_out(method):
     bad = Architecture("nos", {**arch.choices, next(iter(arch.choices)): "conv_9x9"})
     with pytest.raises(ArchitectureError, match="not a candidate"):
         activate(model, bad, sp.choice_points())
+
+
+def _paper_dynamic_conv_loops(gen: DynamicKernel, x: torch.Tensor, feat: torch.Tensor, train: bool):
+    """NOS Appendix A.1.2 ``DynamicF`` computed element by element in plain Python (float64), then
+    the per-sample depth-wise convolution ``F ⊛ D`` (Fig. 1, Eq. 3) with 'same' zero padding:
+    bottleneck B = ReLU(BN(conv_1(x))); mask M = softmax over the H*W positions of conv_2(x);
+    latent L[c, t] = sum_p B[c, p] M[t, p] (t = one of the k*k taps, row-major); kernel
+    D[o] = softmax over the taps of sum_c W3[o, c] L[c, t]."""
+    import math
+
+    N, C, H, W = x.shape
+    k, mid = gen.k, gen.conv_1.out_channels
+    X, Fm = x.tolist(), feat.tolist()
+    W1 = gen.conv_1.weight[:, :, 0, 0].tolist()
+    W2 = gen.conv_2.weight[:, :, 0, 0].tolist()
+    W3 = gen.conv_3.weight[:, :, 0, 0].tolist()
+    bn = gen.bn_1
+    gamma = bn.weight.tolist() if bn.affine else [1.0] * mid
+    beta = bn.bias.tolist() if bn.affine else [0.0] * mid
+    pos = [(i, j) for i in range(H) for j in range(W)]
+    z = [[[sum(W1[c][ci] * X[n][ci][i][j] for ci in range(C)) for (i, j) in pos] for c in range(mid)]
+         for n in range(N)]
+    if train:  # batch statistics over (N, H, W), biased variance
+        cnt = N * H * W
+        mean = [sum(z[n][c][p] for n in range(N) for p in range(H * W)) / cnt for c in range(mid)]
+        var = [sum((z[n][c][p] - mean[c]) ** 2 for n in range(N) for p in range(H * W)) / cnt
+               for c in range(mid)]
+    else:
+        mean, var = bn.running_mean.tolist(), bn.running_var.tolist()
+    B = [[[max(0.0, gamma[c] * (z[n][c][p] - mean[c]) / math.sqrt(var[c] + bn.eps) + beta[c])
+           for p in range(H * W)] for c in range(mid)] for n in range(N)]
+    out = []
+    kernels = []
+    for n in range(N):
+        logits = [[sum(W2[t][ci] * X[n][ci][i][j] for ci in range(C)) for (i, j) in pos] for t in range(k * k)]
+        M = []
+        for t in range(k * k):
+            e = [math.exp(v - max(logits[t])) for v in logits[t]]
+            M.append([v / sum(e) for v in e])
+        L = [[sum(B[n][c][p] * M[t][p] for p in range(H * W)) for t in range(k * k)] for c in range(mid)]
+        D = []
+        for o in range(len(W3)):
+            s = [sum(W3[o][c] * L[c][t] for c in range(mid)) for t in range(k * k)]
+            e = [math.exp(v - max(s)) for v in s]
+            D.append([[e[a * k + b] / sum(e) for b in range(k)] for a in range(k)])
+        kernels.append(D)
+        _, Cf, Hf, Wf = feat.shape
+        r = k // 2
+        out.append([[[sum(D[c][a][b] * Fm[n][c][i + a - r][j + b - r] for a in range(k) for b in range(k)
+                          if 0 <= i + a - r < Hf and 0 <= j + b - r < Wf)
+                      for j in range(Wf)] for i in range(Hf)] for c in range(Cf)])
+    return torch.tensor(kernels, dtype=torch.float64), torch.tensor(out, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("k, train, affine", [(3, True, True), (5, False, True), (3, False, False)])
+def test_dynamic_convolution_equals_the_papers_appendix_computation(k, train, affine):
+    """Issue 16: the dynamic kernel and the dynamic convolution against Appendix A.1.2 computed by
+    loops (not only shapes); C=16 with the paper's reduction r=8."""
+    torch.manual_seed(k)
+    C = 16
+    gen = DynamicKernel(C, C, k, reduction=8, affine=affine).double()
+    with torch.no_grad():
+        if affine:
+            gen.bn_1.weight.uniform_(0.5, 1.5)
+            gen.bn_1.bias.uniform_(-0.2, 0.2)
+        gen.bn_1.running_mean.uniform_(-0.5, 0.5)
+        gen.bn_1.running_var.uniform_(0.5, 2.0)
+    gen.train(train)
+    x = torch.randn(2, C, 5, 6, dtype=torch.float64)
+    kernels, conv = _paper_dynamic_conv_loops(gen, x, x, train)
+    with torch.no_grad():
+        d = gen(x)
+        assert torch.allclose(d, kernels, atol=1e-10)
+        assert torch.allclose(apply_dynamic(x, d), conv, atol=1e-10)
+        # the whole second-tier operation: F_k = F_k' ⊕ F_k' ⊛ D_k (Eq. 5), one term of Eq. 3
+        op = CalibrationOp("dynamic", gen, carry_input=True)
+        assert torch.allclose(combine(op(x)), x + conv, atol=1e-10)
+    # a reduction edge: the kernel comes from the input, the convolution acts on the strided features
+    feat = torch.randn(2, C, 3, 3, dtype=torch.float64)
+    gen.eval()
+    _, conv_r = _paper_dynamic_conv_loops(gen, x, feat, False)
+    with torch.no_grad():
+        assert torch.allclose(apply_dynamic(feat, gen(x)), conv_r, atol=1e-10)

@@ -407,3 +407,103 @@ def test_written_json_of_a_run_is_strict(runs, tmp_path, capsys):
 def test_search_run_commands_on_a_training_run(argv, runs, capsys):
     code, _, err = run_cli([a.format(run=runs / "train") for a in argv], capsys)
     assert_one_line_error(code, err, "is a training run", "not a search run")
+
+
+# ----- issue 14 leftovers: a file never chooses code to import; data folders stored absolute -----
+EVIL_MODULE = "attnas_evil_teacher_mod"
+
+
+def _evil_module(folder: Path, marker: Path) -> None:
+    """A module whose import creates ``marker`` (and defines an nn.Module 'Net')."""
+    (folder / f"{EVIL_MODULE}.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport torch.nn as nn\n\n\nclass Net(nn.Linear):\n"
+        f"    stages = ()\n")
+
+
+@pytest.mark.parametrize("spec", ["os:system", f"{EVIL_MODULE}:Net", "subprocess:Popen", "attnas.nothing:Net"])
+def test_teacher_class_named_by_a_file_is_not_imported(spec, tmp_path, capsys, monkeypatch):
+    from attnas.errors import ConfigError
+    from attnas.teacher import CifarResNet, load_teacher
+
+    marker = tmp_path / "IMPORTED"
+    _evil_module(tmp_path, marker)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, EVIL_MODULE, raising=False)
+    net = CifarResNet(depth=8, width=2, num_classes=4)
+    ckpt = tmp_path / "teacher.pt"
+    torch.save({"teacher_class": spec, "teacher_options": {}, "teacher_stages": ["layer1"],
+                "state_dict": net.state_dict()}, ckpt)
+    with pytest.raises(ConfigError, match="not a registered attnas teacher class"):
+        load_teacher(str(ckpt))
+    # through the CLI: a search given the checkpoint, and a teacher run whose config names the class
+    code, _, err = run_cli(["search", "--space", "nos", "--method", "nos", "--space-options",
+                            '{"C": 2, "layers": 3}', "--dataset", "synthetic:3,8,4,8,4", "--epochs", "1",
+                            "--batch-size", "4", "--teacher", ckpt, "--out", tmp_path / "s", "--quiet"], capsys)
+    assert_one_line_error(code, err, "not a registered attnas teacher class", spec)
+    run = tmp_path / "t"
+    run.mkdir()
+    (run / "teacher_config.json").write_text(dumps(
+        {"teacher_class": spec, "teacher_options": {}, "stages": [], "options": {},
+         "dataset": "synthetic:3,8,4,8,4", "data_dir": None, "epochs": 1, "batch_size": 4, "seed": 0,
+         "out": str(run), "train_subset": None, "test_subset": None, "image_size": None, "device": "cpu"}))
+    code, _, err = run_cli(["teacher", "train", "--resume", run, "--quiet"], capsys)
+    assert_one_line_error(code, err, "not a registered attnas teacher class")
+    code, _, err = run_cli(["teacher", "train", "--class", spec, "--out", tmp_path / "t2", "--epochs", "1",
+                            "--dataset", "synthetic:3,8,4,8,4", "--quiet"], capsys)
+    assert_one_line_error(code, err, "not a registered attnas teacher class")
+    assert not marker.exists() and EVIL_MODULE not in sys.modules
+
+
+def test_registered_teacher_class_is_usable(tmp_path):
+    from attnas.teacher import TEACHER_CLASSES, CifarResNet, load_teacher, register_teacher, save_teacher
+
+    class MyTeacher(CifarResNet):
+        pass
+
+    name = register_teacher(MyTeacher, "tests:MyTeacher")
+    try:
+        save_teacher(MyTeacher(depth=8, width=2, num_classes=3), tmp_path / "t.pt", name,
+                     {"depth": 8, "width": 2, "num_classes": 3}, MyTeacher.stages)
+        model, stages = load_teacher(str(tmp_path / "t.pt"))
+        assert type(model) is MyTeacher and stages == list(MyTeacher.stages)
+    finally:
+        TEACHER_CLASSES.pop(name)
+
+
+def _image_folder(root: Path, size: int = 8) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 4)):
+        for cname in ("a", "b"):
+            d = root / split / cname
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+
+
+@pytest.mark.parametrize("kind", ["search", "train", "teacher"])
+def test_relative_data_dir_is_stored_absolute(kind, tmp_path, capsys, monkeypatch):
+    first, other = tmp_path / "first", tmp_path / "other"
+    other.mkdir()
+    _image_folder(first / "data" / "pets")
+    monkeypatch.setenv("ATTNAS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ATTNAS_DATA_DIR", raising=False)
+    monkeypatch.chdir(first)
+    data = ["--data-dir", "data", "--dataset", "imagefolder:pets", "--epochs", "2", "--batch-size", "8",
+            "--stop-after", "1", "--out", "run", "--quiet"]
+    if kind == "search":
+        argv = ["search", "--space", "nb201", "--space-options", '{"C": 2, "N": 1}', "--method", "darts", *data]
+    elif kind == "train":
+        argv = ["train", "--arch", ARCH, "--space-options", '{"C": 2, "N": 1}', *data]
+    else:
+        argv = ["teacher", "train", "--teacher-options", '{"depth": 8, "width": 2}', *data]
+    assert run_cli(argv, capsys)[0] == 0
+    stored = json.loads((first / "run" / "config.json").read_text())["data_dir"]
+    assert Path(stored).is_absolute() and Path(stored).resolve() == (first / "data").resolve()
+    monkeypatch.chdir(other)  # no ./data here: a relative data_dir would not be found
+    resume = ["teacher", "train"] if kind == "teacher" else [kind]
+    code, out, err = run_cli([*resume, "--resume", first / "run", "--quiet", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["status"] == "done"

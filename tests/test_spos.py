@@ -185,7 +185,7 @@ def _evolution_cfg(**kw):
 
 def test_constraint_rejects_and_costs_match() -> None:
     space = get_space("macro")
-    table_flops = {a: Constraint(space, 10, 3, 32).cost(space.parse_native(a)).flops
+    table_flops = {a: Constraint(space, 10, 3, 32).cost(space.parse_native(a)).macs
                    for a in ("00000000", "22222222")}
     assert table_flops["00000000"] == 7713280
     budget = 4e7
@@ -196,8 +196,13 @@ def test_constraint_rejects_and_costs_match() -> None:
         cost = profile_architecture(space, a, 10, 3, 32)
         assert con.cost(a) == cost
         assert con.holds(a) == (cost.flops <= budget and cost.params <= 2e6)
+        assert cost.flops == 2 * cost.macs
+        # the same limit in multiply-accumulates (what SPOS and NAS-Bench-Macro call FLOPs)
+        assert Constraint(space, 10, 3, 32, macs_budget=budget / 2, params_budget=2e6).holds(a) == con.holds(a)
     with pytest.raises(ConfigError, match="flops_budget"):
         Constraint(space, 10, 3, 32, flops_budget=-1)
+    with pytest.raises(ConfigError, match="macs_budget"):
+        Constraint(space, 10, 3, 32, macs_budget=0)
 
 
 def test_evolution_respects_budget_and_finds_good_architecture() -> None:
@@ -333,3 +338,30 @@ def test_cli_evolve_export_on_a_cell_space(tmp_path: Path) -> None:
     identity = [k for k in state if mapping[k] not in src]
     assert identity and all(k.rsplit(".", 1)[-1] in ("weight", "bias", "running_mean", "running_var",
                                                      "num_batches_tracked") for k in identity)
+
+
+def test_files_written_before_the_units_are_read_as_macs(tmp_path: Path) -> None:
+    """Issue 16: costs and budgets used to be multiply-accumulates called "flops"; old
+    architecture.json meta and old run configs keep their meaning (read as macs)."""
+    from attnas.training.run_dir import read_run_config
+
+    old = {"space": "macro", "native": "11111221",
+           "meta": {"flops": 5e7, "params": 1e6, "flops_budget": 6e7, "params_budget": None}}
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    meta = load_architecture(str(tmp_path / "a.json")).meta
+    assert meta["macs"] == 5e7 and meta["flops"] == 1e8 and meta["macs_budget"] == 6e7
+    assert meta["flops_budget"] is None and meta["params"] == 1e6
+    new = {"space": "macro", "native": "11111221", "meta": {"flops": 1e8, "macs": 5e7}}
+    (tmp_path / "b.json").write_text(json.dumps(new))
+    assert load_architecture(str(tmp_path / "b.json")).meta == new["meta"]
+    run = tmp_path / "run"
+    run.mkdir()
+    resolved = {k: v for k, v in vars(get_preset("spos")).items() if k not in ("weights", "macs_budget")}
+    (run / "config.json").write_text(json.dumps(
+        {"space": "macro", "method": "spos", "method_options": {"flops_budget": 3e5},
+         "resolved_method_options": {**resolved, "flops_budget": 3e5}}))
+    assert read_run_config(run, "search")["method_options"] == {"macs_budget": 3e5}
+    (run / "config.json").write_text(json.dumps(
+        {"space": "macro", "method": "spos", "method_options": {"flops_budget": 3e5},
+         "resolved_method_options": {**resolved, "flops_budget": 3e5, "macs_budget": None}}))
+    assert read_run_config(run, "search")["method_options"] == {"flops_budget": 3e5}

@@ -2,7 +2,10 @@
 
 File: ``nasbench_macro/nas-bench-macro_cifar10.json``; key = 8 characters over
 ``{0,1,2}`` (one per layer: 0 identity, 1 MB3_K3, 2 MB6_K5), value =
-``{"test_acc": [3 runs], "mean_acc", "std", "params", "flops"}``.
+``{"test_acc": [3 runs], "mean_acc", "std", "params", "flops"}``.  The table's ``flops`` are
+multiply-accumulates (equal to :mod:`attnas.profile`'s MAC count, tested): look-ups report them
+as ``macs`` and ``flops`` = 2 x MACs, attnas's unit; :meth:`MacroBench.array` gives the
+table's columns, ``"macs"`` being the table's ``flops`` column.
 
 ``rank`` is the competition rank by mean accuracy among all 6,561 keys
 (1 = best; tied keys share the smallest rank -- architectures that differ only
@@ -114,20 +117,26 @@ class MacroBench:
         return list(_all_keys())
 
     def query(self, arch: Architecture | str) -> dict[str, Any]:
-        """``{"arch", "mean_acc", "std", "test_acc" (3 runs), "params", "flops", "rank", "of"}``."""
+        """``{"arch", "mean_acc", "std", "test_acc" (3 runs), "params", "flops" (2 x MACs), "macs", "rank",
+        "of"}``."""
         s = macro_string(arch)
         cols = self._cols()
         n = int(s, 3)  # lexicographic order == base-3 value
         runs = [float(v) for v in cols["test_acc"][n] if not np.isnan(v)]
         return {"arch": s, "mean_acc": float(cols["mean_acc"][n]), "std": float(cols["std"][n]),
-                "test_acc": runs, "params": int(cols["params"][n]), "flops": int(cols["flops"][n]),
+                "test_acc": runs, "params": int(cols["params"][n]), "flops": 2 * int(cols["flops"][n]),
+                "macs": int(cols["flops"][n]),
                 "rank": int(cols["rank"][n]), "of": MACRO_SIZE}
 
     def array(self, column: str = "mean_acc") -> np.ndarray:
-        """One column (mean_acc, std, params, flops, rank) for all keys in canonical order."""
+        """One column (mean_acc, std, params, macs, flops = 2 x macs, rank) for all keys in canonical order."""
         cols = self._cols()
+        if column == "macs":
+            return cols["flops"].copy()
+        if column == "flops":
+            return 2 * cols["flops"]
         if column not in cols or column == "test_acc":
-            raise ConfigError(f"unknown column '{column}'; expected mean_acc, std, params, flops or rank")
+            raise ConfigError(f"unknown column '{column}'; expected mean_acc, std, params, macs, flops or rank")
         return cols[column].copy()
 
     def best(self) -> dict[str, Any]:

@@ -36,6 +36,20 @@ def is_main_process() -> bool:
     return distributed.is_main()
 
 
+def refuse_with_resume(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """``--resume RUN_DIR`` continues a run with the settings its config.json recorded: any of the
+    options ``names`` given with it would be ignored, so it is a one-line error naming the option."""
+    if not getattr(args, "resume", None):
+        return
+    from attnas.errors import ConfigError
+
+    for name in names:
+        if getattr(args, name, None) not in (None, False):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} cannot be given with --resume: a resumed run keeps the settings its "
+                              f"config.json recorded (start a new run with --out to change them)")
+
+
 def parse_json_option(text: str | None, flag: str) -> dict[str, Any] | None:
     """``--space-options '{"C": 8}'`` style flags."""
     if text is None:
@@ -65,17 +79,24 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str =
 
 
 def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],
-                 chosen: dict[str, str] | None = None) -> str:
-    """Per-choice-point candidate strengths; the chosen candidate is marked with '*'."""
+                 chosen: dict[str, str] | None = None, label: str = "candidate strengths") -> str:
+    """Per-choice-point scores of the candidates, headed by ``label`` (what the numbers are:
+    strengths, softmax(alpha), sampling frequencies, ...); '*' marks the candidate the derived
+    architecture ``chosen`` took there (not necessarily the largest number: single-path methods
+    choose by evolution, and a cell rule may pick per node).  A choice point whose chosen
+    operation is not among the scored candidates (an edge left out) gets a note instead."""
     rows = []
     for key, cands in candidates.items():
         s = scores.get(key, [])
+        pick = chosen.get(key) if chosen else None
         cells = []
         for c, v in zip(cands, s):
-            mark = "*" if chosen and chosen.get(key) == c else " "
+            mark = "*" if pick == c else " "
             cells.append(f"{c}={v:.3f}{mark}")
+        if pick is not None and pick not in cands:
+            cells.append(f"(chosen: {pick})")
         rows.append([key, "  ".join(cells)])
-    return table(["choice point", "candidate strengths (* = chosen)"], rows)
+    return table(["choice point", f"{label} (* = chosen)"], rows)
 
 
 def margins_table(margins: dict[str, dict[str, Any]]) -> str:

@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(--export) subnet.pt into --out (default RUN_DIR/evolve).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder of an 'attnas search --method spos' run")
     p.add_argument("--out", help="output folder (default RUN_DIR/evolve); rerun to resume a killed evolution")
-    p.add_argument("--flops-budget", type=float, metavar="F", help="at most F multiply-adds per image (e.g. 6e7)")
+    p.add_argument("--flops-budget", type=float, metavar="F",
+                   help="at most F FLOPs per image, FLOPs = 2 x multiply-accumulates as in the TrioNet paper "
+                        "(e.g. 2e9)")
+    p.add_argument("--macs-budget", type=float, metavar="M",
+                   help="at most M multiply-accumulates per image (what SPOS / NAS-Bench-Macro call FLOPs)")
     p.add_argument("--params-budget", type=float, metavar="P", help="at most P parameters (e.g. 2e6)")
     for name in EVOLUTION_FLAGS:
         kind = float if name == "mutation_prob" else int
@@ -48,7 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from attnas.search.from_run import evolve_run
 
     options = dict(parse_json_option(args.method_options, "--method-options") or {})
-    for name in EVOLUTION_FLAGS + ("flops_budget", "params_budget"):
+    for name in EVOLUTION_FLAGS + ("flops_budget", "macs_budget", "params_budget"):
         v = getattr(args, name)
         if v is not None:
             options[name] = v
@@ -58,8 +62,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return None
     rows = [["architecture", res["architecture"] if isinstance(res["architecture"], str)
              else json.dumps(res["architecture"])],
-            ["supernet valid acc", res["supernet_val_acc"]], ["FLOPs", res["flops"]], ["params", res["params"]],
-            ["budgets (FLOPs / params)", f"{res['flops_budget']} / {res['params_budget']}"],
+            ["supernet valid acc", res["supernet_val_acc"]], ["FLOPs (2 x MACs)", res["flops"]],
+            ["MACs", res.get("macs")], ["params", res["params"]],
+            ["budgets (FLOPs / MACs / params)",
+             f"{res['flops_budget']} / {res.get('macs_budget')} / {res['params_budget']}"],
             ["evaluated (replayed)", f"{res['evaluated']} ({res['replayed']})"], ["output", res["out"]]]
     for k, v in (res.get("benchmark") or {}).items():
         if k in ("mean_acc", "std", "rank"):

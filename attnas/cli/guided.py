@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="folder with the benchmark tables (default: $ATTNAS_DATA_DIR)")
     p.add_argument("--out", help="write every evaluation (order, cell, validation and test accuracy) "
                                  "to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lambda a: float(val[nb201_index(a)]),
         lambda r: make_predictor(args.predictor, enc, seed=1000 * args.seed + r, overrides=overrides),
         args.budget, candidates=archs, initial=args.initial, batch=args.batch, seed=args.seed,
-        encoded=enc.encode(archs))
+        encoded=enc.encode(archs), log=None if args.quiet else _stderr)
     tests = [float(test[nb201_index(a)]) for a in res.archs]
     inc = res.incumbents()
     rows, curve = [], []
@@ -100,3 +101,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"arch": NB201Space.to_native(a), "val_acc": s, "test_acc": t}
             for a, s, t in zip(res.archs, res.scores, tests)]}, indent=1))
     return result
+
+
+def _stderr(message: str) -> None:
+    """A progress line on stderr."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)

@@ -28,12 +28,29 @@ COMMAND_MODULES = [
     "attnas.cli.teacher",
     "attnas.cli.export",
     "attnas.cli.report",
+    "attnas.cli.profile",
 ]
 
 
+class UsageError(AttnasError):
+    """A command line argparse rejects (unknown flag, a value of the wrong type, ...)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``attnas: error: ...`` (exit status 2, via :func:`main`),
+    instead of a usage block; sub-command parsers inherit the class."""
+
+    def error(self, message: str):  # type: ignore[override]
+        cmd = self.prog.split(" ", 1)[1] if " " in self.prog else ""
+        where = f"{cmd}: " if cmd else ""
+        raise UsageError(f"{where}{' '.join(message.split())} (see: {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="attnas", description="Attention-driven neural architecture search.")
+    parser = ArgumentParser(
+        prog="attnas", description="Attention-driven neural architecture search.",
+        epilog="'attnas search' with no options runs the embedded default (IT-NAS on digits); "
+               "'attnas COMMAND --help' describes a command.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -55,16 +72,17 @@ def add_json_flag(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if not argv:  # the embedded default job
-        argv = ["search"]
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    if not argv:  # no command: help on stderr, exit 2 (the embedded default job is 'attnas search')
+        parser.print_help(sys.stderr)
         return 2
     try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):  # e.g. 'attnas analyze' without its analysis
+            raise UsageError(f"'{' '.join(argv)}' needs a sub-command (see: attnas {' '.join(argv)} --help)")
         result = args.func(args)
     except AttnasError as e:
-        print(f"attnas: error: {e}", file=sys.stderr)
+        message = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())  # always one line
+        print(f"attnas: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("attnas: interrupted", file=sys.stderr)

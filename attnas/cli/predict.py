@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--se-options", help="JSON object overriding the self-evolution settings")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--data-dir", help="folder with the benchmark tables (default: $ATTNAS_DATA_DIR)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     res = run_kendall(bench=args.bench, train_size=args.train_size, seed=args.seed, predictor=args.predictor,
                       self_evolution=args.self_evolution, dataset=args.dataset, val_size=args.val_size,
                       data_dir=args.data_dir, pe=args.pe, overrides=parse_json_option(args.options, "--options"),
-                      se_overrides=parse_json_option(args.se_options, "--se-options"))
+                      se_overrides=parse_json_option(args.se_options, "--se-options"),
+                      log=None if args.quiet else _stderr)
     rows = [["benchmark", f"{res['bench']} ({res['dataset']})"],
             ["predictor", res["predictor"] + (" + self-evolution" if res["self_evolution"] else "")],
             ["training / validation archs", f"{res['train_size']} / {res['val_size']}"],
@@ -57,3 +59,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows += [["Kendall tau", res["kendall_tau"]], ["training time (s)", res["fit_time_s"]]]
     print(table(["", ""], rows))
     return res
+
+
+def _stderr(message: str) -> None:
+    """A progress line on stderr."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)

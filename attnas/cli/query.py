@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         arch = load_architecture(spec) if _is_file(spec) else spec
         res = MacroBench(args.data_dir).query(arch)
         print(f"NAS-Bench-Macro architecture {res['arch']} (CIFAR-10, 3 runs)")
-        print(table(["mean acc (%)", "std", "params", "FLOPs", "rank"],
-                    [[res["mean_acc"], res["std"], res["params"], res["flops"], f"{res['rank']} of {res['of']}"]],
+        print(table(["mean acc (%)", "std", "params", "FLOPs (2 x MACs)", "MACs", "rank"],
+                    [[res["mean_acc"], res["std"], res["params"], res["flops"], res["macs"],
+                      f"{res['rank']} of {res['of']}"]],
                     floatfmt=".2f"))
         return {"bench": "macro", **res}
     raise ConfigError(f"unknown benchmark '{args.bench}'; expected one of {list(BENCHES)}")

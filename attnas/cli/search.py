@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, margin_warnings,
-                               margins_table, parse_json_option, scores_table, table)
+                               margins_table, parse_json_option, refuse_with_resume, scores_table, table)
 from attnas.cli.main import add_json_flag
 from attnas.config import EMBEDDED_DEFAULT, SearchConfig, embedded_default_applies, make_config
 
@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space-options", help="JSON object of space options, e.g. '{\"C\": 8, \"N\": 1}'")
     p.add_argument("--method-options", help="JSON object overriding the method's preset")
     p.add_argument("--flops-budget", type=float, metavar="F",
-                   help="selection constraint: at most F multiply-adds per image (e.g. 6e7; spos, fairnas)")
+                   help="selection constraint: at most F FLOPs per image, FLOPs = 2 x multiply-accumulates "
+                        "as in the TrioNet paper (e.g. 2e9; spos, fairnas, trionet)")
+    p.add_argument("--macs-budget", type=float, metavar="M",
+                   help="selection constraint: at most M multiply-accumulates (MACs) per image -- what SPOS, "
+                        "ProxylessNAS and NAS-Bench-Macro call FLOPs (e.g. 3.3e8; spos, fairnas, trionet)")
     p.add_argument("--params-budget", type=float, metavar="P",
                    help="selection constraint: at most P parameters (e.g. 2e6; spos, fairnas)")
     p.add_argument("--teacher", metavar="CKPT",
@@ -38,10 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: options that define a new run: refused with --resume (the run keeps its recorded ones)
+RUN_OPTIONS = ("space", "method", "out", "force", "space_options", "method_options", "flops_budget", "macs_budget",
+               "params_budget", "teacher", "dataset", "data_dir", "epochs", "batch_size", "seed", "config",
+               "train_subset", "test_subset", "image_size", "device")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from attnas import api
 
     progress = not args.quiet
+    refuse_with_resume(args, RUN_OPTIONS)
     if args.resume:
         result = api.resume_search(args.resume, progress=progress, stop_after=args.stop_after,
                                    tensorboard=args.tensorboard)
@@ -67,9 +78,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _with_budgets(options: dict[str, Any] | None, args: argparse.Namespace) -> dict[str, Any] | None:
-    """``--flops-budget`` / ``--params-budget`` / ``--teacher`` as the method options ``flops_budget`` /
-    ``params_budget`` / ``teacher_checkpoint``."""
+    """``--flops-budget`` / ``--macs-budget`` / ``--params-budget`` / ``--teacher`` as the method options
+    ``flops_budget`` / ``macs_budget`` / ``params_budget`` / ``teacher_checkpoint``."""
     budgets = {k: v for k, v in (("flops_budget", args.flops_budget), ("params_budget", args.params_budget),
+                                 ("macs_budget", getattr(args, "macs_budget", None)),
                                  ("teacher_checkpoint", args.teacher)) if v is not None}
     return {**(options or {}), **budgets} if budgets else options
 
@@ -84,7 +96,7 @@ def print_result(result: dict[str, Any]) -> None:
     run_dir = Path(result["run_dir"])
     sc = json.loads((run_dir / "scores.json").read_text())
     arch = json.loads((run_dir / "architecture.json").read_text())
-    print(scores_table(sc["candidates"], sc["scores"], arch["choices"]))
+    print(scores_table(sc["candidates"], sc["scores"], arch["choices"], sc.get("label", "candidate strengths")))
     if sc.get("margins"):
         print()
         print(margins_table(sc["margins"]))
@@ -95,6 +107,8 @@ def print_result(result: dict[str, Any]) -> None:
             ["architecture", arch.get("native") or json.dumps(arch["choices"])],
             ["supernet valid acc", result.get("valid_acc")],
             ["search time (s)", result.get("search_time_s")]]
+    if result.get("selection_time_s"):  # included in the search time
+        rows.append(["  of which selection (s)", result["selection_time_s"]])
     for k, v in (result.get("benchmark") or {}).items():
         rows.append([k, v])
     print(table(["", ""], rows))

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="teacher_command", metavar="ACTION")
     t = tsub.add_parser("train", help="train a teacher with the library's engine; writes RUN/teacher.pt")
     t.add_argument("--class", dest="teacher_class", default=None,
-                   help=f"importable model class 'module:Class' (default {DEFAULT_CLASS})")
+                   help=f"registered teacher class 'module:Class' (default {DEFAULT_CLASS}; others are "
+                        f"added from Python with attnas.teacher.register_teacher)")
     t.add_argument("--teacher-options", help="JSON constructor options, e.g. '{\"depth\": 20, \"width\": 16}'")
     t.add_argument("--stages", help="comma-separated module names of the 3 stages to match "
                                     "(default: the class's 'stages' attribute)")
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from attnas.data.paths import absolute_data_dir, absolute_dataset
     from attnas.errors import ConfigError
 
     if args.resume:
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "teacher_options": parse_json_option(args.teacher_options, "--teacher-options") or {},
                "stages": [s for s in (args.stages or "").split(",") if s],
                "options": parse_json_option(args.options, "--options") or {},
-               "dataset": args.dataset or "digits", "data_dir": args.data_dir, "epochs": args.epochs,
+               "dataset": absolute_dataset(args.dataset or "digits"), "data_dir": absolute_data_dir(args.data_dir),
+               "epochs": args.epochs,
                "batch_size": args.batch_size, "seed": args.seed or 0, "out": args.out,
                "train_subset": args.train_subset, "test_subset": args.test_subset,
                "image_size": args.image_size, "device": args.device or "auto"}
@@ -93,6 +96,10 @@ def train_teacher(cfg: dict[str, Any], resume: bool = False, progress: bool = Tr
         check_new_run_dir(out, force)
     data = load_dataset(cfg["dataset"], cfg["data_dir"], train_subset=cfg["train_subset"],
                         test_subset=cfg["test_subset"], seed=cfg["seed"], image_size=cfg["image_size"])
+    from dataclasses import replace
+
+    from attnas.data.augment import effective_cutout  # capped at half the side; erasing the image is refused
+    tcfg = replace(tcfg, cutout=effective_cutout(tcfg.cutout, data.image_size, explicit="cutout" in cfg["options"]))
     seed_everything(cfg["seed"])
     cls = import_class(cfg["teacher_class"])
     net = instantiate(cls, cfg["teacher_options"], data.num_classes, data.in_channels)

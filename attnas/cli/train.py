@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from attnas.cli.common import add_data_flags, add_tensorboard_flag, is_main_process, parse_json_option, table
+from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, parse_json_option,
+                               refuse_with_resume, table)
 from attnas.cli.main import add_json_flag
 from attnas.config import TrainConfig, make_config
 
@@ -34,10 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+#: options that define a new run: refused with --resume (the run keeps its recorded ones)
+RUN_OPTIONS = ("arch", "out", "force", "space_options", "network_options", "options", "amp", "compile", "dataset",
+               "data_dir", "epochs", "batch_size", "seed", "config", "train_subset", "test_subset", "image_size",
+               "device")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from attnas import api
 
     progress = not args.quiet
+    refuse_with_resume(args, RUN_OPTIONS)
     if args.resume:
         result = api.resume_train(args.resume, progress=progress, stop_after=args.stop_after,
                                   tensorboard=args.tensorboard)

@@ -11,6 +11,11 @@ The pipeline follows the DARTS CIFAR recipe, vectorised over the batch:
    *after* normalisation as the DARTS code does (rows ``cy - s//2 .. cy - s//2 + s - 1``,
    so an odd side gives an s x s square where DARTS gives (s-1) x (s-1)).
 
+Sizes scale with the image (:func:`default_augment`): the crop padding is 1/8 of the
+side and the cutout side at most half of it, so DARTS's CIFAR settings (padding 4,
+cutout 16 on 32x32) become padding 1 and cutout 4 on the 8x8 digits; an explicitly
+requested cutout of the whole side or more is refused (:func:`effective_cutout`).
+
 ``train=False`` applies only step 3.  With a ``torch.Generator`` the result
 is deterministic; random numbers are drawn on the generator's device and then
 moved to the batch's device.
@@ -126,14 +131,35 @@ class BatchAugment:
         return (~(in_y.unsqueeze(2) & in_x.unsqueeze(1))).to(torch.float32)
 
 
+def crop_padding_for(image_size: int) -> int:
+    """Random-crop padding for ``image_size``: 1/8 of the side (4 for 32x32, the DARTS recipe;
+    1 for 8x8; 0 below 8x8)."""
+    return max(0, int(image_size) // 8)
+
+
+def effective_cutout(cutout: int, image_size: int, explicit: bool = False) -> int:
+    """The cutout side used on ``image_size`` x ``image_size`` images: at most half the side
+    (16 for 32x32, the DARTS recipe; 4 for the 8x8 digits), so a preset's 16 never blanks a
+    small image.  An ``explicit`` request (the user's own option) of the whole side or more
+    would erase the image: a one-line :class:`ConfigError`."""
+    if isinstance(cutout, bool) or not isinstance(cutout, int) or cutout < 0:
+        raise ConfigError(f"cutout must be a non-negative integer, got {cutout!r}")
+    if explicit and cutout >= image_size:
+        raise ConfigError(f"cutout {cutout} would erase the whole {image_size}x{image_size} image; "
+                          f"use at most {max(0, image_size // 2)} (half the side) or 0 for none")
+    return min(cutout, max(0, int(image_size) // 2))
+
+
 def default_augment(data: ImageData, cutout: int = 0) -> BatchAugment:
     """The standard training augmentation for ``data``.
 
-    Crop padding is ``image_size // 8`` (4 for 32x32, 1 for 8x8); horizontal
-    flips are on for natural images and off for ``digits``, ``svhn`` (a mirrored
+    Sizes follow the image size: crop padding is ``image_size // 8``
+    (:func:`crop_padding_for`: 4 for 32x32, 1 for 8x8) and the cutout side is capped at
+    ``image_size // 2`` (:func:`effective_cutout`: DARTS's 16 on 32x32, 4 on 8x8).
+    Horizontal flips are on for natural images and off for ``digits``, ``svhn`` (a mirrored
     digit is a different or no digit) and ``synthetic`` (its class patterns are
     not mirror-symmetric).  ``cutout`` is the square's side (0 = off; DARTS uses 16).
     """
     base = data.name.split(":", 1)[0].lower()
-    return BatchAugment(data.mean, data.std, crop_padding=data.image_size // 8,
-                        flip=base not in NO_FLIP_DATASETS, cutout=cutout)
+    return BatchAugment(data.mean, data.std, crop_padding=crop_padding_for(data.image_size),
+                        flip=base not in NO_FLIP_DATASETS, cutout=effective_cutout(cutout, data.image_size))

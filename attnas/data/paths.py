@@ -28,6 +28,17 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
+def check_data_dir(data_dir: str | os.PathLike | None, flag: str = "--data-dir") -> None:
+    """A data folder given explicitly must exist: a one-line :class:`DataFileNotFound` instead of
+    benchmark look-ups that are silently left out (``$ATTNAS_DATA_DIR`` is not checked here)."""
+    if data_dir is None or str(data_dir) == "":
+        return
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        what = "is not a folder" if path.exists() else "does not exist"
+        raise DataFileNotFound(f"data folder '{data_dir}' given by {flag} {what}")
+
+
 def require_file(relative: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                  what: str = "data file") -> Path:
     """Return ``DATA_DIR/relative`` or raise a one-line error naming both.
@@ -48,3 +59,24 @@ def require_file(relative: str | os.PathLike, data_dir: str | os.PathLike | None
     raise DataFileNotFound(
         f"{what} not found: expected '{candidates[0]}' under data folder '{root}' "
         f"(looked for {', '.join(str(root / c) for c in candidates)})")
+
+
+def absolute_data_dir(data_dir: str | os.PathLike | None) -> str | None:
+    """``data_dir`` made absolute (``~`` expanded) against the current directory, for a new run's
+    ``config.json``: a resume from another working directory then reads the same folder.
+    None stays None (``$ATTNAS_DATA_DIR`` is read when the data is loaded)."""
+    if data_dir is None or str(data_dir) == "":
+        return None if data_dir is None else str(data_dir)
+    return str(Path(data_dir).expanduser().absolute())
+
+
+def absolute_dataset(dataset: str | None) -> str | None:
+    """``imagefolder:PATH`` with a relative PATH that exists under the current directory made
+    absolute (same reason as :func:`absolute_data_dir`); other names unchanged (a relative PATH
+    that does not exist here is looked up under the data folder when loading)."""
+    if not isinstance(dataset, str) or not dataset.startswith("imagefolder:"):
+        return dataset
+    path = Path(dataset.partition(":")[2]).expanduser()
+    if path.is_absolute() or not path.exists():
+        return dataset
+    return f"imagefolder:{path.absolute()}"

@@ -36,11 +36,11 @@ table ``r`` of shape ``(d_q, 2*span-1)``.  It works at any input size: offsets b
 the layout's nominal feature side (e.g. 56 at 224x224 input) also serves 32x32 or larger
 inputs; within the nominal side every offset has its own vector.
 
-FLOPs (:mod:`attnas.profile` convention, multiply-accumulates per image): the 1x1
+Costs (:mod:`attnas.profile`: MACs = multiply-accumulates per image, FLOPs = 2 x MACs): the 1x1
 projections are ``nn.Conv2d`` and counted by the profiler; the attention itself adds, per
 output position of the attended neighbourhood of size n (m^2 or the axis length),
 ``n * (2 d_q + d_v)`` MACs -- ``q.k``, ``q.r`` and the weighted sum of values -- reported by
-the modules' ``extra_flops`` hook (softmax, masking and pooling are not counted, like BN).
+the modules' ``extra_macs`` hook (softmax, masking and pooling are not counted, like BN).
 """
 from __future__ import annotations
 
@@ -229,7 +229,7 @@ class LocalSelfAttention2d(nn.Module):
         self._hw = (x.shape[-2], x.shape[-1])
         return _pool(y, self.stride)
 
-    def extra_flops(self) -> int:
+    def extra_macs(self) -> int:
         """Attention MACs of the last forward, per image (module docstring)."""
         H, W = self._hw
         return H * W * self.kernel_size ** 2 * (2 * self.q.out_channels + self.v.out_channels)
@@ -257,7 +257,7 @@ class AxialAttention1d(nn.Module):
         self._hw = (x.shape[-2], x.shape[-1])
         return axial_attention_1d(self.q(x), self.k(x), self.v(x), self.rel, self.heads, self.axis)
 
-    def extra_flops(self) -> int:
+    def extra_macs(self) -> int:
         H, W = self._hw
         return H * W * (H if self.axis == "h" else W) * (2 * self.q.out_channels + self.v.out_channels)
 
@@ -286,10 +286,14 @@ class ConvOp(nn.Conv2d):
         super().__init__(channels, channels, kernel_size, stride, kernel_size // 2, bias=False)
 
 
-def attention_flops(hw: int, neighbours: int, qk: int, v: int) -> int:
+def attention_macs(hw: int, neighbours: int, qk: int, v: int) -> int:
     """Attention MACs (module docstring): positions x neighbours x (2 d_q + d_v)."""
     return hw * neighbours * (2 * qk + v)
 
 
+#: former name of :func:`attention_macs` (it always counted MACs)
+attention_flops = attention_macs
+
+
 __all__ = ["local_attention", "axial_attention_1d", "relative_index", "LocalSelfAttention2d",
-           "AxialAttention1d", "AxialAttention2d", "ConvOp", "attention_flops"]
+           "AxialAttention1d", "AxialAttention2d", "ConvOp", "attention_macs", "attention_flops"]

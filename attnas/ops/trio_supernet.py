@@ -261,6 +261,33 @@ class TrioSuperBlock(nn.Module):
         y = self.bn3(y)
         return F.relu(y + self.shortcut(x))
 
+    # ----- the weights a path uses ----------------------------------------------
+    def path_parameters(self, o: TrioOp) -> dict[str, torch.Tensor]:
+        """The parameter slices option ``o``'s path computes with, as differentiable views of this
+        block's parameters, named as in the stand-alone :class:`TrioBlock` (the same slices as
+        :meth:`forward` and :meth:`subnet_state`)."""
+        ix = self.indices(o)
+        mid, v = ix["mid"], ix["v"]
+        bn2 = self._op_bn(o)
+        out = {"conv1.weight": self.conv1.weight[mid], "bn1.weight": self.bn1.weight[mid],
+               "bn1.bias": self.bn1.bias[mid]}
+        out.update({f"op.{k}": t for k, t in self.op_weights(o).items()})
+        out.update({"bn2.weight": bn2.weight[v], "bn2.bias": bn2.bias[v], "conv3.weight": self.conv3.weight[:, v]})
+        out.update({f"bn3.{k}": t for k, t in self.bn3.named_parameters()})
+        out.update({f"shortcut.{k}": t for k, t in self.shortcut.named_parameters()})
+        return out
+
+    def usage_masks(self, o: TrioOp) -> dict[nn.Parameter, torch.Tensor]:
+        """For every parameter of this block that option ``o``'s path uses: a 0/1 tensor of its
+        shape, 1 exactly on the entries the path uses (its slices; e.g. the first ``mid`` rows of
+        ``conv1``, the Alg. 1 head channels of the attention projections, the centred ``k x k``
+        of the 7x7 kernel).  Found by differentiating the sum of :meth:`path_parameters`."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        with torch.enable_grad():
+            total = sum(t.sum() for t in self.path_parameters(o).values())
+            grads = torch.autograd.grad(total, params, allow_unused=True)
+        return {p: (g != 0).to(p.dtype) for p, g in zip(params, grads) if g is not None}
+
     # ----- export --------------------------------------------------------------
     @torch.no_grad()
     def subnet_state(self, o: TrioOp) -> dict[str, torch.Tensor]:

@@ -141,14 +141,15 @@ def _sample_new(space: Any, rng: random.Random, n: int, exclude: Callable[[Any],
 def predictor_guided_search(evaluate: Evaluator, make_predictor: Callable[[int], NeuralPredictor], budget: int,
                             candidates: Sequence[Any] | None = None, space: Any = None, initial: int = 10,
                             batch: int = 10, pool_size: int = 1000, seed: int = 0,
-                            encoded: EncodedBatch | None = None, stop: StopRule | None = None) -> SearchResult:
+                            encoded: EncodedBatch | None = None, stop: StopRule | None = None,
+                            log: Callable[[str], None] | None = None) -> SearchResult:
     """Search guided by a predictor (see module doc).
 
     ``make_predictor(round)`` returns a fresh predictor; ``candidates`` (with
     optional ``encoded``, their pre-computed encoding) or ``space`` gives the
     pool.  ``initial`` random architectures are evaluated first, then
     ``batch`` per round.  ``stop(result)`` (optional) ends the search early,
-    e.g. once a target accuracy is reached.
+    e.g. once a target accuracy is reached.  ``log``: a progress line per predictor round.
     """
     if (candidates is None) == (space is None):
         raise ConfigError("give exactly one of candidates (an enumerable table) or space (sampled pools)")
@@ -157,6 +158,11 @@ def predictor_guided_search(evaluate: Evaluator, make_predictor: Callable[[int],
     ev = _Evaluations(evaluate, budget, "predictor-guided", stop)
     rng = random.Random(seed)
     t0 = time.time()
+
+    def progress(rounds: int) -> None:
+        if log is not None and ev.result.scores:
+            log(f"guided search: round {rounds}, {len(ev.result.scores)}/{budget} evaluated, best so far "
+                f"{max(ev.result.scores):.4f}, {time.time() - t0:.0f}s elapsed")
     if candidates is not None:
         n_all = len(candidates)
         order = list(range(n_all))
@@ -187,6 +193,7 @@ def predictor_guided_search(evaluate: Evaluator, make_predictor: Callable[[int],
                 done[int(i)] = True
                 evaluated_idx.append(int(i))
             rounds += 1
+            progress(rounds)
     else:
         archs: list[Any] = []
         for a in _sample_new(space, rng, min(initial, budget), ev.seen):
@@ -209,6 +216,7 @@ def predictor_guided_search(evaluate: Evaluator, make_predictor: Callable[[int],
                 ev(pool[int(k)])
                 archs.append(pool[int(k)])
             rounds += 1
+            progress(rounds)
     ev.result.time_s = time.time() - t0
     return ev.result
 

@@ -82,6 +82,8 @@ class SelfEvolution:
         self.lambdas: list[float] = []
         self.ybar: torch.Tensor | None = None
         self.trace: list[dict[str, float]] = []
+        #: progress (a line per round): a callable taking one line, or None
+        self.log = None
 
     @property
     def encoder(self):
@@ -142,6 +144,9 @@ class SelfEvolution:
                 p.net.eval()
                 self.trace.append({"round": t + 1, "error": errs[-1], "lagrangian": float(L.detach()),
                                    "lambda_mean": float(lam.mean())})
+                if self.log is not None:
+                    self.log(f"self-evolution round {t + 1}/{cfg.rounds}: validation error {errs[-1]:.4f}, "
+                             f"{time.time() - t0:.0f}s elapsed")
         self.errors, self.lambdas, self.ybar = errs, lam.tolist(), ybar
         self.time_s = time.time() - t0
         return self

@@ -27,6 +27,8 @@ from attnas.errors import ConfigError, ShapeError
 from attnas.predictors.encoders import ArchEncoder, EncodedBatch
 
 PREDICTORS = ("tnasp", "mlp", "gcn")
+#: seconds between two progress lines of a predictor's training
+PROGRESS_EVERY_S = 5.0
 BENCHES = ("nb201", "nb101", "macro", "darts")
 
 
@@ -54,7 +56,10 @@ def override(cfg: Any, overrides: dict[str, Any] | None) -> Any:
     bad = sorted(set(overrides) - known)
     if bad:
         raise ConfigError(f"unknown option(s) {bad} for {type(cfg).__name__}; expected some of {sorted(known)}")
-    return replace(cfg, **overrides)
+    from attnas.presets import _checked, _type_hints  # the presets' type and range check
+
+    hints = _type_hints(type(cfg))
+    return replace(cfg, **{k: _checked(v, hints.get(k, Any), k, type(cfg).__name__) for k, v in overrides.items()})
 
 
 class NeuralPredictor:
@@ -71,6 +76,8 @@ class NeuralPredictor:
         self.y_mean: float | None = None
         self.y_std: float | None = None
         self.history: dict[str, Any] = {}
+        #: progress of :meth:`fit` (a line every few seconds): a callable taking one line, or None
+        self.log: Callable[[str], None] | None = None
 
     # ----- data ----------------------------------------------------------
     def encode(self, X: Any) -> EncodedBatch:
@@ -107,7 +114,9 @@ class NeuralPredictor:
         bs = max(1, min(cfg.batch_size, n))
         per_epoch = math.ceil(n / bs)
         steps = max(cfg.min_steps, cfg.epochs * per_epoch)
-        t0 = time.time()
+        t0 = shown = time.time()
+        if self.log is not None:
+            self.log(f"{self.name}: training on {n} architectures, {steps} steps")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.net = self.build_net(self.encoder)
@@ -132,6 +141,10 @@ class NeuralPredictor:
                     sched.step()
                     losses.append(float(loss.detach()))
                     step += 1
+                    if self.log is not None and (time.time() - shown >= PROGRESS_EVERY_S or step == steps):
+                        shown = time.time()
+                        self.log(f"{self.name}: step {step}/{steps}, loss {np.mean(losses[-per_epoch:]):.4f}, "
+                                 f"{shown - t0:.0f}s elapsed")
                     if step >= steps:
                         break
         self.net.eval()
@@ -278,14 +291,18 @@ def split_indices(n_total: int, train_size: int, val_size: int, seed: int) -> tu
 def run_kendall(bench: str = "nb201", train_size: int = 100, seed: int = 0, predictor: str = "tnasp",
                 self_evolution: bool = False, dataset: str = "cifar10", val_size: int | None = None,
                 data_dir: str | None = None, pe: str | None = None, overrides: dict[str, Any] | None = None,
-                se_overrides: dict[str, Any] | None = None, data: BenchData | None = None) -> dict[str, Any]:
+                se_overrides: dict[str, Any] | None = None, data: BenchData | None = None,
+                log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train on ``train_size`` benchmark architectures and report Kendall's tau (see module doc).
 
     With ``self_evolution`` the result holds both the tau after normal
     training (``kendall_tau_base``) and after self-evolution (``kendall_tau``).
+    ``log``: progress lines (loading, encoding, training steps, self-evolution rounds).
     """
     from attnas.predictors.self_evolution import SelfEvolution, SelfEvolutionConfig
 
+    if data is None and log is not None:
+        log(f"predict: loading the {bench} benchmark")
     data = data or load_bench_data(bench, dataset, data_dir)
     val_size = data.default_val_size if val_size is None else int(val_size)
     overrides = dict(overrides or {})
@@ -296,7 +313,10 @@ def run_kendall(bench: str = "nb201", train_size: int = 100, seed: int = 0, pred
     if predictor == "tnasp":
         model.encoder = data.make_encoder(model.config.pe)
     pe_used = model.encoder.pe
+    model.log = log
     if pe_used not in data.encoded:
+        if log is not None:
+            log(f"predict: encoding {len(data.items)} architectures")
         data.encoded[pe_used] = model.encoder.encode(data.items)
     allb = data.encoded[pe_used]
     # the validation set is drawn for every predictor, so that all of them see the same training set
@@ -319,6 +339,7 @@ def run_kendall(bench: str = "nb201", train_size: int = 100, seed: int = 0, pred
     if self_evolution:
         cfg = override(SelfEvolutionConfig(), se_overrides)
         se = SelfEvolution(model, cfg)
+        se.log = log
         t1 = time.time()
         se.evolve(allb.index(tr), data.train_target[tr], allb.index(va), data.train_target[va])
         pred = model.predict(allb.index(ev))

@@ -15,8 +15,10 @@ top-k 10, 25 mutations + 25 crossovers per generation, mutation probability 0.1)
 
 A candidate is *legal* (the only ones evaluated) when it was not evaluated
 before, satisfies the space's topology rule, and meets the constraint
-``flops <= flops_budget`` and ``params <= params_budget`` (:class:`Constraint`,
-counts of :mod:`attnas.profile`); illegal candidates are rejected and drawn
+``flops <= flops_budget``, ``macs <= macs_budget`` and ``params <= params_budget``
+(:class:`Constraint`, counts of :mod:`attnas.profile`: FLOPs = 2 x MACs, the unit of the
+TrioNet paper; SPOS, ProxylessNAS and NAS-Bench-Macro call MACs "FLOPs", so their numbers
+are ``macs_budget``s); illegal candidates are rejected and drawn
 again -- rejection sampling, at most ``max_tries_factor`` x the number wanted
 per step (SPOS code: 10x), and a :class:`ConfigError` when not even one random
 architecture meets the budget.
@@ -41,6 +43,7 @@ time, with the same result as one process.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -133,26 +136,30 @@ def load_bn_state(model: nn.Module, state: list[dict[str, torch.Tensor]]) -> Non
 
 
 class Constraint:
-    """``flops <= flops_budget`` and ``params <= params_budget`` (None = no limit) for the
-    networks of ``num_classes`` classes on ``in_channels x image_size^2`` inputs.
+    """``flops <= flops_budget`` (FLOPs = 2 x MACs), ``macs <= macs_budget`` (multiply-accumulates)
+    and ``params <= params_budget`` (None = no limit) for the networks of ``num_classes`` classes
+    on ``in_channels x image_size^2`` inputs.
 
     Chain spaces use their additive cost table; other spaces build each stand-alone
     network (``build_network`` with its default options, i.e. the network that would be
     retrained) once per architecture, cached."""
 
     def __init__(self, space: SearchSpace, num_classes: int, in_channels: int, image_size: int,
-                 flops_budget: float | None = None, params_budget: float | None = None) -> None:
-        for label, v in (("flops_budget", flops_budget), ("params_budget", params_budget)):
+                 flops_budget: float | None = None, params_budget: float | None = None,
+                 macs_budget: float | None = None) -> None:
+        for label, v in (("flops_budget", flops_budget), ("params_budget", params_budget),
+                         ("macs_budget", macs_budget)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
                 raise ConfigError(f"{label} must be a positive number (absolute count, e.g. 6e7), got {v!r}")
         self.space, self.flops_budget, self.params_budget = space, flops_budget, params_budget
+        self.macs_budget = macs_budget
         self.shape = (num_classes, in_channels, image_size)
         self._table = space.cost_table(*self.shape) if hasattr(space, "cost_table") else None
         self._cache: dict[Architecture, Profile] = {}
 
     @property
     def active(self) -> bool:
-        return self.flops_budget is not None or self.params_budget is not None
+        return any(b is not None for b in (self.flops_budget, self.macs_budget, self.params_budget))
 
     def cost(self, arch: Architecture) -> Profile:
         if self._table is not None:
@@ -166,10 +173,12 @@ class Constraint:
             return True
         c = self.cost(arch)
         return ((self.flops_budget is None or c.flops <= self.flops_budget)
+                and (self.macs_budget is None or c.macs <= self.macs_budget)
                 and (self.params_budget is None or c.params <= self.params_budget))
 
     def describe(self) -> dict[str, Any]:
-        return {"flops_budget": self.flops_budget, "params_budget": self.params_budget}
+        return {"flops_budget": self.flops_budget, "macs_budget": self.macs_budget,
+                "params_budget": self.params_budget}
 
 
 # --------------------------------------------------------------------------- fitness
@@ -241,6 +250,7 @@ class EvolutionSearch:
         self.on_evaluate, self.log = on_evaluate, log
         self.rejected = {"seen": 0, "topology": 0, "constraint": 0}
         self.evaluated_per_process = [0] * world_size()  # fresh evaluations computed by each process
+        self._first_eval_s: float | None = None  # seconds of the first fresh evaluation (the estimate)
 
     # ----- legality ----------------------------------------------------------
     def _legal(self, arch: Architecture, pending: set[Architecture]) -> bool:
@@ -258,11 +268,31 @@ class EvolutionSearch:
             return False
         return True
 
+    def _timed_evaluate(self, arch: Architecture) -> float:
+        """``evaluate_fn(arch)``; the first fresh evaluation also logs the time estimate."""
+        t = time.time()
+        score = float(self.evaluate_fn(arch))
+        if self._first_eval_s is None:
+            self._first_eval_s = time.time() - t
+            if self.log is not None:
+                n, procs = self.max_candidates(), world_size()
+                est = self._first_eval_s * n / procs
+                self.log(f"evolution: one candidate scored in {self._first_eval_s:.2f}s; estimate for up to {n} "
+                         f"candidates{f' on {procs} processes' if procs > 1 else ''}: ~{_duration(est)}")
+        return score
+
+    def max_candidates(self) -> int:
+        """The most candidates the run scores: the initial population, then per generation the
+        mutations and crossovers, filled up with random ones to the population size."""
+        c = self.cfg
+        per_gen = max(int(c.population), int(c.mutations) + int(c.crossovers))
+        return int(c.population) + int(c.generations) * per_gen
+
     def _score(self, archs: list[Architecture]) -> None:
         """Score the legal candidates ``archs`` (cached scores replayed, the rest split over
         the processes), in draw order."""
         todo = [a for a in archs if a not in self.cache]
-        fresh, per_process = map_items(lambda a: float(self.evaluate_fn(a)), todo)
+        fresh, per_process = map_items(self._timed_evaluate, todo)
         self.evaluated_per_process = [n + k for n, k in zip(self.evaluated_per_process, per_process)]
         new = dict(zip(todo, fresh))
         for arch in archs:
@@ -305,7 +335,16 @@ class EvolutionSearch:
 
     # ----- run -------------------------------------------------------------------
     def run(self) -> EvolutionResult:
+        """The evolution; with ``log``, its budget first (population x generations, the most
+        candidates, then a time estimate after the first candidate), then one line per generation
+        (candidates scored, best so far, elapsed time, estimated time left)."""
         cfg = self.cfg
+        t0 = time.time()
+        if self.log is not None:
+            replay = f", {len(self.cache)} scores known from before (replayed)" if self.cache else ""
+            self.log(f"evolution: population {cfg.population} x {cfg.generations} generations "
+                     f"(top-{cfg.top_k} parents, {cfg.mutations} mutations + {cfg.crossovers} crossovers per "
+                     f"generation): up to {self.max_candidates()} candidates to score{replay}")
         population = self._collect(int(cfg.population), self._random)
         if not population:
             msg = "no random architecture met the constraint"
@@ -313,6 +352,7 @@ class EvolutionSearch:
                 msg += f" {self.constraint.describe()} in {int(cfg.population) * int(cfg.max_tries_factor)} draws"
             raise ConfigError(msg + "; raise the budget")
         history: list[dict[str, Any]] = []
+        scored_before = 0
         for gen in range(int(cfg.generations) + 1):
             top = self._top(int(cfg.top_k))
             history.append({"generation": gen, "population": len(population),
@@ -320,8 +360,13 @@ class EvolutionSearch:
                             "top_k_mean": sum(s for _, s in top) / len(top),
                             "population_mean": sum(self.scores[a] for a in population) / len(population)})
             if self.log is not None:
-                self.log(f"evolution generation {gen}/{cfg.generations}: best {top[0][1]:.4f}, "
-                         f"top-{len(top)} mean {history[-1]['top_k_mean']:.4f}, {len(self.scores)} evaluated")
+                elapsed = time.time() - t0
+                left = elapsed / (gen + 1) * (int(cfg.generations) - gen)
+                self.log(f"evolution generation {gen}/{cfg.generations}: {len(self.scores) - scored_before} "
+                         f"candidates scored ({len(self.scores)} in all), best so far {top[0][1]:.4f}, "
+                         f"top-{len(top)} mean {history[-1]['top_k_mean']:.4f}, {_duration(elapsed)} elapsed"
+                         + (f", ~{_duration(left)} left" if gen < int(cfg.generations) else ""))
+            scored_before = len(self.scores)
             if gen == int(cfg.generations):
                 break
             parents = [a for a, _ in top]
@@ -334,3 +379,13 @@ class EvolutionSearch:
         best, best_score = top[0]
         return EvolutionResult(best=best, best_score=best_score, top=top, history=history,
                                evaluated=dict(self.scores), evaluated_per_process=self.evaluated_per_process)
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m 05s``, ``1h 02m``."""
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"

@@ -8,7 +8,7 @@ validation split for scoring (:class:`SelectionContext`), under the budgets and
 evolution options given, and writes into ``OUT`` (default ``RUN_DIR/evolve``):
 
 * ``architecture.json`` -- the best architecture (meta: supernet accuracy,
-  FLOPs, params, budgets);
+  ``flops`` (2 x MACs), ``macs``, ``params``, budgets);
 * ``evolution.json`` -- per-generation statistics, the top-k with scores, and
   the benchmark look-up when the space has one (NAS-Bench-Macro);
 * ``evaluations.jsonl`` -- every evaluated architecture and score, appended as
@@ -63,7 +63,8 @@ class LoadedRun:
 def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None = None,
                     device: str | None = None) -> LoadedRun:
     """Rebuild a run's space, strategy, data split and supernet; load its last checkpoint.
-    ``method_options`` override the run's own (e.g. evolution options, budgets)."""
+    ``method_options`` override the run's own (e.g. evolution options, budgets; a FLOPs or MACs
+    budget given replaces both of the run's)."""
     from attnas.api import resolve_device
 
     run = Path(run_dir)
@@ -74,7 +75,12 @@ def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None =
         raise ConfigError(f"'{run}' has no {CHECKPOINT}: the search has not finished an epoch yet")
     # read (safely: tensors and plain data only) and checked before anything is built
     state = load_checkpoint(run / CHECKPOINT, "search")
-    cfg.method_options = {**(cfg.method_options or {}), **(method_options or {})}
+    own = dict(cfg.method_options or {})
+    given = dict(method_options or {})
+    if "flops_budget" in given or "macs_budget" in given:  # a new compute budget replaces the run's
+        own.pop("flops_budget", None)
+        own.pop("macs_budget", None)
+    cfg.method_options = {**own, **given}
     if device is not None:
         cfg.device = device
     space = get_space(cfg.space, data_dir=cfg.data_dir, **cfg.space_options)
@@ -183,8 +189,8 @@ def _evolve_locked(run: LoadedRun, run_dir, out_dir: Path, seed, export: bool, p
     summary: dict[str, Any] = {
         "run_dir": str(run_dir), "out": str(out_dir), "space": run.cfg.space, "method": run.cfg.method,
         "architecture": native or best.choices, "supernet_val_acc": result.best_score,
-        "flops": best.meta["flops"], "params": best.meta["params"],
-        "flops_budget": cfg.flops_budget, "params_budget": cfg.params_budget,
+        "flops": best.meta["flops"], "macs": best.meta["macs"], "params": best.meta["params"],
+        "flops_budget": cfg.flops_budget, "macs_budget": cfg.macs_budget, "params_budget": cfg.params_budget,
         "evaluated": len(result.evaluated), "replayed": sum(1 for a in result.evaluated if a in evaluated),
         "processes": distributed.world_size(), "evaluated_per_process": result.evaluated_per_process,
         "history": result.history,

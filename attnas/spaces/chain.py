@@ -49,7 +49,7 @@ from attnas.arch import Architecture, layer_key
 from attnas.errors import ArchitectureError, ConfigError, ShapeError
 from attnas.ops.layout import as_layout, channels_last_safe, use_channels_last  # noqa: F401 (re-export)
 from attnas.ops.mobile import InvertedResidual, build_mobile_op, make_divisible
-from attnas.profile import Profile, count_flops, count_params
+from attnas.profile import Profile, count_macs, count_params
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, MixerFactory, SearchSpace
 from attnas.spaces.registry import register_space
 
@@ -101,12 +101,12 @@ class ChainCosts:
     layers: tuple[Mapping[str, Profile], ...]
 
     def of(self, arch: Architecture) -> Profile:
-        flops, params = self.base.flops, self.base.params
+        macs, params = self.base.macs, self.base.params
         for i, table in enumerate(self.layers):
             p = table[arch.choices[layer_key(i)]]
-            flops += p.flops
+            macs += p.macs
             params += p.params
-        return Profile(flops, params)
+        return Profile(macs, params)
 
 
 class ChainSpace(SearchSpace):
@@ -180,7 +180,7 @@ class ChainSpace(SearchSpace):
 
     # ----- costs -----------------------------------------------------------------
     def cost_table(self, num_classes: int, in_channels: int, image_size: int) -> ChainCosts:
-        """Per-layer, per-candidate FLOPs and parameters (see :mod:`attnas.profile`); cached."""
+        """Per-layer, per-candidate MACs (FLOPs = 2 x MACs) and parameters (see :mod:`attnas.profile`); cached."""
         return _cost_table(self, num_classes, in_channels, image_size)
 
     def _cache_key(self) -> tuple:
@@ -197,14 +197,14 @@ class ChainSpace(SearchSpace):
 def _cost_table(space: ChainSpace, num_classes: int, in_channels: int, image_size: int) -> ChainCosts:
     space.check_input(in_channels, image_size)
     stem = space.make_stem(in_channels)
-    base_flops, x = count_flops(stem, torch.zeros(1, in_channels, image_size, image_size))
+    base_macs, x = count_macs(stem, torch.zeros(1, in_channels, image_size, image_size))
     base_params = count_params(stem)
     tables = []
     for L in space.layer_specs():
         table, out = {}, None
         for name in L.candidates:
             op = space.make_op(name, L)
-            f, y = count_flops(op, x)
+            f, y = count_macs(op, x)
             table[name] = Profile(f, count_params(op))
             if out is None:
                 out = y
@@ -215,8 +215,8 @@ def _cost_table(space: ChainSpace, num_classes: int, in_channels: int, image_siz
         x = out
     head, width = space.make_head()
     tail = nn.Sequential(head, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
-    f, _ = count_flops(tail, x)
-    return ChainCosts(Profile(base_flops + f, base_params + count_params(tail)), tuple(tables))
+    f, _ = count_macs(tail, x)
+    return ChainCosts(Profile(base_macs + f, base_params + count_params(tail)), tuple(tables))
 
 
 # --------------------------------------------------------------------------- ProxylessNAS
@@ -268,6 +268,10 @@ class ProxylessSpace(ChainSpace):
 
     def stem_stride(self) -> int:
         return 2 if self.variant == "imagenet" else 1
+
+    def default_input(self) -> tuple[int, int, int]:
+        """``(in_channels, image_size, num_classes)`` the variant is made for (ImageNet or CIFAR-10)."""
+        return (3, 224, 1000) if self.variant == "imagenet" else (3, 32, 10)
 
     def layer_specs(self) -> list[ChainLayer]:
         specs, C_in, i = [], self._w(PROXYLESS_FIRST_BLOCK), 0

@@ -14,8 +14,8 @@ networks are built"):
 * head: 1x1 conv to 1280, BN, ReLU, global average pooling, linear.
 
 With the defaults the parameter count of every architecture equals the
-table's ``params`` and the FLOPs count of :mod:`attnas.profile` equals its
-``flops`` (tested).  Architectures are written as the benchmark's 8-digit
+table's ``params`` and the multiply-accumulate count of :mod:`attnas.profile` equals its
+``flops`` column, which counts MACs (tested; attnas's FLOPs are 2 x MACs).  Architectures are written as the benchmark's 8-digit
 strings (``parse_native`` / ``to_native``), e.g. ``"11111221"``.
 """
 from __future__ import annotations

@@ -46,7 +46,26 @@ and clip longer offsets, so the networks run at any input size (:mod:`attnas.ops
 
 Costs: :meth:`TrioNetSpace.cost_table` is the analytic per-block count
 (:func:`block_cost`), equal to :mod:`attnas.profile`'s count of the stand-alone networks
-(tested); attention matmuls are counted (``q.k``, ``q.r``, weighted values).
+(tested); attention matmuls are counted (``q.k``, ``q.r``, weighted values).  Units as the
+paper's: FLOPs = 2 x MACs (the paper's ResNet-26 "4.7B FLOPs" is 2.34 G multiply-accumulates);
+budgets (``--flops-budget``) and reports are in FLOPs, MACs are given beside them.
+
+Stand-alone networks (:meth:`TrioNetSpace.standalone`, Table 2; :data:`PAPER_STANDALONE` and
+:func:`paper_standalone` give the paper's three at 224x224): ResNet (``conv_k3_e0.25``, the
+bottleneck's 3x3 convolution on a quarter of the block's output width), SASA-like local
+attention (``local_k7_e0.25_qk1_v1_h8``, the same widths) and Axial-ResNet
+(``axial_e0.5_qk0.5_v1_h8``).  Axial-DeepLab's blocks (its ``AxialBlock``, re-implemented in
+PyTorch by TrioNet's first author) differ from the ResNet bottleneck: the attention runs on
+**half** of the block's output width (expansion 2, not 4), queries/keys on half the value
+channels, 8 heads; and its ``axial26s`` ("Axial-26" of Table 2) is the half-width model
+(``s = 0.5``): stem width 32, block outputs 128, 256, 512, 1024 -- in this space
+``width`` 32, ``depths`` (1, 2, 4, 1) with ``axial_e0.5_qk0.5_v1_h8`` in every block: 5.96 M
+parameters, 3.35 B FLOPs (paper: 5.9 M, 3.5 B).  The 4 % of FLOPs left are positional terms:
+attnas's axial layer keeps only Eq. 1's query term ``q.r`` (as its local attention does), while
+Axial-DeepLab also has a value term (``sum_p softmax * r^v``, +0.18 B FLOPs -> 3.53 B) and a key
+term (+0.09 B); the paper's re-trained models "remove some BN and positional encoding" without
+saying which.  The former choice, ``axial_e0.25`` at ``width`` 64, has
+Axial-26's attention widths but twice its block outputs (11.0 M parameters, 4.9 B FLOPs).
 """
 from __future__ import annotations
 
@@ -61,7 +80,7 @@ import torch.nn as nn
 from attnas.arch import Architecture, layer_key
 from attnas.errors import ArchitectureError, ConfigError
 from attnas.ops.trio_supernet import SHARING_MODES, TrioBlock, TrioOp, TrioSuperBlock
-from attnas.profile import Profile, count_flops, count_params
+from attnas.profile import Profile, count_macs, count_params
 from attnas.spaces.base import MixerFactory
 from attnas.spaces.chain import ChainCosts, ChainLayer, ChainNetwork, ChainSpace
 from attnas.spaces.registry import register_space
@@ -147,25 +166,25 @@ def table1_candidates(operators=OPERATORS, heads=HEADS) -> tuple[str, ...]:
 
 
 def block_cost(C_in: int, C_out: int, stride: int, H: int, W: int, o: TrioOp, span: int) -> Profile:
-    """Analytic FLOPs (MACs per image) and parameters of a :class:`TrioBlock` on an
+    """Analytic MACs per image (FLOPs = 2 x MACs) and parameters of a :class:`TrioBlock` on an
     ``H x W`` input -- the :mod:`attnas.profile` convention, attention matmuls included."""
     mid, dq, dv = o.channels(C_out)
     Ho, Wo = -(-H // stride), -(-W // stride)
-    flops = H * W * C_in * mid + Ho * Wo * dv * C_out
+    macs = H * W * C_in * mid + Ho * Wo * dv * C_out
     params = C_in * mid + 2 * mid + 2 * dv + dv * C_out + 2 * C_out
     if stride != 1 or C_in != C_out:
-        flops += Ho * Wo * C_in * C_out
+        macs += Ho * Wo * C_in * C_out
         params += C_in * C_out + 2 * C_out
     if o.op == "conv":
-        flops += Ho * Wo * mid * mid * o.k * o.k
+        macs += Ho * Wo * mid * mid * o.k * o.k
         params += mid * mid * o.k * o.k
     elif o.op == "local":
-        flops += H * W * (mid + o.k * o.k) * (2 * dq + dv)
+        macs += H * W * (mid + o.k * o.k) * (2 * dq + dv)
         params += mid * (2 * dq + dv) + dq * o.k * o.k
     else:
-        flops += H * W * (mid + H) * (2 * dq + dv) + H * W * (dv + W) * (2 * dq + dv)
+        macs += H * W * (mid + H) * (2 * dq + dv) + H * W * (dv + W) * (2 * dq + dv)
         params += (mid + dv) * (2 * dq + dv) + 2 * dq * (2 * span - 1)
-    return Profile(int(flops), int(params))
+    return Profile(int(macs), int(params))
 
 
 def _trio_guess(text: str) -> bool:
@@ -233,6 +252,10 @@ class TrioNetSpace(ChainSpace):
             out.append(side)
             side = -(-side // L.stride)
         return out
+
+    def default_input(self) -> tuple[int, int, int]:
+        """``(in_channels, image_size, num_classes)`` the layout is made for (ImageNet or CIFAR-10)."""
+        return (3, 224, 1000) if self.layout == "imagenet" else (3, 32, 10)
 
     def span(self, L: ChainLayer) -> int:
         """Nominal axis length of the axial relative tables of layer ``L``."""
@@ -302,12 +325,12 @@ class TrioNetSpace(ChainSpace):
         return _trio_costs(self, num_classes, in_channels, image_size)
 
     def candidate_size(self, L: ChainLayer, name: str) -> tuple:
-        """Sort key of a candidate's size at the nominal resolution: (FLOPs, params, heads) --
+        """Sort key of a candidate's size at the nominal resolution: (MACs, params, heads) --
         the sandwich rule's smallest / biggest (:mod:`attnas.strategies.trionet`)."""
         side = self.nominal_sides()[L.index]
         o = parse_trio_op(name)
         c = block_cost(L.C_in, L.C_out, L.stride, side, side, o, self.span(L))
-        return (c.flops, c.params, o.heads or 0)
+        return (c.macs, c.params, o.heads or 0)
 
     # ----- cardinality -------------------------------------------------------------
     def cardinality(self) -> dict[str, Any]:
@@ -343,12 +366,14 @@ class TrioNetSpace(ChainSpace):
     # ----- stand-alone networks ----------------------------------------------------
     def standalone(self, op: str) -> Architecture:
         """The stand-alone single-operator network of the space: ResNet (``conv_k3_e0.25``),
-        SASA-like local attention (``local_k7_e0.25_qk1_v1_h<max>``) or Axial-ResNet-like
-        (``axial_e0.25_qk0.5_v1_h<max>``, query/key = half the value channels as in
-        Axial-DeepLab)."""
+        SASA-like local attention (``local_k7_e0.25_qk1_v1_h<max>``) or Axial-ResNet
+        (``axial_e0.5_qk0.5_v1_h<max>``: Axial-DeepLab's block, attention on half the output
+        width, query/key = half the value channels; module docstring).  With ``width`` 64
+        and ``depths`` (1, 2, 4, 1) at 224x224 the first two are Table 2's ResNet-26 and
+        Local-26; Table 2's Axial-26 is the ``width`` 32 one (:func:`paper_standalone`)."""
         h = max(self.heads)
         names = {"conv": "conv_k3_e0.25", "local": f"local_k7_e0.25_qk1_v1_h{h}",
-                 "axial": f"axial_e0.25_qk0.5_v1_h{h}"}
+                 "axial": f"axial_e0.5_qk0.5_v1_h{h}"}
         if op not in names or op not in self.operators:
             raise ConfigError(f"no stand-alone '{op}' network in this space; expected one of {list(self.operators)}")
         return Architecture(self.name, {p.key: names[op] for p in self.choice_points()})
@@ -394,7 +419,7 @@ class TrioNetSpace(ChainSpace):
 def _trio_costs(space: TrioNetSpace, num_classes: int, in_channels: int, image_size: int) -> ChainCosts:
     space.check_input(in_channels, image_size)
     stem = space.make_stem(in_channels)
-    base_flops, x = count_flops(stem, torch.zeros(1, in_channels, image_size, image_size))
+    base_macs, x = count_macs(stem, torch.zeros(1, in_channels, image_size, image_size))
     H, W = int(x.shape[-2]), int(x.shape[-1])
     tables = []
     for L in space.layer_specs():
@@ -402,10 +427,35 @@ def _trio_costs(space: TrioNetSpace, num_classes: int, in_channels: int, image_s
                        for name in L.candidates})
         H, W = -(-H // L.stride), -(-W // L.stride)
     _, width = space.make_head()
-    base = Profile(base_flops + width * num_classes,
+    base = Profile(base_macs + width * num_classes,
                    count_params(stem) + width * num_classes + num_classes)
     return ChainCosts(base, tuple(tables))
 
 
-__all__ = ["TrioNetSpace", "parse_trio_op", "trio_name", "operator_of", "table1_candidates", "block_cost",
+#: Table 2's stand-alone networks (ImageNet, 224x224, 1000 classes): space options, the block
+#: every layer uses, and the paper's parameters and FLOPs (2 x MACs).  See the module docstring.
+PAPER_STANDALONE: dict[str, dict[str, Any]] = {
+    "resnet26": {"space_options": {"layout": "imagenet", "depths": [1, 2, 4, 1], "width": 64},
+                 "block": "conv_k3_e0.25", "params": 13.7e6, "flops": 4.7e9},
+    "local26": {"space_options": {"layout": "imagenet", "depths": [1, 2, 4, 1], "width": 64},
+                "block": "local_k7_e0.25_qk1_v1_h8", "params": 10.3e6, "flops": 4.5e9},
+    "axial26": {"space_options": {"layout": "imagenet", "depths": [1, 2, 4, 1], "width": 32},
+                "block": "axial_e0.5_qk0.5_v1_h8", "params": 5.9e6, "flops": 3.5e9},
+}
+
+
+def paper_standalone(name: str) -> tuple[TrioNetSpace, Architecture]:
+    """The space and architecture of Table 2's ``resnet26``, ``local26`` or ``axial26``."""
+    if name not in PAPER_STANDALONE:
+        raise ConfigError(f"unknown stand-alone network '{name}'; expected one of {sorted(PAPER_STANDALONE)}")
+    rec = PAPER_STANDALONE[name]
+    from attnas.spaces.registry import get_space
+
+    space = get_space("trionet", **rec["space_options"])
+    arch = Architecture(space.name, {p.key: rec["block"] for p in space.choice_points()},
+                        meta={"space_options": dict(rec["space_options"]), "standalone": name})
+    return space, arch
+
+
+__all__ = ["TrioNetSpace", "PAPER_STANDALONE", "paper_standalone", "parse_trio_op", "trio_name", "operator_of", "table1_candidates", "block_cost",
            "SHARING_MODES"]

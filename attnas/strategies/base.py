@@ -81,6 +81,11 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     preset_name: ClassVar[str]
+    #: progress of long selection phases (an evolution): a callable taking one line, or None
+    #: (quiet); set by :func:`attnas.api.search` from its ``progress`` flag
+    log: Any = None
+    #: what :meth:`scores` measures, as the search's table labels the numbers
+    scores_label: ClassVar[str] = "candidate strengths"
 
     def __init__(self, space: SearchSpace, options: Mapping[str, Any] | None = None) -> None:
         self.space = space

@@ -149,6 +149,8 @@ class DartsStrategy(Strategy):
         distributed.mark_synced(a_params)
         return loss_val.item()
 
+    scores_label = "architecture weights softmax(alpha)"
+
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
         with torch.no_grad():
             return {p.key: F.softmax(model.arch.alphas[param_name(p.key)], -1).tolist()

@@ -227,6 +227,8 @@ class EnTranNASStrategy(DartsStrategy):
         return plans
 
     # ----- selection -------------------------------------------------------
+    scores_label = "architecture weights softmax(alpha / tau) (DST: q_hat, Eq. 9)"
+
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
         """softmax(alpha / tau) (Eq. 5), or q_hat (Eq. 9) for DST."""
         with torch.no_grad():

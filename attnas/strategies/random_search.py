@@ -105,6 +105,8 @@ class RandomSearchStrategy(Strategy):
         w_opt.step()
         return {"loss": loss.item(), "acc": (logits.argmax(1) == batch_w[1]).float().mean().item()}
 
+    scores_label = "uniform sampling probabilities (random search learns no preference)"
+
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
         """Uniform: random search has no per-candidate preference."""
         return {p.key: [1.0 / len(p.candidates)] * len(p.candidates) for p in self.points}
@@ -113,13 +115,22 @@ class RandomSearchStrategy(Strategy):
         """Best of ``num_samples`` random architectures on the validation batches in ``context``."""
         if context is None:
             return self.space.sample(self.rng)
+        import time
+
         batches = list(context)[: self.cfg.eval_batches]
         best, best_acc = None, -1.0
-        for _ in range(self.cfg.num_samples):
+        n, t0, shown = int(self.cfg.num_samples), time.time(), time.time()
+        if self.log is not None:
+            self.log(f"random search: scoring {n} random architectures on {len(batches)} validation batches")
+        for i in range(n):
             arch = self.space.sample(self.rng)
             activate(model, arch, self.points)
             acc = score_on_batches(model, batches)
             if acc > best_acc:
                 best, best_acc = arch, acc
+            if self.log is not None and (time.time() - shown >= 5 or i + 1 == n):
+                shown = time.time()
+                self.log(f"random search: {i + 1}/{n} scored, best so far {best_acc:.4f}, "
+                         f"{shown - t0:.0f}s elapsed")
         best.meta.update({"method": self.name, "supernet_val_acc": best_acc})
         return best

@@ -68,6 +68,7 @@ class SPOSStrategy(Strategy):
     derive_each_epoch = False
     #: the evolution (a subclass may draw its random candidates differently, e.g. TrioNet)
     evolution_class = EvolutionSearch
+    scores_label = "sampling frequencies: share of training steps on each candidate"
 
     def __init__(self, space, options=None) -> None:
         super().__init__(space, options)
@@ -75,12 +76,17 @@ class SPOSStrategy(Strategy):
             raise ConfigError(f"unknown lr_schedule '{self.cfg.lr_schedule}'; expected one of {list(LR_SCHEDULES)}")
         if not isinstance(self.cfg.fair, bool):
             raise ConfigError(f"option 'fair' must be true or false, got {self.cfg.fair!r}")
+        for name in ("population", "top_k", "max_tries_factor"):  # the evolution's, checked before training
+            if getattr(self.cfg, name) < 1:
+                raise ConfigError(f"evolution option '{name}' must be >= 1, got {getattr(self.cfg, name)}")
+        if not 0.0 <= float(self.cfg.mutation_prob) <= 1.0:
+            raise ConfigError(f"evolution option 'mutation_prob' must be in [0, 1], got {self.cfg.mutation_prob}")
         for name in ("bn_images", "eval_images"):
             v = getattr(self.cfg, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"option '{name}' must be a non-negative integer, got {v!r}")
         # a bad budget is a ConfigError before any training
-        for label in ("flops_budget", "params_budget"):
+        for label in ("flops_budget", "macs_budget", "params_budget"):
             v = getattr(self.cfg, label)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
                 raise ConfigError(f"{label} must be a positive number (absolute count, e.g. 6e7), got {v!r}")
@@ -194,7 +200,7 @@ class SPOSStrategy(Strategy):
         model.arch.active = active
         model.train(was_training)
         constraint = Constraint(self.space, num_classes, int(x0.shape[1]), int(x0.shape[-1]),
-                                self.cfg.flops_budget, self.cfg.params_budget)
+                                self.cfg.flops_budget, self.cfg.params_budget, self.cfg.macs_budget)
         evaluator = SupernetEvaluator(model, lambda a: activate(model, a, self.points), valid, bn)
         meta = {"bn_recalibration": bn_source, "bn_images": sum(len(b[1]) for b in bn),
                 "eval_images": sum(len(b[1]) for b in valid)}
@@ -217,7 +223,7 @@ class SPOSStrategy(Strategy):
         best = Architecture(result.best.space, dict(result.best.choices))
         cost = constraint.cost(best)
         best.meta.update({"method": self.name, "supernet_val_acc": result.best_score,
-                          "flops": cost.flops, "params": cost.params, **constraint.describe(),
+                          "flops": cost.flops, "macs": cost.macs, "params": cost.params, **constraint.describe(),
                           "evaluated": len(result.evaluated), **meta})
         if len(result.evaluated_per_process) > 1:  # torchrun: candidates split over the processes
             best.meta["evaluated_per_process"] = result.evaluated_per_process
@@ -225,7 +231,7 @@ class SPOSStrategy(Strategy):
 
     def derive(self, model: SuperNet, context: Any = None) -> Architecture:
         """The best architecture of the evolutionary search (module docstring)."""
-        best, result = self.evolve(model, context)
+        best, result = self.evolve(model, context, log=self.log)
         best.meta["evolution"] = result.history
         return best
 

@@ -29,10 +29,14 @@ Weight sharing (``sharing``): ``"multihead"`` (Multi-Head Sharing, Sec. 3.5, Alg
 
 Optimisation (Appendix A): SGD with Nesterov momentum 0.9, label smoothing, linear warm-up
 then cosine decay (per epoch), weight decay "only added to the largest model"
-(``decay_biggest_only``): with the sandwich rule, the L2 gradient ``wd * W`` is added to the
-weights the biggest sub-network of the step uses (those with a gradient after its backward
-pass, which runs first) and to no other; without the sandwich (or with
-``decay_biggest_only=false``) the optimizer decays every trained weight, as SPOS.
+(``decay_biggest_only``): with the sandwich rule, the L2 gradient ``wd * W`` is added to
+exactly the weight entries the biggest sub-network of the step computes with -- in every
+supernet block the slices of its option (:meth:`TrioSuperBlock.usage_masks`: the first ``mid``
+rows of ``conv1``, the Multi-Head-Sharing channels of the attention projections, the centred
+kernel of the convolution, ...), the stem and classifier whole -- and to no other entry: not to
+the unused channels of a shared tensor, nor to the operators the biggest path does not run.
+Without the sandwich (or with ``decay_biggest_only=false``) the optimizer decays every trained
+weight, as SPOS.
 
 Selection (Eq. 3): SPOS's evolutionary search (:mod:`attnas.search.evolution`) with the
 preset's population / generations / FLOPs budget, candidates scored by validation accuracy
@@ -207,6 +211,29 @@ class TrioNetStrategy(SPOSStrategy):
             self.op_counts[operator_of(v)] += 1
 
     # ----- training ----------------------------------------------------------------
+    def decay_targets(self, model: SuperNet, arch: Architecture) -> list[tuple[nn.Parameter, torch.Tensor | None]]:
+        """``(parameter, mask)`` of every weight path ``arch`` uses: a supernet block's parameters
+        with the 0/1 mask of the slices its option takes, every other parameter (stem,
+        classifier) whole (mask None)."""
+        from attnas.spaces.trionet import parse_trio_op
+
+        out: list[tuple[nn.Parameter, torch.Tensor | None]] = []
+        in_blocks: set[int] = set()
+        for m in model.net.modules():
+            if not isinstance(m, TrioSuperBlock):
+                continue
+            in_blocks.update(id(p) for p in m.parameters())
+            name = arch.choices[m.key]
+            cache = m.__dict__.setdefault("_usage_cache", {})  # per block: candidate -> masks
+            masks = cache.get(name)
+            if masks is None or any(mk is not None and mk.device != p.device for p, mk in masks.items()):
+                # boolean, and None where the whole tensor is used (most of them): little memory
+                masks = cache[name] = {p: (None if bool(mk.all()) else mk.bool())
+                                       for p, mk in m.usage_masks(parse_trio_op(name)).items()}
+            out += list(masks.items())
+        out += [(p, None) for p in model.net.parameters() if id(p) not in in_blocks and p.requires_grad]
+        return out
+
     def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
                    epoch: int, step: int) -> dict[str, float]:
         """One step: the sampled path(s) on the same batch, gradients accumulated, one update."""
@@ -215,24 +242,25 @@ class TrioNetStrategy(SPOSStrategy):
         w_opt.zero_grad(set_to_none=True)
         paths = self.sample_paths()
         decay_biggest = self._decay_biggest_only()
-        if decay_biggest:  # the biggest first: the weights it uses are those with a gradient after it
+        if decay_biggest:  # the biggest first (as before: the same order, the same result otherwise)
             paths = [paths[1], paths[0], *paths[2:]]
         loss_sum = acc_sum = 0.0
-        decayed: list[torch.nn.Parameter] = []
-        for i, arch in enumerate(paths):
+        decayed = self.decay_targets(model, paths[0]) if decay_biggest else []
+        for arch in paths:
             activate(model, arch, self.points)
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=float(self.cfg.label_smoothing))
             loss.backward()
-            if decay_biggest and i == 0:
-                decayed = [p for p in model.net.parameters() if p.grad is not None]
             loss_sum += loss.item()
             acc_sum += float((logits.argmax(1) == y).float().mean())
             self._count(arch)
         sync_grads(model.net.parameters())
-        with torch.no_grad():  # L2 weight decay on the biggest sub-network only (Appendix A)
-            for p in decayed:
-                p.grad.add_(p, alpha=self.cfg.weights.weight_decay)
+        with torch.no_grad():  # L2 weight decay on the biggest sub-network's slices only (Appendix A)
+            wd = self.cfg.weights.weight_decay
+            for p, mask in decayed:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                p.grad.add_(p if mask is None else p * mask, alpha=wd)
         if self.cfg.weights.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
         w_opt.step()

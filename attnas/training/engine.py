@@ -103,7 +103,9 @@ def seed_everything(seed: int, epoch: int = 0) -> None:
 class Progress:
     """A one-line progress bar with live loss/accuracy (plain lines when not a TTY)."""
 
-    def __init__(self, label: str, total: int, enabled: bool = True, stream=sys.stderr) -> None:
+    def __init__(self, label: str, total: int, enabled: bool = True, stream=None) -> None:
+        # sys.stderr looked up now, not at import (it may have been replaced since, e.g. by pytest)
+        stream = sys.stderr if stream is None else stream
         self.label, self.total, self.enabled, self.stream = label, total, enabled, stream
         self.tty = enabled and stream.isatty()
         self.t0 = time.time()

@@ -72,6 +72,20 @@ def run_kind(run_dir: str | os.PathLike) -> str:
     return kind
 
 
+def legacy_budget_units(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A search run written before budgets had units (its resolved options have ``flops_budget``
+    but no ``macs_budget``) counted ``flops_budget`` in multiply-accumulates: it becomes the
+    ``macs_budget`` it was, so resuming or evolving the run keeps its constraint.  In place."""
+    resolved = cfg.get("resolved_method_options")
+    opts = cfg.get("method_options")
+    if (isinstance(resolved, dict) and "flops_budget" in resolved and "macs_budget" not in resolved
+            and isinstance(opts, dict) and opts.get("flops_budget") is not None):
+        opts = dict(opts)
+        opts["macs_budget"] = opts.pop("flops_budget")
+        cfg["method_options"] = opts
+    return cfg
+
+
 def read_run_config(run_dir: str | os.PathLike, kind: str, resume: bool = False) -> dict[str, Any]:
     """The ``config.json`` of a ``kind`` run (``search`` / ``train``) as keyword arguments of
     :class:`attnas.config.SearchConfig` / :class:`~attnas.config.TrainConfig` (the resolved
@@ -91,6 +105,8 @@ def read_run_config(run_dir: str | os.PathLike, kind: str, resume: bool = False)
         hint = f"; continue it with: attnas {found} --resume {run}" if resume else ""
         raise RunFolderError(f"'{run}' is {KINDS[found]}, not {KINDS[kind]}{hint}")
     cls = SearchConfig if kind == "search" else TrainConfig
+    if kind == "search":
+        legacy_budget_units(cfg)
     cfg.pop("resolved_method_options" if kind == "search" else "resolved_options", None)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(cfg) - known)

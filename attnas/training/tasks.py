@@ -99,11 +99,12 @@ class SearchTask:
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         distributed.average_buffers(self.model)
+        lr = self.opt["weights"].param_groups[0]["lr"]  # the rate this epoch trained with (before the schedulers step)
         self.strategy.end_epoch(self.model, self.opt, epoch)
         rec: dict[str, Any] = {f"valid_{k}": v for k, v in
                                evaluate(self.model, self.valid_batches.epoch(0), self.augment,
                                         self.device).items()}
-        rec["lr"] = self.opt["weights"].param_groups[0]["lr"]
+        rec["lr"] = lr
         if self.on_epoch is not None:
             rec.update(self.on_epoch(epoch, self))
         return rec
