@@ -110,11 +110,15 @@ class ITNASPreset:
     ln_eps: float = 1e-5
     it_init_std: float = 1.0
     pos_init_std: float = 1.0
+    #: "normal" (i.i.d. codes) or "orthogonal" (orthogonal codes of the same norm)
+    pos_init: str = "normal"
     patterns: int = 3
     rms: bool = False
     center: bool = True
     zero_key: bool = True
     value_codes: bool = True
+    #: "post" (the paper's post-LN layer) or "none" (a departure: no LayerNorm on the output)
+    output_norm: str = "post"
     transformer_optim: str = "sgd"
     #: "mono" (Eq. 5) or "bi" (a departure: transformer weights on the architecture split, DARTS-style)
     update: str = "mono"

@@ -15,6 +15,8 @@ resumable: a finished run is skipped, a stopped one resumed.
     python bench/itnas_nb201.py run --jobs 2          # IT-NAS and DARTS, seeds 0-4 (bench/runs/itnas_nb201/)
     python bench/itnas_nb201.py summary               # tables + bench/results/itnas_nb201.json
     python bench/itnas_nb201.py run --epochs 30 --seeds 0,1,2 --out bench/runs/nb201_e30   # longer budget
+    python bench/itnas_nb201.py run --methods itnas --method-options '{"output_norm": "none"}' \
+        --out bench/runs/nb201_nonorm                 # a variant, in its own folder
 """
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ def _run_one(method: str, seed: int, a: argparse.Namespace) -> dict:
                "--image-size", str(a.image_size), "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
                "--seed", str(seed), "--space-options", json.dumps({"C": a.C, "N": a.N}),
                "--out", str(out), "--quiet", "--json"]
+        if a.method_options:
+            cmd += ["--method-options", a.method_options]
     t0 = time.time()
     log = Path(a.out) / f"{method}-s{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -186,6 +190,8 @@ def main() -> None:
     ap.add_argument("--N", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--jobs", type=int, default=2, help="searches run in parallel")
+    ap.add_argument("--method-options", default=None,
+                    help="JSON object passed to every run's --method-options (a variant: give it its own --out)")
     a = ap.parse_args()
     if a.command == "run":
         run(a)

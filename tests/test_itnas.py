@@ -73,6 +73,8 @@ def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor | None], positio
     V = [lt.v_scale.view(1, c, 1, 1) * t + lt.v_bias.view(1, c, 1, 1) if op else torch.zeros_like(t)
          for t, op in zip(content, is_op)]
     x1 = T[0] + sum(a[:, j].view(N, 1, 1, 1) * V[j] for j in range(len(T)))
+    if lt.output_norm == "none":
+        return x1 + lt.ffn2(F.gelu(lt.ffn1(x1.mean((2, 3))))).view(N, c, 1, 1), a
     y = F.layer_norm(x1, x1.shape[1:], eps=lt.eps) * lt.ln1_weight.view(1, c, 1, 1) + lt.ln1_bias.view(1, c, 1, 1)
     x2 = y + lt.ffn2(F.gelu(lt.ffn1(y.mean((2, 3))))).view(N, c, 1, 1)
     out = F.layer_norm(x2, x2.shape[1:], eps=lt.eps) * lt.ln2_weight.view(1, c, 1, 1) + lt.ln2_bias.view(1, c, 1, 1)
@@ -82,11 +84,14 @@ def _literal_layer(lt: LiteTransformer, maps: list[torch.Tensor | None], positio
 # ----- the Lite-Transformer layer (Eq. 3-4) ----------------------------------------------------
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-@pytest.mark.parametrize("rms,patterns,center,value_codes", [(False, 3, True, True), (True, 3, True, True),
-                                                             (False, 3, False, True), (True, 0, False, True),
-                                                             (False, 3, True, False)])
-def test_layer_equals_literal_token_computation_forward_and_backward(layout, rms, patterns, center, value_codes):
-    lt = _perturbed_layer(rms=rms, patterns=patterns, center=center, value_codes=value_codes)
+@pytest.mark.parametrize("rms,patterns,center,value_codes,output_norm", [
+    (False, 3, True, True, "post"), (True, 3, True, True, "post"), (False, 3, False, True, "post"),
+    (True, 0, False, True, "post"), (False, 3, True, False, "post"), (False, 3, True, True, "none"),
+    (True, 3, False, True, "none")])
+def test_layer_equals_literal_token_computation_forward_and_backward(layout, rms, patterns, center, value_codes,
+                                                                     output_norm):
+    lt = _perturbed_layer(rms=rms, patterns=patterns, center=center, value_codes=value_codes,
+                          output_norm=output_norm)
     g = torch.Generator().manual_seed(1)
     base = [(torch.randn(3, 6, 5, 4, generator=g, dtype=torch.float64) * s + m).contiguous(memory_format=layout)
             for s, m in ((1.0, 0.5), (2.0, -1.0), (0.5, 0.0))]
@@ -105,7 +110,8 @@ def test_layer_equals_literal_token_computation_forward_and_backward(layout, rms
     for f, m in zip(fused_maps, ref_maps):
         assert torch.allclose(f, m.grad, atol=1e-10)
     for f, p in zip(fused_params, lt.parameters()):
-        assert p.numel() == 0 or torch.allclose(f, p.grad, atol=1e-9)
+        ref_grad = torch.zeros_like(p) if p.grad is None else p.grad   # unused LN weights ('none' norm): zero
+        assert p.numel() == 0 or torch.allclose(f, ref_grad, atol=1e-9)
 
 
 def test_indicator_row_is_a_distribution_and_drives_the_output():
@@ -721,3 +727,43 @@ def test_bi_level_option_updates_the_transformer_on_the_architecture_batch():
     assert all(torch.allclose(a, b) for a, b in zip(rt, t_params))
     with pytest.raises(ConfigError):
         get_strategy("itnas", get_space("nb201", **TINY_NB201), {"update": "bi", "transformer_optim": "sgd"})
+
+
+def _code_logits(lt: LiteTransformer, n: int) -> torch.Tensor:
+    """The candidates' attention logits at zero (batch-centred) content: the position-code terms."""
+    c, s = lt.channels, lt.n_patterns
+    phi0, phi = lt.descriptors(torch.zeros(1, n, c), torch.zeros(1, n, c, s), torch.zeros(1, n, c),
+                               torch.arange(1, n + 1))
+    return lt.key(phi[0]).matmul(lt.query(phi0)) / math.sqrt(lt.qk_dim)
+
+
+@pytest.mark.parametrize("pos_init", ["orthogonal", "normal"])
+def test_orthogonal_codes_learn_each_candidates_logit_on_its_own(pos_init):
+    """``pos_init="orthogonal"``: a gradient step that favours one candidate moves that
+    candidate's logit only (its code's key term is uncoupled from the others'), as the paper's
+    near-orthogonal codes in d = c*h*w dimensions do; i.i.d. codes in c = 8 dimensions couple
+    the candidates (the step moves every logit)."""
+    n, c = 5, 8
+    torch.manual_seed(3)
+    lt = LiteTransformer(n, c, (4, 4), pos_init=pos_init)
+    pos = lt.pos.detach()
+    norms = pos.norm(dim=1)
+    if pos_init == "orthogonal":
+        assert torch.allclose(pos @ pos.t(), torch.diag(norms.square()), atol=1e-4)
+        assert torch.allclose(norms, torch.full_like(norms, math.sqrt(c)), atol=1e-4)
+    before = _code_logits(lt, n).detach()
+    _code_logits(lt, n)[2].backward()                 # a loss that favours candidate 3 only
+    with torch.no_grad():
+        lt.key.weight.add_(lt.key.weight.grad, alpha=1.0)
+    moved = (_code_logits(lt, n).detach() - before).abs()
+    others = torch.cat([moved[:2], moved[3:]])
+    assert moved[2] > 0.2
+    if pos_init == "orthogonal":
+        assert others.max() < 1e-4 * moved[2]
+    else:
+        assert others.max() > 0.05 * moved[2]
+
+
+def test_orthogonal_codes_need_a_known_init():
+    with pytest.raises(ValueError):
+        LiteTransformer(4, 6, (4, 4), pos_init="uniform")

@@ -61,8 +61,12 @@ class LiteTransformer(nn.Module):
     def __init__(self, n: int, channels: int, spatial: tuple[int, int] = (1, 1), patterns: int = 3,
                  qk_dim: int = 0, ffn_ratio: int = 4, eps: float = 1e-5, it_init_std: float = 1.0,
                  pos_init_std: float = 1.0, rms: bool = False, center: bool = True,
-                 zero_key: bool = True, value_codes: bool = True) -> None:
+                 zero_key: bool = True, value_codes: bool = True, output_norm: str = "post",
+                 pos_init: str = "normal") -> None:
         super().__init__()
+        if output_norm not in ("post", "none"):
+            raise ValueError(f"output_norm must be 'post' or 'none', got {output_norm!r}")
+        self.output_norm = output_norm
         c = int(channels)
         dk = int(qk_dim) or c
         hidden = max(1, int(ffn_ratio)) * c
@@ -75,6 +79,14 @@ class LiteTransformer(nn.Module):
         desc_width = c * (self.n_patterns + 1 + int(self.use_rms))
         self.it = nn.Parameter(torch.randn(c) * it_init_std)                 # indicator token
         self.pos = nn.Parameter(torch.randn(n + 1, c) * pos_init_std)        # position codes, 0 = IT
+        if pos_init == "orthogonal":
+            # rows orthogonal (as far as n+1 <= c allows), each of the norm a normal draw has on
+            # average (pos_init_std * sqrt(c)): a code's key term starts uncoupled from the others'
+            with torch.no_grad():
+                nn.init.orthogonal_(self.pos)
+                self.pos.mul_(pos_init_std * math.sqrt(c))
+        elif pos_init != "normal":
+            raise ValueError(f"pos_init must be 'normal' or 'orthogonal', got {pos_init!r}")
         self.patterns = nn.Parameter(cosine_patterns(self.n_patterns, *self.spatial))  # B_r (s, h, w)
         self.query = nn.Linear(desc_width, dk)                               # on phi(T)
         self.key = nn.Linear(desc_width, dk)
@@ -139,7 +151,11 @@ class LiteTransformer(nn.Module):
 
     def head(self, mean_c: torch.Tensor, var_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``LN(Y + FFN(Y))`` with ``Y = LN(X_1)`` as ``A * X_1 + B`` per (sample, channel),
-        from the per-channel mean and variance of ``X_1``."""
+        from the per-channel mean and variance of ``X_1``.  ``output_norm="none"`` (a departure,
+        see :mod:`attnas.strategies.itnas`): ``X_1 + FFN(P(X_1))``, the mixture's scale kept."""
+        if self.output_norm == "none":
+            f = self.ffn2(F.gelu(self.ffn1(mean_c)))
+            return torch.ones_like(mean_c), f
         alpha1, beta1 = self._ln_affine(mean_c, var_c, self.ln1_weight, self.ln1_bias)
         gap_y = alpha1 * mean_c + beta1                                        # P(Y)
         f = self.ffn2(F.gelu(self.ffn1(gap_y)))                                # FFN, broadcast back
@@ -259,7 +275,10 @@ class _ITLayerFunction(torch.autograd.Function):
         g = g.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
         g_A = _vecdot_hw(g, D)
         g_B1 = g.sum((2, 3))
-        (g_var,) = torch.autograd.grad((A, B1), (var_leaf,), (g_A, g_B1), retain_graph=True)
+        if layer.output_norm == "none":  # the output does not depend on the variance; A = 1
+            g_var = torch.zeros_like(var_leaf)
+        else:
+            (g_var,) = torch.autograd.grad((A, B1), (var_leaf,), (g_A, g_B1), retain_graph=True)
         # G = dL/dD: through out = A*D + B1 and through var_c = Var_hw(D)
         sc = (2.0 / HW) * g_var
         G = D.mul_(sc.view(N, c, 1, 1)).addcmul_(g, A.detach().view(N, c, 1, 1))
@@ -267,13 +286,14 @@ class _ITLayerFunction(torch.autograd.Function):
         for k, m in zip(slots, maps):
             g_coef[:, k] = _vecdot_hw(G, m)
         g_k0 = G.sum((2, 3))
-        grads = torch.autograd.grad((A, B1, coef, k0), (desc_leaf, proj_leaf, sq_leaf, *(params[i] for i in trained)),
-                                    (g_A, g_B1, g_coef, g_k0), allow_unused=True)
+        outs = [(t, gt) for t, gt in ((A, g_A), (B1, g_B1), (coef, g_coef), (k0, g_k0)) if t.requires_grad]
+        grads = torch.autograd.grad([t for t, _ in outs], (desc_leaf, proj_leaf, sq_leaf, *(params[i] for i in trained)),
+                                    [gt for _, gt in outs], allow_unused=True)
         g_desc, g_proj, g_sq = (torch.zeros_like(t) if gr is None else gr
                                 for gr, t in zip(grads[:3], (desc_leaf, proj_leaf, sq_leaf)))
         g_params: list[torch.Tensor | None] = [None] * len(params)
-        for i, gp in zip(trained, grads[3:]):
-            g_params[i] = gp
+        for i, gp in zip(trained, grads[3:]):  # unused ones (LN weights with output_norm "none"): zeros,
+            g_params[i] = torch.zeros_like(params[i]) if gp is None else gp   # so every process syncs alike
         s = layer.n_patterns
         ip = next(i for i, p in enumerate(params) if p is layer.patterns)
         pat = params[ip]

@@ -164,7 +164,8 @@ class IndicatorMixer(Mixer):
         self.transformer = LiteTransformer(len(self.candidates), shape[1], tuple(shape[2:]), cfg.patterns,
                                            cfg.qk_dim, cfg.ffn_ratio, cfg.ln_eps, cfg.it_init_std,
                                            cfg.pos_init_std, cfg.rms, cfg.center,
-                                           cfg.zero_key, cfg.value_codes).to(device=device, dtype=dtype)
+                                           cfg.zero_key, cfg.value_codes,
+                                           cfg.output_norm, cfg.pos_init).to(device=device, dtype=dtype)
         return self.transformer
 
     def forward(self, x: torch.Tensor, block: ChoiceBlock) -> torch.Tensor:
