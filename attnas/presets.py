@@ -122,6 +122,9 @@ class ITNASPreset:
     transformer_optim: str = "sgd"
     #: "mono" (Eq. 5) or "bi" (a departure: transformer weights on the architecture split, DARTS-style)
     update: str = "mono"
+    #: the first ``round(warmup * epochs)`` epochs train only the supernet, under the initial
+    #: uniform attention (a departure; PC-DARTS warms up 15 of 50 epochs, i.e. 0.3)
+    warmup: float = 0.0
     transformer_lr: float = 3e-4
     transformer_betas: tuple[float, float] = (0.5, 0.999)
     transformer_weight_decay: float = 1e-3

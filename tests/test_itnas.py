@@ -767,3 +767,26 @@ def test_orthogonal_codes_learn_each_candidates_logit_on_its_own(pos_init):
 def test_orthogonal_codes_need_a_known_init():
     with pytest.raises(ValueError):
         LiteTransformer(4, 6, (4, 4), pos_init="uniform")
+
+
+@pytest.mark.parametrize("optim", ["sgd", "adam"])
+def test_warmup_epochs_train_the_supernet_under_uniform_attention(optim):
+    """``warmup_epochs`` (a departure, off by default): in the first epochs only the supernet
+    weights move and the attention stays uniform; afterwards the transformer trains as usual."""
+    st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"warmup": 0.2, "transformer_optim": optim})
+    torch.manual_seed(0)
+    model = st.build(4, 3, 8)
+    opt = st.optimizers(model, 10, 5)                                   # 5 epochs: 1 of warm-up
+    assert st.warmup_epochs == 1
+    t_params = [p for m in indicator_mixers(model) for p in m.transformer.parameters()]
+    net_params = [p for n, p in model.net.named_parameters() if "transformer" not in n]
+    before_t = [p.detach().clone() for p in t_params]
+    before_w = [p.detach().clone() for p in net_params]
+    for step in range(2):
+        st.train_step(model, opt, _batch(seed=step), None, 0, step)     # epoch 0: warm-up
+    assert all(torch.equal(a, p) for a, p in zip(before_t, t_params))
+    assert any(not torch.equal(a, p) for a, p in zip(before_w, net_params))
+    st.train_step(model, opt, _batch(seed=5), None, 1, 0)               # epoch 1: the transformer trains
+    assert sum(not torch.equal(a, p) for a, p in zip(before_t, t_params)) > len(t_params) // 2
+    with pytest.raises(ConfigError):
+        get_strategy("itnas", get_space("nb201", **TINY_NB201), {"warmup": 1.0})

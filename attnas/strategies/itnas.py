@@ -255,6 +255,9 @@ class ITNASStrategy(Strategy):
             raise ConfigError("itnas option update='bi' needs transformer_optim='adam' (a separate optimizer)")
         if cfg.transformer_optim not in ("adam", "sgd"):
             raise ConfigError(f"itnas option 'transformer_optim' must be 'adam' or 'sgd', got {cfg.transformer_optim!r}")
+        if not 0.0 <= float(cfg.warmup) < 1.0:
+            raise ConfigError(f"itnas option 'warmup' (a fraction of the epochs) must be in [0, 1), got {cfg.warmup}")
+        self.warmup_epochs = 0  # set from the run's epochs by optimizers()
         if int(cfg.patterns) < 0 or int(cfg.bootstrap) < 1:
             raise ConfigError("itnas options 'patterns' must be >= 0 and 'bootstrap' >= 1")
         if not (float(cfg.transformer_lr) > 0):
@@ -299,6 +302,7 @@ class ITNASStrategy(Strategy):
         -- the selection parameters -- get DARTS's architecture optimizer (Sec. 3.3, "the
         settings same as DARTS"), see the module docstring for the evidence."""
         cfg = self.cfg
+        self.warmup_epochs = int(round(float(cfg.warmup) * epochs))
         if cfg.transformer_optim == "sgd":
             opt, sched = weight_optimizer(model.net.parameters(), cfg.weights, steps_per_epoch, epochs)
             return {"weights": opt, "schedulers": [sched]}
@@ -348,6 +352,11 @@ class ITNASStrategy(Strategy):
             sync_grads(t_params)
             t_opt.step()
             out["arch_loss"] = float(loss_a.detach())
+            with frozen(t_params):
+                loss, logits, y = self._weight_step(model, w_opt, batch_w)
+        elif epoch < self.warmup_epochs:
+            # warm-up (a departure, off by default): the supernet trains under the initial,
+            # uniform attention; the transformer weights get no gradient and no update
             with frozen(t_params):
                 loss, logits, y = self._weight_step(model, w_opt, batch_w)
         else:
