@@ -182,7 +182,7 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
 
     def on_epoch(epoch: int, task: SearchTask) -> dict[str, Any]:
         rec: dict[str, Any] = {"scores": strategy.scores(task.model)}
-        if getattr(strategy, "derive_each_epoch", True):
+        if strategy.derives_after_epoch(epoch):
             arch = strategy.derive(task.model)
             rec["arch"] = space.to_native(arch) or arch.choices
             if bench is not None:

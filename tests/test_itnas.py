@@ -790,3 +790,15 @@ def test_warmup_epochs_train_the_supernet_under_uniform_attention(optim):
     assert sum(not torch.equal(a, p) for a, p in zip(before_t, t_params)) > len(t_params) // 2
     with pytest.raises(ConfigError):
         get_strategy("itnas", get_space("nb201", **TINY_NB201), {"warmup": 1.0})
+
+
+def test_warmup_epochs_derive_no_architecture(tmp_path, monkeypatch):
+    """The per-epoch trajectory has no architecture for warm-up epochs (uniform attention picks
+    nothing); the epochs after it and the final result do."""
+    monkeypatch.delenv("ATTNAS_DATA_DIR", raising=False)
+    out = tmp_path / "w"
+    assert _search(out, "--space", "nb201", "--epochs", "2", "--space-options", json.dumps(TINY_NB201),
+                   "--method-options", '{"warmup": 0.5}') == 0
+    rows = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "arch" not in rows[0] and "arch" in rows[1]
+    assert json.loads((out / "architecture.json").read_text())["choices"]

@@ -86,6 +86,8 @@ class Strategy(ABC):
     log: Any = None
     #: what :meth:`scores` measures, as the search's table labels the numbers
     scores_label: ClassVar[str] = "candidate strengths"
+    #: whether the search derives (and looks up) an architecture after every epoch
+    derive_each_epoch: ClassVar[bool] = True
 
     def __init__(self, space: SearchSpace, options: Mapping[str, Any] | None = None) -> None:
         self.space = space
@@ -132,6 +134,11 @@ class Strategy(ABC):
             sched.step()
 
     # ----- selection -------------------------------------------------------
+    def derives_after_epoch(self, epoch: int) -> bool:
+        """Whether the architecture derived after ``epoch`` (0-based) means anything (the
+        per-epoch trajectory); False e.g. while a warm-up keeps the scores uniform."""
+        return self.derive_each_epoch
+
     @abstractmethod
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
         """Strength of every candidate at every choice point (higher = better)."""

@@ -384,6 +384,7 @@ class ITNASStrategy(Strategy):
         validation split that follows is the epoch's Eq. 6 pass (the per-epoch trajectory
         uses the same selection as the final result, at no extra forward pass)."""
         super().end_epoch(model, opt, epoch)
+        self._armed_epoch = epoch
         for m in indicator_mixers(model):
             m.reset("select")
         model.arch.selected.fill_(False)
@@ -406,9 +407,14 @@ class ITNASStrategy(Strategy):
                 m.select_count.copy_(total[off + n1:off + 2 * n1])
                 off += 2 * n1
         model.arch.selected.fill_(any(bool(m.select_count.sum() > 0) for m in mixers))
-        if bool(model.arch.selected):   # the epoch's Eq. 6 winners, for the margins' epoch agreement
+        if bool(model.arch.selected) and self.derives_after_epoch(getattr(self, "_armed_epoch", self.warmup_epochs)):
+            # the epoch's Eq. 6 winners, for the margins' epoch agreement (not during a warm-up)
             winners = {k: max(range(len(v)), key=v.__getitem__) for k, v in self.scores(model).items()}
             self.history = (self.history + [winners])[-HISTORY:]
+
+    def derives_after_epoch(self, epoch: int) -> bool:
+        """No architecture after a warm-up epoch: the attention is still the uniform initial one."""
+        return epoch >= self.warmup_epochs
 
     def _source(self, model: SuperNet) -> str:
         self._finish_selection(model)
