@@ -110,8 +110,9 @@ class ITNASPreset:
     ln_eps: float = 1e-5
     it_init_std: float = 1.0
     pos_init_std: float = 1.0
-    #: "normal" (i.i.d. codes) or "orthogonal" (orthogonal codes of the same norm)
-    pos_init: str = "normal"
+    #: "orthogonal" (orthogonal codes of an i.i.d. code's norm, as near-orthogonal as the paper's
+    #: codes in d = c*h*w dimensions) or "normal" (i.i.d. codes in c dimensions: coupled logits)
+    pos_init: str = "orthogonal"
     patterns: int = 3
     rms: bool = False
     center: bool = True
@@ -124,7 +125,7 @@ class ITNASPreset:
     update: str = "mono"
     #: the first ``round(warmup * epochs)`` epochs train only the supernet, under the initial
     #: uniform attention (a departure; PC-DARTS warms up 15 of 50 epochs, i.e. 0.3)
-    warmup: float = 0.0
+    warmup: float = 0.3
     transformer_lr: float = 3e-4
     transformer_betas: tuple[float, float] = (0.5, 0.999)
     transformer_weight_decay: float = 1e-3

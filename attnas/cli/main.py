@@ -29,6 +29,8 @@ COMMAND_MODULES = [
     "attnas.cli.export",
     "attnas.cli.report",
     "attnas.cli.profile",
+    "attnas.cli.sweep",
+    "attnas.cli.leaderboard",
 ]
 
 

@@ -52,6 +52,25 @@ operation quality, both measured on the NAS-Bench-201 proxy of ``docs/benchmarks
   split with the supernet frozen, then the supernet weights on the training split (DARTS's
   alternation); reported beside the mono-level preset in ``docs/benchmarks.md``.
 
+Options the paper is silent on (each measured on the NAS-Bench-201 proxy, every run listed in
+``docs/methods/itnas.md``)
+-----------------------------------------------------------------------------------------
+* ``warmup`` (fraction of the epochs): the first ``round(warmup * epochs)`` epochs train only
+  the supernet, under the initial uniform attention; the transformer weights get no gradient.
+  Early in training the convolutions are random and the loss favours the parameter-free
+  candidates, whose outputs carry the input: without a warm-up the attention leans towards
+  ``avg_pool_3x3`` in the first epoch on some seeds and keeps it (seed 3: all pooling, 70.9 %).
+  PC-DARTS warms up 15 of 50 epochs (0.3).  During a warm-up no per-epoch architecture is
+  derived (:meth:`ITNASStrategy.derives_after_epoch`).
+* ``pos_init="orthogonal"``: the position codes start orthogonal, each of the norm an i.i.d.
+  code has on average.  In the paper's ``d = c*h*w`` dimensions random codes are nearly
+  orthogonal; in the factorised key they live in ``c`` (8-64) dimensions, where i.i.d. codes
+  couple the candidates: a gradient step that favours one candidate moves the others' logits
+  by up to its own amount (tested: orthogonal codes move only its own).
+* ``output_norm="none"``: no LayerNorm on the layer's output (``X_1 + FFN(P(X_1))``), the
+  mixture's scale kept as in DARTS.  Measured worse (69.9 % on seed 1); kept as an option for
+  the record.
+
 ``none`` candidates
 -------------------
 A ``none`` candidate is "no operation": its map is exact zeros, its key is the key of its
