@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "attnas.cli.profile",
     "attnas.cli.sweep",
     "attnas.cli.leaderboard",
+    "attnas.cli.data",
 ]
 
 

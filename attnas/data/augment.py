@@ -150,7 +150,27 @@ def effective_cutout(cutout: int, image_size: int, explicit: bool = False) -> in
     return min(cutout, max(0, int(image_size) // 2))
 
 
-def default_augment(data: ImageData, cutout: int = 0) -> BatchAugment:
+class PassThrough:
+    """The "augmentation" of a streamed dataset: its batches come out of the DataLoader workers
+    already augmented (training) or resized and centre-cropped (evaluation), and normalised, so
+    the batch is returned as it is (``generator`` and ``train`` are accepted and unused)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.crop_padding, self.flip, self.cutout = 0, False, 0
+
+    def __repr__(self) -> str:
+        return f"PassThrough(mean={self.mean}, std={self.std})"
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                 train: bool = True) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise ShapeError("a streamed batch must be float images (normalised in the workers), got "
+                             f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+        return x
+
+
+def default_augment(data: ImageData, cutout: int = 0) -> BatchAugment | PassThrough:
     """The standard training augmentation for ``data``.
 
     Sizes follow the image size: crop padding is ``image_size // 8``
@@ -159,7 +179,15 @@ def default_augment(data: ImageData, cutout: int = 0) -> BatchAugment:
     Horizontal flips are on for natural images and off for ``digits``, ``svhn`` (a mirrored
     digit is a different or no digit) and ``synthetic`` (its class patterns are
     not mirror-symmetric).  ``cutout`` is the square's side (0 = off; DARTS uses 16).
+
+    A streamed dataset (:mod:`attnas.data.stream`) is augmented in its DataLoader workers
+    (random-resized crop, flip, colour jitter, lighting): :class:`PassThrough` (``cutout`` is
+    not applied to it).
     """
+    from attnas.data.stream import is_streaming
+
+    if is_streaming(data):
+        return PassThrough(data.mean, data.std)
     base = data.name.split(":", 1)[0].lower()
     return BatchAugment(data.mean, data.std, crop_padding=crop_padding_for(data.image_size),
                         flip=base not in NO_FLIP_DATASETS, cutout=effective_cutout(cutout, data.image_size))

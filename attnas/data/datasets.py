@@ -120,7 +120,7 @@ class ImageData:
 
 def dataset_names() -> list[str]:
     """The known dataset names (``imagefolder`` takes ``:PATH``, ``synthetic`` optional ``:C,H,K``)."""
-    return sorted(_LOADERS)
+    return sorted([*_LOADERS, "shards"])
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
@@ -138,7 +138,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
                           f"known: {_known_text()}")
     base, _, option = name.strip().partition(":")
     base = base.lower()
-    if base not in _LOADERS:
+    force: bool | None = None  # "stream:NAME" / "memory:NAME" override the choice by size
+    if base in ("stream", "memory"):
+        force = base == "stream"
+        base, _, option = option.partition(":")
+        base = base.lower()
+    if base not in _LOADERS and base != "shards":
         raise ConfigError(f"unknown dataset '{name}'; known: {_known_text()}")
     for label, value in (("train_subset", train_subset), ("test_subset", test_subset),
                          ("image_size", image_size)):
@@ -147,6 +152,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
 
+    streamed = _streamed(base, option, data_dir, force, name, image_size)
+    if streamed is not None:
+        from attnas.data.stream import subset
+
+        return subset(streamed, train_subset, test_subset, seed)
     raw = _LOADERS[base](option, data_dir, image_size)
     full_name = base + (":" + option if option else "")
     train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y
@@ -166,6 +176,30 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     return ImageData(name=full_name, train_x=train_x.contiguous(), train_y=train_y.contiguous(),
                      test_x=test_x.contiguous(), test_y=test_y.contiguous(),
                      num_classes=num_classes, mean=mean, std=std, class_names=raw.class_names)
+
+
+def _streamed(base: str, option: str, data_dir, force: bool | None, name: str, image_size: int | None):
+    """The :class:`~attnas.data.stream.StreamingData` for ``shards:PATH`` and for image folders of
+    at least ``STREAM_MIN_IMAGES`` images (or with ``stream:``); None for the in-memory path."""
+    from attnas.data import stream
+
+    if base == "shards":
+        if force is False:
+            raise ConfigError("'memory:shards:...' is not supported: tar shards are always streamed "
+                              "(use the image folder or dataset they were packed from)")
+        root = stream.find_root(option, data_dir, "shards", stream.MANIFEST)
+        return stream.load_shards(root, name.strip(), image_size)
+    if base == "imagefolder" and force is not False:
+        if not option:
+            return None  # the in-memory loader's error
+        root = stream.find_root(option, data_dir, "imagefolder", "train")
+        if force or stream.count_folder_images(root, stream.STREAM_MIN_IMAGES) >= stream.STREAM_MIN_IMAGES:
+            return stream.load_folder(root, name.strip(), image_size)
+        return None
+    if force:
+        raise ConfigError(f"'stream:' works with imagefolder:PATH and shards:PATH, not '{base}'; "
+                          f"pack it into shards first: attnas data pack SRC --out DIR, then --dataset shards:DIR")
+    return None
 
 
 def resize_images(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -262,8 +296,9 @@ class _Raw:
 
 
 def _known_text() -> str:
-    return ("digits, cifar10, cifar100, svhn, imagefolder:PATH, "
-            "synthetic[:C,H,N_CLASSES[,N_TRAIN[,N_TEST]]]")
+    return ("digits, cifar10, cifar100, svhn, imagefolder:PATH, shards:PATH, "
+            "synthetic[:C,H,N_CLASSES[,N_TRAIN[,N_TEST]]] (prefix stream: or memory: to force the "
+            "streaming or in-memory path)")
 
 
 def _to_raw(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,

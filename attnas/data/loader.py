@@ -104,3 +104,18 @@ class Batches:
         for step in range(start_step, steps):
             idx = order[step * b:(step + 1) * b]
             yield self.x[idx.to(dev_x)], self.y[idx.to(dev_y)]
+
+
+def make_batches(data, split: str, indices: torch.Tensor | None, batch_size: int, shuffle: bool,
+                 seed: int, drop_last: bool = False):
+    """The batches of one split (``"train"`` or ``"test"``) of a dataset: the one place the
+    tasks build their batch sources, so another kind of dataset can serve its own: a streamed
+    dataset gets a :class:`~attnas.data.stream.StreamBatches` (same interface, float batches)."""
+    if split not in ("train", "test"):
+        raise ConfigError(f"make_batches: split must be 'train' or 'test', got {split!r}")
+    from attnas.data.stream import StreamBatches, is_streaming
+
+    if is_streaming(data):  # decoded and augmented batch by batch in DataLoader workers
+        return StreamBatches(data, split, indices, batch_size, shuffle, seed, drop_last=drop_last)
+    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
+    return Batches(x, y, indices, batch_size, shuffle, seed, drop_last=drop_last)

@@ -141,7 +141,14 @@ def shard(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     way); records the slice's share for :func:`sync_grads`.  Single process: unchanged."""
     if not is_distributed():
         return tensors
-    n, w, r = len(tensors[0]), world_size(), rank()
+    w, r = world_size(), rank()
+    pre = getattr(tensors[0], "attnas_slice", None)
+    if pre is not None:  # streamed data: the images are already this process's slice (attnas.data.stream)
+        lo, hi, n, keep = pre
+        _state.shard_weight = (hi - lo) * w / n
+        rest = tuple(t[lo:hi] if keep is None else t[lo:hi][list(keep)] for t in tensors[1:])
+        return (tensors[0].as_subclass(torch.Tensor),) + rest
+    n = len(tensors[0])
     if n < w:
         raise ConfigError(f"a batch of {n} images cannot be split over {w} processes; "
                           f"use a --batch-size of at least {w}")
