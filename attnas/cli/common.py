@@ -22,6 +22,22 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="stop after N epochs in this invocation (continue later with --resume)")
+    p.add_argument("--workers", type=int, metavar="N", action=_WorkersAction, default=argparse.SUPPRESS,
+                   help="DataLoader worker processes that decode and augment a streamed dataset "
+                        "(imagefolder with 50,000+ images, stream:..., shards:PATH); default: the cores "
+                        "but one, at most 8 (also $ATTNAS_WORKERS); the results do not depend on it")
+
+
+class _WorkersAction(argparse.Action):
+    """``--workers N`` sets ``$ATTNAS_WORKERS`` (read by :mod:`attnas.data.stream`); it is not a
+    run option (the batches do not depend on it), so it is not stored in the run's config."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        import os
+
+        if values < 0:
+            parser.error(f"--workers must be a non-negative integer, got {values}")
+        os.environ["ATTNAS_WORKERS"] = str(values)
 
 
 def add_tensorboard_flag(p: argparse.ArgumentParser) -> None:
