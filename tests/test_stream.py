@@ -261,3 +261,43 @@ def test_transforms_deterministic_and_shaped():
     # evaluation = resize the shorter side to 73 and crop the centre 64: a flat image stays flat
     flat = simplejpeg.encode_jpeg(np.full((100, 150, 3), 128, dtype=np.uint8))
     assert np.allclose(e(flat, 0), (128 / 255 - 0.5) / 0.25, atol=0.05)
+
+
+_RANK_SCRIPT = r"""
+import os, sys, torch, torch.distributed as dist
+from attnas.data import load_dataset
+from attnas.data.loader import make_batches
+from attnas.training import distributed
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=int(sys.argv[2]), world_size=2)
+data = load_dataset(sys.argv[3], image_size=16)
+data.workers = 1
+got = [distributed.shard(x, y) for x, y in make_batches(data, "train", None, 6, True, 4).epoch_from(1, 1)]
+torch.save([(x.clone(), y.clone()) for x, y in got], sys.argv[4])
+dist.destroy_process_group()
+"""
+
+
+def test_two_real_processes_under_gloo(shards, tmp_path):
+    """Two processes in a Gloo group (as torchrun starts them), each with a DataLoader worker,
+    resumed mid-epoch: together they see exactly the single-process global batches."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "rank.py"
+    script.write_text(_RANK_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "store"), str(r), f"shards:{shards}",
+                               str(tmp_path / f"r{r}.pt")], env=env, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+    data = load_dataset(f"shards:{shards}", image_size=16)
+    whole = _collect(make_batches(data, "train", None, 6, True, 4), 1, start=1)
+    parts = [torch.load(tmp_path / f"r{r}.pt") for r in (0, 1)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 3
+    for step, (gx, gy) in enumerate(whole):
+        assert torch.equal(torch.cat([parts[0][step][0], parts[1][step][0]]), gx)
+        assert torch.equal(torch.cat([parts[0][step][1], parts[1][step][1]]), gy)
+        assert len(parts[0][step][1]) == 3
