@@ -25,7 +25,7 @@ Resuming at ``(epoch, step)`` (:meth:`StreamBatches.epoch_from`) rebuilds the sa
 skips the first ``step`` batches without decoding them.
 
 Under ``torchrun`` a training batch source gives each process only its slice of every global
-batch (the slice :func:`attnas.training.distributed.shard` would cut), decoded by its own workers;
+batch (the slice :func:`attnas.distributed.shard` would cut), decoded by its own workers;
 the images tensor carries the slice (:class:`LocalSlice`) so that ``shard`` keeps it as it is.
 
 A corrupt or truncated image is skipped (the batch is one shorter) and counted; the count is
@@ -130,7 +130,7 @@ class ShardSplit:
 class LocalSlice(torch.Tensor):
     """A batch of images that is already this process's slice ``[lo:hi]`` of a global batch of
     ``n`` samples (``keep``: the slice positions that decoded; the others were unreadable).
-    The slice survives ``.to(device)`` and friends; :func:`attnas.training.distributed.shard`
+    The slice survives ``.to(device)`` and friends; :func:`attnas.distributed.shard`
     reads it and returns plain tensors."""
 
     attnas_slice: tuple[int, int, int, tuple[int, ...] | None]
@@ -434,7 +434,25 @@ def _collate(entries):
 
 
 def _worker_init(_: int) -> None:
+    """One thread per worker; and close the regular files the worker inherited from the training
+    process by ``fork`` (e.g. the run folder's ``.lock``): a killed run's orphaned workers would
+    otherwise hold its lock for a few seconds and the ``--resume`` would be refused."""
+    import stat
+
     torch.set_num_threads(1)
+    try:
+        fds = [int(f) for f in os.listdir("/proc/self/fd")]
+    except OSError:
+        return
+    for fd in fds:
+        if fd <= 2:
+            continue
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and not os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/shm"):
+                os.close(fd)
+        except OSError:
+            continue
 
 
 class StreamBatches:
@@ -541,7 +559,7 @@ class StreamBatches:
 
     # ------------------------------------------------------------------ iteration
     def _local_range(self, n: int) -> tuple[int, int]:
-        from attnas.training import distributed
+        from attnas import distributed
 
         if not self.shuffle or not distributed.is_distributed():
             return 0, n
@@ -586,10 +604,13 @@ class StreamBatches:
         if self.workers > 0:
             kw = dict(num_workers=self.workers, worker_init_fn=_worker_init, prefetch_factor=2,
                       multiprocessing_context="fork" if sys.platform.startswith("linux") else None)
-        return DataLoader(_Decoder(self.transform), batch_sampler=_Once(batches), collate_fn=_collate, **kw)
+        # its own generator: creating the loader draws a seed from it, not from the global RNG the
+        # training draws from (the augmentation is seeded per sample, not by that seed)
+        return DataLoader(_Decoder(self.transform), batch_sampler=_Once(batches), collate_fn=_collate,
+                          generator=torch.Generator().manual_seed(self.seed), **kw)
 
     def _run(self, epoch: int, start_step: int):
-        from attnas.training import distributed
+        from attnas import distributed
 
         bad_total, examples = 0, []
         limit = self.max_bad * max(1, self.num_samples)
