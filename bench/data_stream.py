@@ -10,6 +10,8 @@ peak memory for 1x and 4x the images.
     python bench/data_stream.py run --source imagefolder:/tmp/cifar-up --workers 1 2
     python bench/data_stream.py run --source shards:/tmp/cifar-up-shards --workers 1 2
     python bench/data_stream.py run --source imagefolder:/tmp/cifar-up-4x --workers 2
+    # 4. the JPEG decoder choice: decode-only images/s of Pillow and simplejpeg (and PyTurboJPEG if present)
+    python bench/data_stream.py decoders /tmp/cifar-up --images 3000
 
 Each ``run`` line decodes and augments every image of both splits once (random-resized crop to 224, flip,
 colour jitter, lighting, normalisation) in batches of 64 and prints images/s, the peak RSS of the
@@ -95,6 +97,43 @@ def run(args) -> None:
         print(out.stdout.strip().splitlines()[-1], flush=True)
 
 
+def decoders(args) -> None:
+    """Decode-only throughput (one process, one thread) of the JPEG bindings available."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    files = sorted(Path(args.folder).glob("train/*/*"))[: args.images]
+    blobs = [f.read_bytes() for f in files]
+    results = {}
+
+    def pillow(b):
+        with Image.open(io.BytesIO(b)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    cands = {"pillow": pillow}
+    try:
+        import simplejpeg
+
+        cands["simplejpeg"] = lambda b: simplejpeg.decode_jpeg(b, colorspace="RGB")
+    except ImportError:
+        pass
+    try:
+        from turbojpeg import TurboJPEG
+
+        tj = TurboJPEG()
+        cands["pyturbojpeg"] = lambda b: tj.decode(b)
+    except Exception:  # noqa: BLE001 - not installed or no libturbojpeg on this machine
+        pass
+    for name, fn in cands.items():
+        t0 = time.perf_counter()
+        for b in blobs:
+            fn(b)
+        results[name] = round(len(blobs) / (time.perf_counter() - t0), 1)
+    print(json.dumps({"images": len(blobs), "decodes_per_s": results}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -109,6 +148,10 @@ def main() -> None:
     r.add_argument("--out", required=True)
     r.add_argument("--times", type=int, default=4)
     r.set_defaults(func=replicate)
+    d = sub.add_parser("decoders")
+    d.add_argument("folder")
+    d.add_argument("--images", type=int, default=3000)
+    d.set_defaults(func=decoders)
     for name, fn in (("run", run), ("one", one)):
         q = sub.add_parser(name)
         q.add_argument("--source", required=True)

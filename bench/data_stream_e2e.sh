@@ -1,0 +1,35 @@
+#!/bin/bash
+# Issue 17, end to end at 224x224: a search and a retraining, each from WebDataset shards and from an
+# image folder (small subsets).  For each: run A uninterrupted; run B killed (SIGKILL) a few seconds
+# into epoch 2, then --resume'd; the metrics (all but the times) must be identical.
+#   bash bench/data_stream_e2e.sh SHARDS_DIR IMAGE_FOLDER WORK_DIR
+# IMAGE_FOLDER should hold 50,000+ images so that it streams by size (else prefix it with stream:).
+set -u
+SHARDS=$1; FOLDER=$2; WORK=$3
+PY=${PYTHON:-python}
+export ATTNAS_WORKERS=${ATTNAS_WORKERS:-1} OMP_NUM_THREADS=1
+SO='{"C": 4, "N": 1}'
+COMMON=(--space-options "$SO" --image-size 224 --train-subset 32 --test-subset 16 --epochs 2 --batch-size 8)
+mkdir -p "$WORK" && cd "$WORK"
+run_pair() {  # name command args...
+  local name=$1 cmd=$2; shift 2
+  rm -rf "$name-A" "$name-B"
+  $PY -m attnas.cli.main "$cmd" "$@" "${COMMON[@]}" --out "$name-A" --quiet > "$name-A.log" 2>&1 || { echo "$name: A failed"; return; }
+  $PY -m attnas.cli.main "$cmd" "$@" "${COMMON[@]}" --out "$name-B" --quiet > "$name-B.log" 2>&1 &
+  local pid=$!
+  until [ -s "$name-B/metrics.jsonl" ]; do sleep 1; done
+  sleep 8; kill -9 $pid; wait $pid
+  $PY -m attnas.cli.main "$cmd" --resume "$name-B" --quiet > "$name-B2.log" 2>&1; echo "$name: killed in epoch 2, resume rc $?"
+  $PY - "$name" <<'PYEOF'
+import json, sys
+n = sys.argv[1]
+strip = lambda p: [{k: v for k, v in json.loads(l).items() if "time" not in k} for l in open(p)]
+a, b = strip(f"{n}-A/metrics.jsonl"), strip(f"{n}-B/metrics.jsonl")
+print(f"{n}: epochs {len(a)} / {len(b)}, identical metrics: {a == b}; A:",
+      [(r["epoch"], round(r["train_loss"], 6)) for r in a])
+PYEOF
+}
+run_pair search-shards search --space nb201 --dataset "shards:$SHARDS"
+run_pair search-folder search --space nb201 --dataset "imagefolder:$FOLDER"
+run_pair train-shards train --arch search-shards-A/architecture.json --dataset "shards:$SHARDS"
+run_pair train-folder train --arch search-shards-A/architecture.json --dataset "imagefolder:$FOLDER"
