@@ -4,6 +4,9 @@
 - :mod:`attnas.data.datasets` -- :func:`load_dataset` -> :class:`ImageData` (uint8 tensors).
 - :mod:`attnas.data.loader` -- :func:`split_indices`, :class:`Batches`.
 - :mod:`attnas.data.augment` -- :class:`BatchAugment`, :func:`default_augment`.
+- :mod:`attnas.data.stream` -- :class:`StreamingData`, :class:`StreamBatches`: large image folders
+  and WebDataset shards decoded and augmented in DataLoader workers (:mod:`attnas.data.transforms`);
+  :mod:`attnas.data.pack` writes the shards (``attnas data pack``).
 """
 from attnas.data.augment import BatchAugment, default_augment
 from attnas.data.datasets import (
@@ -17,6 +20,7 @@ from attnas.data.datasets import (
 )
 from attnas.data.loader import Batches, split_indices
 from attnas.data.paths import require_file, resolve_data_dir
+from attnas.data.stream import StreamBatches, StreamingData, is_streaming
 
 __all__ = [
     "BatchAugment",
@@ -32,4 +36,7 @@ __all__ = [
     "resize_images",
     "resolve_data_dir",
     "split_indices",
+    "StreamBatches",
+    "StreamingData",
+    "is_streaming",
 ]

@@ -27,6 +27,13 @@ Datasets (``name``):
 ``synthetic`` / ``synthetic:C,H,K[,N_TRAIN[,N_TEST]]``
     Deterministic random data for tests with a learnable class signal;
     default ``3,32,10,512,128``.
+``shards:PATH``
+    WebDataset tar shards written by ``attnas data pack``: always streamed.
+
+Image folders of at least :data:`attnas.data.stream.STREAM_MIN_IMAGES` images (and ``shards:``)
+are not loaded into memory: :func:`load_dataset` returns a
+:class:`~attnas.data.stream.StreamingData` whose batches are decoded and augmented in DataLoader
+workers.  The prefixes ``stream:`` and ``memory:`` force the choice (``stream:imagefolder:PATH``).
 
 Decoded image files (the JPEG zip, image folders of at least
 ``CACHE_MIN_IMAGES`` images) are cached as ``.npz`` in ``$ATTNAS_CACHE_DIR``
