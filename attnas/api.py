@@ -5,7 +5,7 @@
 >>> train(TrainConfig(arch="runs/x/architecture.json", epochs=1, out="runs/x-train"))
 
 Launched by ``torchrun`` (``WORLD_SIZE`` > 1), :func:`search` and :func:`train`
-join the process group and train data-parallel (:mod:`attnas.training.distributed`);
+join the process group and train data-parallel (:mod:`attnas.distributed`);
 only rank 0 writes the run folder and returns the full result (the other ranks
 return ``{"rank": r, ...}`` without the derived architecture).
 
@@ -22,9 +22,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 
-from attnas.arch import Architecture, load_architecture, save_architecture
+from attnas.arch import Architecture
+from attnas.spaces.io import load_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig, check_config, check_stop_after
 from attnas.data.datasets import ImageData, load_dataset
 from attnas.data.augment import effective_cutout
@@ -33,23 +33,12 @@ from attnas.errors import AttnasError, ConfigError, RunFolderError
 from attnas.presets import get_preset, override, to_dict
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
-from attnas.training import distributed
+from attnas import distributed
+from attnas.distributed import resolve_device
 from attnas.training.checkpoint import atomic_torch_save, write_json
 from attnas.training.engine import TENSORBOARD, Engine, seed_everything
 from attnas.training.run_dir import check_new_run_dir, is_free, open_run_dir, read_run_config
 from attnas.training.tasks import RetrainTask, SearchTask
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}'; expected auto, cpu or cuda[:N]") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for, but no CUDA device is available")
-    return dev
 
 
 def _default_out(prefix: str) -> Path:
@@ -134,7 +123,7 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     cfg.out = str(out)
     data = _load_data(cfg)
     space.check_input(data.in_channels, data.image_size)
-    _check_search_batch(strategy, data, cfg.batch_size)
+    _check_search_batch(strategy, data, cfg.batch_size, cfg.epochs)
     seed_everything(cfg.seed)
     strategy.seed(cfg.seed)
     strategy.log = _stderr_log if progress and distributed.is_main() else None  # selection progress
@@ -153,9 +142,11 @@ def _stderr_log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _check_search_batch(strategy, data: ImageData, batch_size: int) -> None:
+def _check_search_batch(strategy, data: ImageData, batch_size: int, epochs: int) -> None:
     """The search splits the training images in two (``train_portion``) and drops partial
-    batches: each part must hold one batch (checked before the run folder is written)."""
+    batches: the weight split, and the architecture split when a phase reads it, must each
+    hold one batch; the validation split (the architecture split) at least one image
+    (checked before the run folder is written)."""
     from attnas.data.loader import split_indices
 
     n = len(data.train_y)
@@ -163,11 +154,15 @@ def _check_search_batch(strategy, data: ImageData, batch_size: int) -> None:
     if isinstance(portion, bool) or not isinstance(portion, (int, float)) or not 0.0 < portion < 1.0:
         raise ConfigError(f"option 'train_portion' must be a number between 0 and 1, got {portion!r}")
     idx_w, idx_a = split_indices(n, portion, 0)
-    smaller = min(len(idx_w), len(idx_a))
-    if batch_size > smaller:
-        raise ConfigError(f"batch size {batch_size} is larger than the {smaller} images of the smaller part "
-                          f"of the {n} training images split for the search (train_portion {portion}); "
-                          f"use --batch-size {max(1, smaller)} or less")
+    sizes = {"weights": len(idx_w), "arch": len(idx_a)}
+    for split in SearchTask.splits_read(strategy, epochs):
+        if batch_size > sizes[split]:
+            what = "weight" if split == "weights" else "architecture"
+            raise ConfigError(f"batch size {batch_size} is larger than the {sizes[split]} images of the {what} "
+                              f"split of the {n} training images (train_portion {portion}); "
+                              f"use --batch-size {max(1, sizes[split])} or less")
+    if not idx_a.numel():
+        raise ConfigError(f"train_portion {portion} leaves no validation images of the {n} training images")
 
 
 def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strategy, data, model, device,

@@ -23,14 +23,11 @@ or ``native`` is enough.  Validation against the space is done by
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-from attnas.errors import ArchitectureError
+from attnas.errors import ArchitectureError, ConfigError
 
 _EDGE_RE = re.compile(r"^(?P<cell>[A-Za-z0-9_]+):(?P<src>\d+)->(?P<dst>\d+)$")
 
@@ -91,35 +88,6 @@ class Architecture:
         return hash((self.space, tuple(sorted(self.choices.items()))))
 
 
-def architecture_from_dict(d: Mapping[str, Any]) -> Architecture:
-    """Build an Architecture from its JSON form, through the space's parser."""
-    from attnas.spaces.registry import get_space_class  # lazy: spaces import this module
-
-    if not isinstance(d, Mapping) or "space" not in d:
-        raise ArchitectureError(
-            "architecture JSON must be an object with a 'space' field and 'choices' or 'native'")
-    if not isinstance(d["space"], str):
-        raise ArchitectureError(f"architecture JSON: 'space' must be a space name, got {d['space']!r}")
-    if not isinstance(d.get("meta", {}), Mapping):
-        raise ArchitectureError(f"architecture JSON: 'meta' must be an object, got {d['meta']!r}")
-    if "native" in d and "choices" not in d and not isinstance(d["native"], str):
-        raise ArchitectureError(f"architecture JSON: 'native' must be a string, got {d['native']!r}")
-    space_cls = get_space_class(str(d["space"]))
-    if "choices" in d:
-        choices = d["choices"]
-        if not isinstance(choices, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in choices.items()):
-            raise ArchitectureError("'choices' must map choice-point keys to operation names")
-        arch = Architecture(str(d["space"]), dict(choices), dict(d.get("meta", {})))
-    elif "native" in d:
-        arch = space_cls.parse_native(str(d["native"]))
-        arch.meta = dict(d.get("meta", {}))
-    else:
-        raise ArchitectureError("architecture JSON needs 'choices' or 'native'")
-    arch.meta = legacy_cost_units(arch.meta)
-    return arch
-
-
 def legacy_cost_units(meta: dict[str, Any]) -> dict[str, Any]:
     """Meta of an ``architecture.json`` written before costs had units: its ``flops`` (and
     ``flops_budget``) counted multiply-accumulates; they are read as ``macs`` (``macs_budget``)
@@ -137,45 +105,34 @@ def legacy_cost_units(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def save_architecture(arch: Architecture, path: str | os.PathLike) -> None:
-    """Write ``arch`` as JSON (with the space's native notation when it has one)."""
-    from attnas.spaces.registry import get_space_class
+@dataclass(frozen=True)
+class CellInfo:
+    """How the nodes of a cell type are read.
 
-    native = get_space_class(arch.space).to_native(arch)
-    tmp = Path(str(path) + ".tmp")
-    from attnas.jsonio import dumps
-
-    tmp.write_text(dumps(arch.to_dict(native), indent=2) + "\n")  # strict JSON
-    os.replace(tmp, path)
-
-
-def load_architecture(spec: str | os.PathLike, space: str | None = None) -> Architecture:
-    """Read an architecture from a JSON file, or parse a native string.
-
-    ``spec`` is a path to a JSON file (as written by :func:`save_architecture`)
-    or, when ``space`` is given or can be guessed, the space's native string
-    (e.g. a NAS-Bench-201 cell string).
+    n_inputs:     nodes ``0 .. n_inputs-1`` are the cell's inputs.
+    output:       ``"concat"`` (an extra output node fed by every non-input
+                  node, DARTS) or ``"last"`` (the last node is the output,
+                  NAS-Bench-201).
+    input_labels: labels of the input nodes (matplotlib mathtext allowed);
+                  default ``in`` / ``in0, in1, ...``.
+    output_label: label of the output node.
+    concat_nodes: the nodes the ``"concat"`` output reads (default: every
+                  non-input node; NOS concatenates only its inner nodes 3, 5, 7, 9).
     """
-    from attnas.spaces.registry import get_space_class, guess_space_of_native
 
-    text = str(spec)
-    path = Path(text)
-    try:
-        is_file = path.is_file()
-    except OSError:  # e.g. a long native string is no file name
-        is_file = False
-    if path.suffix == ".json" or is_file:
-        if not path.is_file():
-            raise ArchitectureError(f"architecture file '{path}' does not exist")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ArchitectureError(f"architecture file '{path}' is not valid JSON: {e}") from None
-        if isinstance(d, str):
-            text = d
-        else:
-            if space is not None and isinstance(d, dict) and "space" not in d:
-                d = {**d, "space": space}
-            return architecture_from_dict(d)
-    name = space or guess_space_of_native(text)
-    return get_space_class(name).parse_native(text)
+    n_inputs: int
+    output: str = "concat"
+    input_labels: tuple[str, ...] = ()
+    output_label: str = "out"
+    concat_nodes: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_inputs < 1:
+            raise ConfigError(f"a cell needs at least one input node, got n_inputs={self.n_inputs}")
+        if self.output not in ("concat", "last"):
+            raise ConfigError(f"CellInfo.output must be 'concat' or 'last', got '{self.output}'")
+
+    def input_label(self, i: int) -> str:
+        if i < len(self.input_labels):
+            return self.input_labels[i]
+        return "in" if self.n_inputs == 1 else f"in{i}"

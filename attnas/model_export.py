@@ -4,7 +4,7 @@
 (``space.build_network``) with weights from one of three sources:
 
 * ``inherited`` -- a search run (``attnas search``): its supernet is restored
-  from ``checkpoint.pt`` (:func:`attnas.search.from_run.load_search_run`) and
+  from ``checkpoint.pt`` (:func:`attnas.from_run.load_search_run`) and
   the chosen path's weights are copied into the network
   (:mod:`attnas.search.export`).  Cell spaces search with affine-free batch
   norm while their stand-alone networks have affine BN: those BN scales and
@@ -55,6 +55,7 @@ import torch
 import torch.nn as nn
 
 from attnas.arch import Architecture
+from attnas.spaces.io import resolve_architecture
 from attnas.errors import AttnasError, ConfigError
 
 FORMATS = ("torchscript", "onnx")
@@ -108,23 +109,6 @@ def run_kind(run_dir: str | os.PathLike) -> str:
     if "arch" in cfg:
         return "train"
     raise ConfigError(f"'{run}/config.json' is neither a search nor a training run's config")
-
-
-def load_arch_spec(spec: str, space: str | None = None) -> Architecture:
-    """An architecture from a JSON file, a text file or native string, or a run folder
-    (its ``architecture.json``)."""
-    from attnas.cli.show import load_spec
-
-    p = Path(spec)
-    try:
-        is_dir = p.is_dir()
-    except OSError:
-        is_dir = False
-    if is_dir:
-        if not (p / "architecture.json").is_file():
-            raise ConfigError(f"run folder '{p}' has no architecture.json (the search has not finished)")
-        return load_spec(str(p / "architecture.json"), space)
-    return load_spec(spec, space)
 
 
 def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -232,14 +216,14 @@ def load_network(arch_spec: str | None = None, *, weights: str | None = None, fr
     if weights is not None and not Path(weights).is_file():
         raise ConfigError(f"weights file '{weights}' does not exist")
     kind = run_kind(from_run) if from_run is not None else None
-    arch = load_arch_spec(arch_spec if arch_spec is not None else str(from_run), space)
+    arch = resolve_architecture(arch_spec if arch_spec is not None else str(from_run), space)
     torch.manual_seed(seed)
     notes: list[str] = []
     dims_given = (in_channels, image_size, num_classes)
 
     if kind == "search":
         from attnas.search.evolution import recalibrate_bn, take_images
-        from attnas.search.from_run import load_search_run
+        from attnas.from_run import load_search_run
 
         loaded = load_search_run(from_run, device="cpu")
         if loaded.cfg.space != arch.space:
@@ -263,7 +247,7 @@ def load_network(arch_spec: str | None = None, *, weights: str | None = None, fr
         except TypeError as e:
             raise ConfigError(f"bad network option for space '{arch.space}': {e}") from None
         identity = inherit_from_supernet(sp, loaded.model, arch, network)
-        batches = take_images((bw for bw, _ in loaded.task.batches(0)), bn_images)
+        batches = take_images(loaded.task.weight_batches(0), bn_images)
         n = recalibrate_bn(network, batches) if batches else 0
         if identity:
             notes.append(f"{len(identity)} batch-norm tensors the affine-free supernet lacks start at identity")

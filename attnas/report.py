@@ -297,7 +297,7 @@ pre{background:#f5f5f5;border:1px solid #e2e2e2;padding:8px;overflow-x:auto;font
 # ---------------------------------------------------------------------------
 def _arch_of_run(run: Path, metrics: list[dict[str, Any]], config: dict[str, Any]):
     """``(Architecture | None, native | None, json dict | None, note)`` of a run."""
-    from attnas.arch import architecture_from_dict
+    from attnas.spaces.io import architecture_from_dict
     from attnas.spaces.registry import get_space_class
 
     if (run / "architecture.json").is_file():

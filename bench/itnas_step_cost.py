@@ -72,23 +72,17 @@ def _setup(space_name: str, method: str, batch: int, threads: int, recompute: st
 
 
 def _step_fn(kind: str, strategy, model, opt, bw, ba):
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    from attnas.strategies.base import frozen
+    from attnas.training.step import StepExecutor, search_step
 
     counter = [0]
 
-    def weight_step() -> None:  # the weight half of DartsStrategy.train_step
-        w_opt = opt["weights"]
-        w_opt.zero_grad(set_to_none=True)
-        with frozen(model.arch.parameters()):
-            F.cross_entropy(model(bw[0]), bw[1]).backward()
-        nn.utils.clip_grad_norm_(model.net.parameters(), strategy.cfg.weights.grad_clip)
-        w_opt.step()
+    executor = StepExecutor(strategy, model, opt)
+
+    def weight_step() -> None:  # the weight phase of a DARTS step alone
+        executor.run_phase(strategy.phases(0)[-1], {"weights": bw})
 
     def full_step() -> None:
-        strategy.train_step(model, opt, bw, ba, 0, counter[0])
+        search_step(strategy, model, opt, bw, ba, 0, counter[0])
         counter[0] += 1
 
     return weight_step if kind == "darts-w" else full_step

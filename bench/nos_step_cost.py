@@ -36,6 +36,7 @@ def worker(config: str, threads: int, C: int, layers: int, batch: int, image: in
     import torch
 
     from attnas.spaces.registry import get_space
+    from attnas.training.step import search_step
     from attnas.strategies.base import get_strategy
 
     torch.set_num_threads(threads)
@@ -59,7 +60,7 @@ def worker(config: str, threads: int, C: int, layers: int, batch: int, image: in
     walls, cpus = [], []
     for i in range(warmup + steps):
         t0, c0 = time.perf_counter(), time.process_time()
-        strategy.train_step(model, opt, (x, y), (x, y), 0, i)
+        search_step(strategy, model, opt, (x, y), (x, y), 0, i)
         if i >= warmup:
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)

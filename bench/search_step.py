@@ -31,6 +31,7 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
     import torch
 
     from attnas.spaces.registry import get_space
+    from attnas.training.step import search_step
     from attnas.strategies.base import get_strategy
 
     torch.set_num_threads(threads)
@@ -46,7 +47,7 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        strategy.train_step(model, opt, (x, y), (xa, ya), 0, i)
+        search_step(strategy, model, opt, (x, y), (xa, ya), 0, i)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2

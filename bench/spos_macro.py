@@ -41,7 +41,7 @@ from attnas.benchmarks.macro import MacroBench
 from attnas.config import SearchConfig
 from attnas.data.datasets import load_dataset
 from attnas.presets import override
-from attnas.search.from_run import EvaluationLog, load_search_run, selection_context
+from attnas.from_run import EvaluationLog, load_search_run, selection_context
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
 from attnas.training.checkpoint import write_json
@@ -55,23 +55,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class WeightSplitSearchTask(SearchTask):
-    """The engine's search task, with an epoch = every batch of the weight split.
-
-    ``SearchTask`` pairs each weight batch with an architecture batch and stops at the
-    shorter split; SPOS ignores the architecture batch, so with an 80/20 split that would
-    train on a quarter of the weight split per epoch.  Here the weight split alone drives
-    the epoch (the library's SPOS preset uses 50/50 instead until the engine can do this)."""
-
-    def steps_per_epoch(self) -> int:
-        return len(self.train_batches)
-
-    def batches(self, epoch: int, shard: bool = True):  # one process: nothing to shard
-        gen = torch.Generator().manual_seed(self.seed * 7_919 + epoch * 104_729 + 1)
-        for bw in self.train_batches.epoch(epoch):
-            yield self._prep(bw, gen), None
-
-
 def train_supernet(cfg: SearchConfig) -> float:
     """Train (or resume) the supernet in ``cfg.out`` with the library's engine; seconds of training."""
     out = Path(cfg.out)
@@ -83,7 +66,7 @@ def train_supernet(cfg: SearchConfig) -> float:
     seed_everything(cfg.seed)
     strategy.seed(cfg.seed)
     model = strategy.build(data.num_classes, data.in_channels, data.image_size)
-    task = WeightSplitSearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, torch.device("cpu"))
+    task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, torch.device("cpu"))
     log(f"supernet: {cfg.epochs} epochs of {task.steps_per_epoch()} steps "
         f"({'resuming' if (out / CHECKPOINT).exists() else 'fresh'})")
     metrics = Engine(out, cfg.epochs, cfg.seed, progress=True, label="supernet").run(task)

@@ -42,6 +42,7 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
     from attnas.arch import Architecture
     from attnas.ops.mobile import InvertedResidual
     from attnas.spaces.registry import get_space
+    from attnas.training.step import search_step
     from attnas.strategies.base import get_strategy
 
     torch.set_num_threads(threads)
@@ -65,7 +66,7 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
     costs = space.cost_table(1000, 3, image)
     for i in range(warmup + steps):
         t, c = time.perf_counter(), time.process_time()
-        strategy.train_step(model, opt, (x, y), None, 0, i)
+        search_step(strategy, model, opt, (x, y), None, 0, i)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         path = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
         f = costs.of(Architecture("proxyless", path)).macs

@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
+import tempfile
 
 CONFIGS = {"full": {}, "uniform": {"sampling": "uniform"}, "prefix": {"sharing": "prefix"},
            "no_sandwich": {"sandwich": False}}
@@ -61,6 +61,7 @@ def main() -> None:
     from attnas.strategies.base import get_strategy
     from attnas.strategies.random_search import activate, score_on_batches
     from attnas.arch import Architecture
+    from attnas.training.engine import Engine
     from attnas.training.tasks import SearchTask
 
     torch.set_num_threads(args.threads)
@@ -77,26 +78,29 @@ def main() -> None:
         strat = get_strategy("trionet", space, opts)
         strat.seed(args.seed)
         model = strat.build(data.num_classes, data.in_channels, data.image_size)
-        task = SearchTask(strat, model, data, args.epochs, args.batch, args.seed, torch.device("cpu"))
-        test = [(task.augment(data.test_x[i:i + 256], train=False), data.test_y[i:i + 256])
-                for i in range(0, len(data.test_y), 256)]
-        curves, t0 = [], time.time()
-        for epoch in range(args.epochs):
-            gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-            losses = [strat.train_step(model, task.opt, task._prep(b, gen), None, epoch, i)["loss"]
-                      for i, b in enumerate(task.train_batches.epoch(epoch))]
-            strat.end_epoch(model, task.opt, epoch)
-            bn = take_images((task._prep(b, gen) for b in task.train_batches.epoch(epoch)), args.bn_images)
-            rec = {"epoch": epoch + 1, "train_loss": round(sum(losses) / len(losses), 4)}
+        test = None
+
+        def on_epoch(epoch: int, task: SearchTask) -> dict:
+            """The biggest sub-network of each operator, BN recalibrated, on the test images."""
+            bn = take_images(task.weight_batches(epoch), args.bn_images)
+            rec = {}
             for op in ("conv", "local", "axial"):
                 arch = Architecture("trionet", {k: strat.extremes[k][op][1] for k in strat.extremes})
                 activate(model, arch, strat.points)
                 recalibrate_bn(model, bn)
                 rec[f"biggest_{op}_acc"] = round(score_on_batches(model, test), 4)
             model.train()
-            rec["elapsed_s"] = round(time.time() - t0, 1)
-            curves.append(rec)
-            print(name, json.dumps(rec), file=sys.stderr, flush=True)
+            print(name, epoch + 1, json.dumps(rec), file=sys.stderr, flush=True)
+            return rec
+
+        task = SearchTask(strat, model, data, args.epochs, args.batch, args.seed, torch.device("cpu"), on_epoch)
+        test = [(task.augment(data.test_x[i:i + 256], train=False), data.test_y[i:i + 256])
+                for i in range(0, len(data.test_y), 256)]
+        with tempfile.TemporaryDirectory() as run_dir:  # the library's engine: progress, checks
+            metrics = Engine(run_dir, args.epochs, args.seed, progress=True, label=name).run(task)
+        curves = [{"epoch": m["epoch"] + 1, "train_loss": round(m["train_loss"], 4),
+                   **{k: m[k] for k in m if k.startswith("biggest_")}, "elapsed_s": round(m["epoch_time_s"], 1)}
+                  for m in metrics]
         results["configs"][name] = curves
     print(json.dumps(results, indent=1))
 

@@ -8,7 +8,9 @@
    winner with inherited weights (BN recalibrated on training images).
 3. Reports, for each found model and for the stand-alone conv / local / axial networks of the
    space: FLOPs, parameters, test accuracy with inherited weights, and test accuracy after a
-   short retrain from scratch (``--retrain-epochs``, SGD 0.05 cosine, standard augmentation).
+   short retrain from scratch (``--retrain-epochs``, the library's retraining task: SGD 0.05,
+   weight decay 5e-4, per-epoch cosine, standard augmentation).  Supernet training and
+   retraining both run on the library's engine.
 
     ATTNAS_DATA_DIR=/work/shared/data python bench/trionet_search.py --threads 1 > bench/logs/trionet_search.json
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 
 
@@ -41,11 +44,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    import torch.nn.functional as F
 
     from attnas.data.augment import default_augment
     from attnas.data.datasets import load_dataset
-    from attnas.data.loader import Batches
     from attnas.data.paths import resolve_data_dir
     from attnas.errors import ConfigError
     from attnas.search.evolution import SelectionContext, take_images
@@ -53,7 +54,9 @@ def main() -> None:
     from attnas.spaces.registry import get_space
     from attnas.strategies.base import get_strategy
     from attnas.strategies.random_search import score_on_batches
-    from attnas.training.tasks import SearchTask
+    from attnas.presets import get_preset, override
+    from attnas.training.engine import Engine
+    from attnas.training.tasks import RetrainTask, SearchTask
 
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, resolve_data_dir(args.data_dir), train_subset=args.train_subset,
@@ -74,33 +77,22 @@ def main() -> None:
     test = [(augment(data.test_x[i:i + 256], train=False), data.test_y[i:i + 256])
             for i in range(0, len(data.test_y), 256)]
     t0 = time.time()
-    for epoch in range(args.search_epochs):
-        gen = torch.Generator().manual_seed(args.seed * 1000 + epoch)
-        for i, b in enumerate(task.train_batches.epoch(epoch)):
-            strat.train_step(model, task.opt, task._prep(b, gen), None, epoch, i)
-        strat.end_epoch(model, task.opt, epoch)
-        print(f"supernet epoch {epoch + 1}: {i + 1} steps, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    work = tempfile.TemporaryDirectory()  # run folders of the library's engine (checkpoints, metrics)
+    Engine(f"{work.name}/supernet", args.search_epochs, args.seed, progress=True, label="supernet").run(task)
     out = {"settings": vars(args), "space": space.cardinality_report(), "supernet_train_s": round(time.time() - t0, 1),
            "conv_standalone_flops": conv_flops, "models": []}
-    gen = torch.Generator().manual_seed(args.seed)
-    bn = take_images((task._prep(b, gen) for b in task.train_batches.epoch(0)), 256)
+    bn = take_images(task.weight_batches(0), 256)
+    retrain_cfg = override(get_preset("retrain"), {"weights": {"lr": 0.05, "weight_decay": 5e-4},
+                                                   "auxiliary_weight": 0.0, "drop_path": 0.0, "cutout": 0})
 
-    def retrain(arch) -> float:
+    def retrain(arch, label: str) -> float:
+        """A short retrain from scratch with the library's retraining task (SGD 0.05, cosine)."""
         torch.manual_seed(args.seed)
         net = space.build_network(arch, data.num_classes, data.in_channels, data.image_size)
-        steps = args.retrain_epochs * (len(data.train_y) // args.batch)
-        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4, nesterov=True)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-        batches = Batches(data.train_x, data.train_y, None, args.batch, True, args.seed, drop_last=True)
-        gen = torch.Generator().manual_seed(args.seed)
-        net.train()
-        for e in range(args.retrain_epochs):
-            for x, y in batches.epoch(e):
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(net(augment(x, generator=gen)), y).backward()
-                opt.step()
-                sched.step()
-        return score_on_batches(net, test)
+        rtask = RetrainTask(net, data, retrain_cfg, args.retrain_epochs, args.batch, args.seed, torch.device("cpu"))
+        metrics = Engine(f"{work.name}/{label}", args.retrain_epochs, args.seed, progress=False,
+                         label="retrain").run(rtask)
+        return float(metrics[-1]["test_acc"])
 
     def record(label, arch, extra=None):
         t = time.time()
@@ -108,7 +100,7 @@ def main() -> None:
         net = export_subnet(space, model, arch, data.num_classes, data.in_channels, data.image_size, bn_batches=bn)
         inherited = score_on_batches(net, test)
         rec = {"model": label, "flops_M": round(c.flops / 1e6, 2), "params_K": round(c.params / 1e3, 1),
-               "inherited_test_acc": round(inherited, 4), "retrained_test_acc": round(retrain(arch), 4),
+               "inherited_test_acc": round(inherited, 4), "retrained_test_acc": round(retrain(arch, label), 4),
                "arch": space.to_native(arch), **(extra or {}), "seconds": round(time.time() - t, 1)}
         out["models"].append(rec)
         print(json.dumps(rec), file=sys.stderr, flush=True)

@@ -38,6 +38,7 @@ def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: 
 
     from attnas.arch import Architecture
     from attnas.spaces.registry import get_space
+    from attnas.training.step import search_step
     from attnas.strategies.base import get_strategy
 
     torch.set_num_threads(threads)
@@ -68,7 +69,7 @@ def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: 
 
         strategy._count = count
         t, c = time.perf_counter(), time.process_time()
-        strategy.train_step(model, opt, (x, y), None, 0, i)
+        search_step(strategy, model, opt, (x, y), None, 0, i)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         strategy._count = orig
         print(f"  {image}px {mode} step {i}{' (warm-up)' if i < warmup else ''}: {wall:.1f} s wall, {cpu:.1f} s CPU, "

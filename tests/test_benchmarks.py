@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnas.arch import Architecture, save_architecture
+from attnas.arch import Architecture
+from attnas.spaces.io import save_architecture
 from attnas.benchmarks import (BenchmarkFileError, Darts214, MacroBench, NB101Sample, NB201Bench,
                                genotype_to_architecture, nb201_index, parse_genotype, prune_nb101)
 from attnas.benchmarks.nb201 import NB201_SIZE, _canonical_natives

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from attnas.arch import Architecture, layer_key, load_architecture
+from attnas.arch import Architecture, layer_key
+from attnas.spaces.io import load_architecture
 from attnas.errors import ArchitectureError, ConfigError, ShapeError
 from attnas.ops.mobile import InvertedResidual, Shortcut, SqueezeExcite, build_mobile_op
 from attnas.profile import count_params

@@ -11,6 +11,7 @@ from torch.func import functional_call
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
 from attnas.strategies.darts import param_name
+from attnas.training.step import search_step
 
 TINY_NB201 = {"C": 4, "N": 1}
 
@@ -54,7 +55,7 @@ def test_first_order_step_updates_alpha_from_architecture_batch_only():
     opt = st.optimizers(model, 10, 5)
     before = {k: v.detach().clone() for k, v in model.arch.alphas.items()}
     w_before = [p.detach().clone() for p in model.net.parameters()]
-    m = st.train_step(model, opt, _batch(seed=1), _batch(seed=2), 0, 0)
+    m = search_step(st, model, opt, _batch(seed=1), _batch(seed=2), 0, 0)
     assert set(m) == {"loss", "acc", "arch_loss"}
     assert any(not torch.equal(before[k], v) for k, v in model.arch.alphas.items())
     assert any(not torch.equal(a, b) for a, b in zip(w_before, model.net.parameters()))
@@ -113,7 +114,7 @@ def test_second_order_differs_from_first_order():
         model = st.build(4, 3, 8)
         opt = st.optimizers(model, 10, 5)
         opt["arch"].step = lambda: None  # keep alpha.grad for inspection
-        st.train_step(model, opt, _batch(seed=5), _batch(seed=6), 0, 0)
+        search_step(st, model, opt, _batch(seed=5), _batch(seed=6), 0, 0)
         grads[method] = torch.cat([a.grad.flatten() for a in model.arch.parameters()])
     assert not torch.allclose(grads["darts"], grads["darts-2nd"])
 
@@ -124,7 +125,7 @@ def test_random_search_trains_sampled_paths_and_picks_best_on_validation():
     st.seed(0)
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 10, 5)
-    st.train_step(model, opt, _batch(seed=1), _batch(seed=2), 0, 0)
+    search_step(st, model, opt, _batch(seed=1), _batch(seed=2), 0, 0)
     arch = st.derive(model, context=[_batch(seed=7)])
     space.validate(arch)
     assert 0.0 <= arch.meta["supernet_val_acc"] <= 1.0

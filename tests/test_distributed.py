@@ -1,7 +1,7 @@
 """Data-parallel runs under torchrun (2 CPU processes, Gloo on loopback) and TensorBoard logging.
 
 Every rank writes hashes of its final state when ``$ATTNAS_DEBUG_DUMP`` is set
-(:func:`attnas.training.distributed.debug_dump`); the processes must end with
+(:func:`attnas.distributed.debug_dump`); the processes must end with
 identical parameters, buffers and architecture state.  One launch only (it
 starts three Python processes that import torch, ~15 s on a loaded 2-core
 machine): ``tests/ddp_worker.py`` runs several ``python -m attnas.cli.main``

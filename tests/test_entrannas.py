@@ -17,6 +17,7 @@ from attnas.spaces.shared_cells import SharedCell, bottleneck_width, engine_indi
 from attnas.strategies.base import get_strategy
 from attnas.strategies.darts import param_name
 from attnas.strategies.entrannas import beta_name, inputs_per_node, temperature
+from attnas.training.step import search_step
 
 SMALL = {"C": 4, "layers": 4}  # cells: normal, reduce, reduce, normal
 
@@ -124,7 +125,7 @@ def test_temperature_schedules_eq5():
     st, model = make("entrannas", tau_max=4.0, tau_min=1.0)
     opt = st.optimizers(model, 1, 4)
     batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
-    m = st.train_step(model, opt, batch, batch, 2, 0)
+    m = search_step(st, model, opt, batch, batch, 2, 0)
     assert m["tau"] == pytest.approx(2.0) and float(model.arch.tau) == pytest.approx(2.0)
     # scores are the tempered softmax, derivation is the DARTS rule on them (2 inputs per node)
     key = edge_key("normal", 0, 2)
@@ -177,7 +178,7 @@ def test_dst_sparsity_penalty_eq11_enters_the_architecture_step():
     assert float(pen.detach()) == pytest.approx(2 * math.log(2))  # t = 0.5 everywhere, two cell types
     batch = (torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)))
     betas0 = {k: float(v.detach()) for k, v in model.arch.betas.items()}
-    m = st.train_step(model, opt, batch, batch, 0, 0)
+    m = search_step(st, model, opt, batch, batch, 0, 0)
     assert m["sparsity_penalty"] == pytest.approx(2 * math.log(2))
     # d/d beta of lambda/4 * softplus(-beta) = -0.125 at beta = 0 (plus the validation part)
     assert all(float(model.arch.betas[k].detach()) > betas0[k] for k in betas0)  # thresholds rise
@@ -185,7 +186,7 @@ def test_dst_sparsity_penalty_eq11_enters_the_architecture_step():
 
 def test_flexible_topology_is_a_valid_architecture(tmp_path):
     """A DST result with 1..5 inputs per node validates, saves, builds and trains, and is drawn."""
-    from attnas.arch import load_architecture, save_architecture
+    from attnas.spaces.io import load_architecture, save_architecture
 
     space = get_space("darts", **SMALL)
     choices = {edge_key(c, i, j): "none" for c in ("normal", "reduce") for i, j in DARTS_EDGES}
@@ -284,7 +285,7 @@ def test_one_search_step_runs_only_the_derived_subgraph_in_transit_cells(method)
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
     before = {k: v.detach().clone() for k, v in model.arch.state_dict().items()}
     model.train()
-    st.train_step(model, opt, (x, y), (x, y), 0, 0)
+    search_step(st, model, opt, (x, y), (x, y), 0, 0)
     assert any(not torch.equal(before[k], v) for k, v in model.arch.state_dict().items())  # alphas moved
     assert len(forwards) == 2  # the architecture step's forward, then the weight step's (first order)
     for fw in forwards:

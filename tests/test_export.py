@@ -45,7 +45,7 @@ def runs(tmp_path_factory):
 
 def test_inherited_weights_are_the_supernet_path(runs):
     from attnas.search.export import supernet_key_map
-    from attnas.search.from_run import load_search_run
+    from attnas.from_run import load_search_run
 
     loaded = load_network(str(runs["search"]))          # a run folder as --arch: its own weights
     assert loaded.weights == "inherited" and (loaded.in_channels, loaded.image_size, loaded.num_classes) == (3, 8, 4)

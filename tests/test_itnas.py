@@ -11,13 +11,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnas.arch import architecture_from_dict, layer_key
+from attnas.arch import layer_key
+from attnas.spaces.io import architecture_from_dict
 from attnas.errors import ConfigError
 from attnas.ops.primitives import Noise
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, SearchSpace
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
 from attnas.strategies.itnas import IndicatorMixer, LiteTransformer, indicator_mixers
+from attnas.training.step import search_step
 
 TINY_NB201 = {"C": 4, "N": 1}
 TINY_DARTS = {"C": 4, "layers": 3}
@@ -265,7 +267,7 @@ def test_mono_level_step_trains_supernet_and_transformers_from_one_backward(opti
     conv_before = [p.detach().clone() for n, p in model.net.named_parameters() if "transformer" not in n]
     calls = []
     h = model.register_forward_hook(lambda *a: calls.append(1))
-    m = st.train_step(model, opt, _batch(seed=1), None, 0, 0)              # no architecture batch needed
+    m = search_step(st, model, opt, _batch(seed=1), None, 0, 0)              # no architecture batch needed
     h.remove()
     assert set(m) == {"loss", "acc"} and len(calls) == 1                    # one forward pass
     assert sum(not torch.equal(a, p) for a, p in zip(before, t_params)) > len(t_params) // 2
@@ -278,7 +280,7 @@ def test_scores_average_the_instances_and_training_rows_reset_each_epoch():
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 10, 5)
     for step in range(2):
-        st.train_step(model, opt, _batch(seed=step), None, 0, step)
+        search_step(st, model, opt, _batch(seed=step), None, 0, step)
     mixers = indicator_mixers(model)
     assert all(float(m.train_count[0]) == 16 for m in mixers)              # 2 steps x 8 images, once each
     scores = st.scores(model)
@@ -286,7 +288,7 @@ def test_scores_average_the_instances_and_training_rows_reset_each_epoch():
         rows = [m.mean_row("train") for m in mixers if m.key == key]
         assert len(rows) == 6                                              # 3 stages x N=2 cells
         assert s == pytest.approx([sum(r[j] for r in rows) / 6 for j in range(1, 6)])
-    st.train_step(model, opt, _batch(seed=5), None, 1, 0)                   # new epoch: running average restarts
+    search_step(st, model, opt, _batch(seed=5), None, 1, 0)                   # new epoch: running average restarts
     assert all(float(m.train_count[0]) == 8 for m in mixers)
     arch = st.derive(model)                                                 # per-epoch derive: no data pass
     assert arch.meta["selection"] == "training running average"
@@ -296,7 +298,7 @@ def test_recomputed_blocks_record_one_row_per_step():
     st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"recompute": "all"})
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 10, 5)
-    st.train_step(model, opt, _batch(), None, 0, 0)
+    search_step(st, model, opt, _batch(), None, 0, 0)
     assert all(float(m.train_count[0]) == 8 for m in indicator_mixers(model))
 
 
@@ -306,7 +308,7 @@ def test_selection_pass_eq6_and_darts_two_inputs_rule():
     torch.manual_seed(0)
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 10, 5)
-    st.train_step(model, opt, _batch(seed=1), None, 0, 0)
+    search_step(st, model, opt, _batch(seed=1), None, 0, 0)
     val = [_batch(n=6, seed=10 + i) for i in range(3)]
     arch = st.derive(model, context=iter(val))
     assert arch.meta["selection"] == "validation pass (Eq. 6)" and arch.meta["selection_images"] == 18
@@ -327,7 +329,7 @@ def test_selection_pass_eq6_and_darts_two_inputs_rule():
         for k in kept:
             best = max((v, o) for o, v in zip(points[k].candidates, scores[k]) if o != "none")[1]
             assert arch.choices[k] == best
-    st.train_step(model, opt, _batch(seed=2), None, 0, 1)                   # training again: back to train rows
+    search_step(st, model, opt, _batch(seed=2), None, 0, 1)                   # training again: back to train rows
     assert not bool(model.arch.selected)
 
 
@@ -376,7 +378,7 @@ def test_chain_space_trains_sampled_paths_and_selects_over_all_candidates(k):
             op.register_forward_hook(lambda mod, i, o: calls.__setitem__(id(mod), calls.get(id(mod), 0) + 1))
     for step in range(6):
         calls.clear()
-        st.train_step(model, opt, _batch(seed=step), None, 0, step)
+        search_step(st, model, opt, _batch(seed=step), None, 0, step)
         assert all(sum(calls.get(id(op), 0) for op in b.ops) == k for b in blocks)   # k paths per step
     for m in indicator_mixers(model):
         c = m.train_count.tolist()
@@ -410,7 +412,7 @@ def test_sampled_pairs_teach_the_indicator_to_rank_all_candidates():
             return protos[y] + 0.5 * torch.randn(n, 3, 8, 8, generator=g), y
 
         for step in range(100):
-            st.train_step(model, opt, batch(), None, 0, step)
+            search_step(st, model, opt, batch(), None, 0, step)
         arch = st.derive(model, context=[batch(64)])
         for key, rec in arch.meta["attention"].items():
             assert arch.choices[key] != "noise", (seed, key, rec["mean"])
@@ -438,7 +440,7 @@ def test_chain_space_macro_builds_and_forwards():
     model = st.build(10, 3, 8)
     assert st.sampling == "uniform" and len(indicator_mixers(model)) == 8
     opt = st.optimizers(model, 10, 5)
-    st.train_step(model, opt, _batch(n=4, classes=10), None, 0, 0)
+    search_step(st, model, opt, _batch(n=4, classes=10), None, 0, 0)
     arch = st.derive(model, context=[_batch(n=4, classes=10)])
     assert set(arch.choices) == {layer_key(i) for i in range(8)}
 
@@ -489,7 +491,7 @@ def test_reduced_spaces_search_and_derive(space, request):
     st = get_strategy("itnas", sp)
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 1, 1)
-    st.train_step(model, opt, _batch(n=4), None, 0, 0)
+    search_step(st, model, opt, _batch(n=4), None, 0, 0)
     arch = st.derive(model, context=[_batch(n=4, seed=1)])
     assert arch.meta["selection_images"] == 4
     points = {p.key: p for p in sp.choice_points()}
@@ -634,7 +636,7 @@ def _search_stripes(seed: int, steps: int = 150, options=None):
     opt = st.optimizers(model, steps, 1)
     g = torch.Generator().manual_seed(seed)
     for step in range(steps):
-        st.train_step(model, opt, _stripes(32, g), None, 0, step)
+        search_step(st, model, opt, _stripes(32, g), None, 0, step)
     return st, model, st.derive(model, context=[_stripes(32, g) for _ in range(4)])
 
 
@@ -713,7 +715,7 @@ def test_bi_level_option_updates_the_transformer_on_the_architecture_batch():
     seen = []
     h = model.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].data_ptr()))
     bw, ba = _batch(seed=1), _batch(seed=2)
-    m = st.train_step(model, opt, bw, ba, 0, 0)
+    m = search_step(st, model, opt, bw, ba, 0, 0)
     h.remove()
     assert seen == [ba[0].data_ptr(), bw[0].data_ptr()] and "arch_loss" in m
     assert sum(not torch.equal(a, p) for a, p in zip(before, t_params)) > len(t_params) // 2
@@ -783,10 +785,10 @@ def test_warmup_epochs_train_the_supernet_under_uniform_attention(optim):
     before_t = [p.detach().clone() for p in t_params]
     before_w = [p.detach().clone() for p in net_params]
     for step in range(2):
-        st.train_step(model, opt, _batch(seed=step), None, 0, step)     # epoch 0: warm-up
+        search_step(st, model, opt, _batch(seed=step), None, 0, step)     # epoch 0: warm-up
     assert all(torch.equal(a, p) for a, p in zip(before_t, t_params))
     assert any(not torch.equal(a, p) for a, p in zip(before_w, net_params))
-    st.train_step(model, opt, _batch(seed=5), None, 1, 0)               # epoch 1: the transformer trains
+    search_step(st, model, opt, _batch(seed=5), None, 1, 0)               # epoch 1: the transformer trains
     assert sum(not torch.equal(a, p) for a, p in zip(before_t, t_params)) > len(t_params) // 2
     with pytest.raises(ConfigError):
         get_strategy("itnas", get_space("nb201", **TINY_NB201), {"warmup": 1.0})

@@ -138,7 +138,7 @@ def test_flops_are_twice_the_macs_as_in_the_trionet_paper(capsys) -> None:
 
 
 def test_profile_of_a_run_folder_and_errors(tmp_path, capsys) -> None:
-    from attnas.arch import save_architecture
+    from attnas.spaces.io import save_architecture
     from attnas.cli.main import main
 
     space = get_space("macro")

@@ -6,7 +6,8 @@ import random
 import pytest
 import torch
 
-from attnas.arch import Architecture, load_architecture, save_architecture
+from attnas.arch import Architecture
+from attnas.spaces.io import load_architecture, save_architecture
 from attnas.errors import ArchitectureError, ConfigError, ShapeError
 from attnas.spaces.registry import get_space, space_names
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 from scipy.stats import chisquare
 
-from attnas.arch import Architecture, load_architecture
+from attnas.arch import Architecture
+from attnas.spaces.io import load_architecture
 from attnas.cli.main import main as cli_main
 from attnas.errors import ConfigError
 from attnas.ops.mobile import InvertedResidual, bn_act_conv
@@ -22,6 +23,7 @@ from attnas.search.evolution import (Constraint, EvolutionSearch, SelectionConte
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
 from attnas.strategies.random_search import activate
+from attnas.training.step import search_step
 
 TINY_MACRO = {"C": 4, "head": 16}
 TINY_EVOLUTION = {"population": 6, "generations": 2, "top_k": 3, "mutations": 3, "crossovers": 3,
@@ -91,7 +93,7 @@ def test_spos_step_trains_only_the_path() -> None:
     opt = strategy.optimizers(model, 10, 2)
     before = copy.deepcopy(model.net.state_dict())
     (x, y), = _batches(1)
-    metrics = strategy.train_step(model, opt, (x, y), None, 0, 0)
+    metrics = search_step(strategy, model, opt, (x, y), None, 0, 0)
     assert set(metrics) == {"loss", "acc"}
     active = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
     after = model.net.state_dict()
@@ -118,7 +120,7 @@ def test_fairnas_step_accumulates_paths_then_one_update() -> None:
     lr = opt["weights"].param_groups[0]["lr"]
     (x, y), = _batches(1)
     rng_state = strategy.rng.getstate()
-    strategy.train_step(model, opt, (x, y), None, 0, 0)
+    search_step(strategy, model, opt, (x, y), None, 0, 0)
     strategy.rng.setstate(rng_state)
     paths = strategy.sample_paths()
     ref.train()
@@ -328,7 +330,7 @@ def test_cli_evolve_export_on_a_cell_space(tmp_path: Path) -> None:
     state = torch.load(out / "subnet.pt")
     net.load_state_dict(state)
     from attnas.search.export import supernet_key_map
-    from attnas.search.from_run import load_search_run
+    from attnas.from_run import load_search_run
 
     supernet = load_search_run(run).model
     supernet = getattr(supernet, "net", supernet)

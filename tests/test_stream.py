@@ -20,7 +20,7 @@ from attnas.data.datasets import ImageData
 from attnas.data.loader import Batches, make_batches
 from attnas.data.transforms import ImageTransform
 from attnas.errors import ConfigError, DataFileNotFound
-from attnas.training import distributed
+from attnas import distributed
 
 CLASSES = ("ant", "bee", "cat")
 
@@ -267,7 +267,7 @@ _RANK_SCRIPT = r"""
 import os, sys, torch, torch.distributed as dist
 from attnas.data import load_dataset
 from attnas.data.loader import make_batches
-from attnas.training import distributed
+from attnas import distributed
 dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=int(sys.argv[2]), world_size=2)
 data = load_dataset(sys.argv[3], image_size=16)
 data.workers = 1

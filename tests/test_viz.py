@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnas.arch import Architecture, edge_key, save_architecture
+from attnas.arch import Architecture, edge_key
+from attnas.spaces.io import save_architecture
 from attnas.cli.main import main
 from attnas.errors import ArchitectureError, AttnasError, ConfigError
 from attnas.spaces.registry import get_space, get_space_class
@@ -277,8 +278,8 @@ def test_cli_show_malformed_json_architecture(tmp_path, capsys):
     assert main(["show", str(tmp_path / "bad.json"), "-o", str(tmp_path / "x.png")]) == 2
     assert "does not match space 'nb201'" in capsys.readouterr().err
     with pytest.raises(AttnasError):
-        from attnas.cli.show import load_spec
-        load_spec(str(tmp_path / "bad.json"))
+        from attnas.spaces.io import resolve_architecture
+        resolve_architecture(str(tmp_path / "bad.json"))
 
 
 def test_registered_chain_space_draws(tmp_path, capsys):

@@ -162,7 +162,7 @@ def gradcam_run(run_dir: str | Path, key: str | None = None, images: int = 4, in
     supernet, on the first ``images`` validation images of its split."""
     import json
 
-    from attnas.search.from_run import load_search_run
+    from attnas.from_run import load_search_run
 
     loaded = load_search_run(run_dir, device="cpu")
     points = loaded.space.choice_points()

@@ -48,7 +48,7 @@ def add_tensorboard_flag(p: argparse.ArgumentParser) -> None:
 
 def is_main_process() -> bool:
     """False on the ranks > 0 of a torchrun launch (they neither print nor return a result)."""
-    from attnas.training import distributed
+    from attnas import distributed
     return distributed.is_main()
 
 

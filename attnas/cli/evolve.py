@@ -3,7 +3,7 @@
 ``attnas search --method spos`` already ends with this search; ``evolve`` reruns
 it on the saved supernet under other budgets or seeds, with BN recalibrated on
 training batches, and can export the sub-network with inherited weights
-(:mod:`attnas.search.from_run`).
+(:mod:`attnas.from_run`).
 
 Under ``torchrun --nproc_per_node N -m attnas.cli.main evolve RUN_DIR ...`` the
 candidates of each population step are split over the N processes (each holds
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from attnas.search.from_run import evolve_run
+    from attnas.from_run import evolve_run
 
     options = dict(parse_json_option(args.method_options, "--method-options") or {})
     for name in EVOLUTION_FLAGS + ("flops_budget", "macs_budget", "params_budget"):

@@ -11,7 +11,6 @@ nominal input (TrioNet layouts: 224 / 1000 classes for ``imagenet``), else CIFAR
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def _human(n: int) -> str:
 
 def _resolve(args: argparse.Namespace):
     """(architecture, run config dict or {}) of ``--arch``."""
-    from attnas.arch import load_architecture
+    from attnas.spaces.io import load_architecture
     from attnas.errors import ConfigError
     from attnas.model_export import _read_json
 

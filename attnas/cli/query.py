@@ -33,7 +33,7 @@ def _is_file(spec: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from attnas.arch import load_architecture
+    from attnas.spaces.io import load_architecture
 
     bench = str(args.bench).lower()
     if bench == "nb201":

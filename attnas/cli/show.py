@@ -21,13 +21,12 @@ format follows the extension: ``.png``, ``.svg`` or ``.pdf``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from attnas.cli.main import add_json_flag
-from attnas.errors import ArchitectureError, AttnasError, ConfigError
+from attnas.spaces.io import resolve_architecture
+from attnas.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,67 +60,14 @@ def _is_dir(p: Path) -> bool:
         return False
 
 
-def _looks_like_path(spec: str) -> bool:
-    return (os.sep in spec or spec.startswith(".")
-            or Path(spec).suffix.lower() in (".json", ".txt", ".yaml", ".yml"))
-
-
-def load_spec(spec: str, space: str | None = None):
-    """The :class:`Architecture` named by ``spec`` (JSON file, text file with a native
-    string, or native string), validated against its space when that can be built."""
-    from attnas.arch import load_architecture
-    from attnas.spaces.registry import get_space_class, guess_space_of_native
-
-    path = Path(spec)
-    if _is_file(path):
-        text = path.read_text()
-        try:
-            json.loads(text)
-            arch = load_architecture(path, space=space)
-        except json.JSONDecodeError:
-            if path.suffix.lower() == ".json":
-                arch = load_architecture(path, space=space)  # its clear "not valid JSON" error
-            else:
-                native = text.strip()
-                arch = get_space_class(space or guess_space_of_native(native)).parse_native(native)
-    elif _looks_like_path(spec):
-        raise ArchitectureError(f"architecture file '{spec}' does not exist")
-    else:
-        if space is None:
-            try:
-                space = guess_space_of_native(spec)
-            except ArchitectureError:
-                raise ArchitectureError(
-                    f"'{spec[:60]}' is neither a file nor a run folder, nor an architecture string of a "
-                    "known space (name its space with --space)") from None
-        arch = get_space_class(space).parse_native(spec)
-    _validate(arch)
-    return arch
-
-
-def _validate(arch) -> None:
-    """Check ``arch`` against its space (built with the run's options when recorded);
-    skipped when the space cannot be built here (e.g. S1 without its data file)."""
-    from attnas.spaces.registry import get_space
-
-    opts = arch.meta.get("space_options") if isinstance(arch.meta, dict) else None
-    try:
-        space = get_space(arch.space, **(opts if isinstance(opts, dict) else {}))
-    except AttnasError:
-        try:
-            space = get_space(arch.space)
-        except AttnasError:
-            return
-    space.validate(arch)
-
-
 def _arch_from_run(run: Path):
     """A run's architecture: ``architecture.json``, else the last epoch's derived one."""
-    from attnas.arch import Architecture, architecture_from_dict
+    from attnas.arch import Architecture
+    from attnas.spaces.io import architecture_from_dict
     from attnas.viz.curves import read_run
 
     if _is_file(run / "architecture.json"):
-        return load_spec(str(run / "architecture.json")), None
+        return resolve_architecture(str(run / "architecture.json")), None
     data = read_run(run)
     last = data.metrics[-1]
     space = data.config.get("space")
@@ -175,7 +121,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         arch, note = _arch_from_run(path)
     else:
         has_metrics = False
-        arch = load_spec(spec, args.space)
+        arch = resolve_architecture(spec, args.space)
     if arch is not None:
         drawing = draw_architecture(arch, out, title=args.title or _default_title(arch, note))
         result.update({"space": arch.space, "cells": drawing.cells, "edges": drawing.edge_counts(),

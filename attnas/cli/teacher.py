@@ -122,7 +122,7 @@ def train_teacher(cfg: dict[str, Any], resume: bool = False, progress: bool = Tr
 def _train_teacher_locked(cfg, out, tcfg, epochs, batch, data, cls, net, stages, progress,
                           stop_after) -> dict[str, Any]:
     """The rest of :func:`train_teacher`, run while the run folder is locked."""
-    from attnas.api import resolve_device
+    from attnas.distributed import resolve_device
     from attnas.presets import to_dict
     from attnas.teacher import TEACHER_FILE, save_teacher
     from attnas.training.checkpoint import write_json

@@ -317,7 +317,7 @@ class TrainingEvaluator:
 
     def __call__(self, arch: Architecture) -> float:
         from attnas import api
-        from attnas.arch import save_architecture
+        from attnas.spaces.io import save_architecture
         from attnas.config import TrainConfig
 
         self.count += 1

@@ -36,7 +36,7 @@ Candidates are drawn first and scored together, one batch per population
 step (the initial population, the mutations, the crossovers, the random
 fill); scoring never touches the RNG, so the draws and the result are those
 of a one-at-a-time loop.  Under ``torchrun`` the batch is split over the
-processes (:func:`attnas.training.distributed.map_items`): ``torchrun
+processes (:func:`attnas.distributed.map_items`): ``torchrun
 --nproc_per_node N -m attnas.cli.main evolve RUN`` scores N candidates at a
 time, with the same result as one process.
 """
@@ -54,7 +54,7 @@ from attnas.arch import Architecture
 from attnas.errors import ArchitectureError, ConfigError
 from attnas.profile import Profile, profile_architecture
 from attnas.spaces.base import SearchSpace
-from attnas.training.distributed import map_items, world_size
+from attnas.distributed import map_items, world_size
 
 
 # --------------------------------------------------------------------------- data for selection

@@ -106,6 +106,10 @@ class SearchSpace(ABC):
     a space (widths, depths) are constructor keyword arguments.
     """
 
+    #: whether the space's supernet runs one candidate per choice point only (a method that
+    #: mixes candidates cannot search it; :meth:`attnas.strategies.base.Strategy.check_space`)
+    single_path_only: ClassVar[bool] = False
+
     name: ClassVar[str]
     #: smallest input side the space's network accepts (each reduction halves it)
     min_image_size: ClassVar[int] = 4

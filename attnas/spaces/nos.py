@@ -55,7 +55,7 @@ from attnas.spaces.base import ChoiceBlock, ChoicePoint, MixerFactory, SearchSpa
 from attnas.spaces.cells import drop_path
 from attnas.spaces.darts import DartsNetwork
 from attnas.spaces.registry import register_space
-from attnas.viz.draw import CellInfo
+from attnas.arch import CellInfo
 
 CELL_TYPES = ("normal", "reduce")
 N_INPUTS, N_BLOCKS = 2, 4

@@ -194,6 +194,9 @@ def _trio_guess(text: str) -> bool:
 
 @register_space("trionet", native_guess=_trio_guess)
 class TrioNetSpace(ChainSpace):
+    #: a weight-sliced supernet that runs one candidate per block: single-path methods only
+    single_path_only = True
+
     """TrioNet space (module docstring).  Options: ``layout`` ("cifar" | "imagenet"),
     ``depths`` (blocks per stage, default (2, 3, 6, 3)), ``width`` (stem width and ResNet
     "planes" of the first stage, default 64), ``heads`` (default (4, 8)), ``operators``
@@ -283,15 +286,10 @@ class TrioNetSpace(ChainSpace):
     # ----- supernet --------------------------------------------------------------
     def build_supernet(self, mixer_factory: MixerFactory, num_classes: int, in_channels: int,
                        image_size: int, sharing: str = "multihead") -> nn.Module:
-        from attnas.strategies.random_search import SinglePathMixer
-
         self.check_input(in_channels, image_size)
         blocks = []
         for p, L in zip(self.choice_points(), self.layer_specs()):
             mixer = mixer_factory(p)
-            if not isinstance(mixer, SinglePathMixer):
-                raise ConfigError("space 'trionet' has a weight-sliced supernet that runs one candidate per block; "
-                                  "use a single-path method (trionet, spos, fairnas, random)")
             blocks.append(TrioSuperBlock(p.key, p.candidates, tuple(parse_trio_op(c) for c in p.candidates),
                                          L.C_in, L.C_out, L.stride, self.span(L), mixer, sharing))
         return self._network(blocks, num_classes, in_channels)

@@ -18,16 +18,16 @@ value or gradient).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
-from attnas.strategies.base import (ArchRef, Strategy, SuperNet, frozen, register_strategy,
-                                   weight_optimizer)
-from attnas.training import distributed
+from attnas.strategies.base import (ArchRef, Phase, Strategy, SuperNet, arch_params, net_params,
+                                   register_strategy, register_variant, weight_optimizer)
+from attnas import distributed
 
 
 def param_name(key: str) -> str:
@@ -82,30 +82,15 @@ class DartsStrategy(Strategy):
                                  betas=tuple(self.cfg.arch_betas), weight_decay=self.cfg.arch_weight_decay)
         return {"weights": w_opt, "arch": a_opt, "schedulers": [sched]}
 
-    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
-                   epoch: int, step: int) -> dict[str, float]:
-        a_opt, w_opt = opt["arch"], opt["weights"]
-        # architecture step on the architecture split
-        a_opt.zero_grad(set_to_none=True)
-        if self.cfg.order == 2:
-            arch_loss = self._unrolled_step(model, w_opt, batch_w, batch_a)
-        else:
-            with frozen(model.net.parameters()):
-                loss_a = F.cross_entropy(model(batch_a[0]), batch_a[1])
-                loss_a.backward()
-            arch_loss = loss_a.item()
-        a_opt.step()
-        # weight step on the weight split (alpha fixed)
-        w_opt.zero_grad(set_to_none=True)
-        with frozen(model.arch.parameters()):
-            logits = model(batch_w[0])
-            loss = F.cross_entropy(logits, batch_w[1])
-            loss.backward()
-        distributed.sync_grads(model.net.parameters())  # torchrun: average over processes
-        nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
-        w_opt.step()
-        acc = (logits.argmax(1) == batch_w[1]).float().mean()
-        return {"loss": loss.item(), "acc": acc.item(), "arch_loss": arch_loss}
+    def phases(self, epoch: int) -> Sequence[Phase]:
+        """Architecture step on the architecture split (weights frozen; second order: the
+        unrolled gradient), then the weight step on the weight split (alpha frozen)."""
+        arch = Phase("arch", ("arch",), arch_params, prefix="arch_",
+                     gradient=self._unrolled_gradient if self.cfg.order == 2 else None)
+        return (arch, Phase("weights", ("weights",), net_params, clip=self.cfg.weights.grad_clip))
+
+    def _unrolled_gradient(self, model: SuperNet, batches: dict[str, Any], opt: dict[str, Any]) -> float:
+        return self._unrolled_step(model, opt["weights"], batches["weights"], batches["arch"])
 
     def _unrolled_step(self, model: SuperNet, w_opt: torch.optim.Optimizer, batch_w, batch_a) -> float:
         """Set alpha.grad to the second-order DARTS gradient (Eq. 7-8)."""
@@ -157,8 +142,4 @@ class DartsStrategy(Strategy):
                     for p in self.points}
 
 
-@register_strategy("darts-2nd")
-class Darts2ndStrategy(DartsStrategy):
-    """DARTS with the unrolled (second-order) architecture gradient."""
-
-    preset_name = "darts-2nd"
+register_variant("darts-2nd", DartsStrategy, order=2)

@@ -51,7 +51,7 @@ from attnas.errors import ConfigError
 from attnas.spaces.base import ChoicePoint
 from attnas.spaces.darts import CELL_TYPES, CONCAT, _DartsLikeSpace
 from attnas.spaces.shared_cells import CellPlan, build_shared_supernet
-from attnas.strategies.base import ArchRef, SuperNet, register_strategy, use_batch_statistics
+from attnas.strategies.base import ArchRef, SuperNet, register_strategy, register_variant, use_batch_statistics
 from attnas.strategies.darts import DartsStrategy, param_name
 
 TAU_SCHEDULES = ("linear", "exponential", "constant")
@@ -88,8 +88,11 @@ class PenalizedAdam(torch.optim.Adam):
     def step(self, closure=None):  # type: ignore[override]
         with torch.enable_grad():
             pen = self.penalty()
-            if pen.requires_grad:
-                pen.backward()
+            if pen.requires_grad:  # add d(penalty)/d(param) to the gradients of the step
+                params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+                for p, g in zip(params, torch.autograd.grad(pen, params, allow_unused=True)):
+                    if g is not None:
+                        p.grad = g if p.grad is None else p.grad + g
         self.last_penalty = float(pen.detach())
         return super().step(closure)
 
@@ -146,6 +149,7 @@ class EnTranNASStrategy(DartsStrategy):
             opt["arch"] = PenalizedAdam(model.arch.parameters(), lambda: self.sparsity_penalty(model.arch),
                                         lr=self.cfg.arch_lr, betas=tuple(self.cfg.arch_betas),
                                         weight_decay=self.cfg.arch_weight_decay)
+            self._arch_opt = opt["arch"]
         return opt
 
     def sparsity_penalty(self, arch: nn.Module) -> torch.Tensor:
@@ -155,15 +159,16 @@ class EnTranNASStrategy(DartsStrategy):
             total = total + torch.stack([F.softplus(-arch.betas[beta_name(c, j)]) for j in CONCAT]).mean()
         return self.cfg.sparsity_lambda * total
 
-    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
-                   epoch: int, step: int) -> dict[str, float]:
-        tau = temperature(self.cfg.tau_schedule, self.cfg.tau_max, self.cfg.tau_min, epoch, self.total_epochs)
-        model.arch.tau.fill_(tau)
-        metrics = super().train_step(model, opt, batch_w, batch_a, epoch, step)
-        metrics["tau"] = tau
+    def begin_step(self, model: SuperNet, epoch: int, step: int) -> None:
+        """The Gumbel temperature of this epoch (Eq. 5)."""
+        self._tau = temperature(self.cfg.tau_schedule, self.cfg.tau_max, self.cfg.tau_min, epoch, self.total_epochs)
+        model.arch.tau.fill_(self._tau)
+
+    def end_step(self, model: SuperNet, epoch: int, step: int) -> dict[str, float]:
+        out = {"tau": self._tau}
         if self.cfg.dst:
-            metrics["sparsity_penalty"] = opt["arch"].last_penalty
-        return metrics
+            out["sparsity_penalty"] = self._arch_opt.last_penalty
+        return out
 
     # ----- Eq. 5 and Eq. 7-9 ---------------------------------------------------
     def _probs(self, arch: nn.Module, p: ChoicePoint, drop_none: bool) -> torch.Tensor:
@@ -260,8 +265,4 @@ def inputs_per_node(arch: Architecture) -> dict[str, list[int]]:
                 for j in CONCAT] for c in CELL_TYPES}
 
 
-@register_strategy("entrannas-dst")
-class EnTranNASDSTStrategy(EnTranNASStrategy):
-    """EnTranNAS-DST: differentiable search for topology (Eq. 7-11)."""
-
-    preset_name = "entrannas-dst"
+register_variant("entrannas-dst", EnTranNASStrategy, dst=True)  # differentiable topology (Eq. 7-11)

@@ -114,19 +114,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from attnas.arch import Architecture
 from attnas.errors import ConfigError
 from attnas.ops.lite_transformer import LiteTransformer
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
-from attnas.strategies.base import ArchRef, Strategy, SuperNet, frozen, register_strategy, weight_optimizer
-from attnas.training import distributed
-from attnas.training.distributed import sync_grads
+from attnas.strategies.base import (ArchRef, Phase, Strategy, SuperNet, net_params, register_strategy,
+                                   weight_optimizer)
+from attnas import distributed
 
 IT_TOKEN = "IT"
 #: epochs whose Eq. 6 winners the margins compare with the final choice
@@ -334,68 +333,54 @@ class ITNASStrategy(Strategy):
         return {"weights": opt, "transformer": t_opt, "schedulers": [sched]}
 
     # ----- training (Eq. 5) --------------------------------------------------
-    def sample_paths(self, model: SuperNet) -> None:
-        """Choose the candidates each choice point runs in this step."""
-        if self.sampling == "all":
-            model.arch.active = {}
-            return
-        k = int(self.cfg.sample_k)
-        model.arch.active = {p.key: sorted(self.rng.sample(range(len(p.candidates)), min(k, len(p.candidates))))
-                             for p in self.points}
+    def phases(self, epoch: int) -> Sequence[Phase]:
+        """``update="mono"`` (the paper, Eq. 5): one training batch, one backward, supernet and
+        transformer weights both updated.  During a warm-up epoch the transformer weights are
+        frozen (uniform attention).  ``update="bi"`` (a departure, DARTS-style): the
+        transformer weights first take a step on the architecture batch with the supernet
+        weights frozen, then the supernet weights on the training batch."""
+        clip = self.cfg.weights.grad_clip
+        supernet = Phase("weights", ("weights",), self.supernet_parameters, clip=clip, sampled=True)
+        if self.cfg.update == "bi":
+            return (Phase("arch", ("transformer",), self.transformer_parameters, prefix="arch_", sampled=True),
+                    supernet)
+        if epoch < self.warmup_epochs:
+            return (supernet,)
+        optims = ("weights",) if self.cfg.transformer_optim == "sgd" else ("weights", "transformer")
+        return (Phase("weights", optims, net_params, clip=clip, sampled=True),)
 
-    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
-                   epoch: int, step: int) -> dict[str, float]:
-        """One step.  ``update="mono"`` (the paper, Eq. 5): one training batch, one backward,
-        supernet and transformer weights both updated; ``batch_a`` is not used.
-        ``update="bi"`` (a departure, DARTS-style): the transformer weights first take a step
-        on the architecture batch with the supernet weights frozen, then the supernet weights
-        on the training batch with the transformer frozen."""
+    def begin_step(self, model: SuperNet, epoch: int, step: int) -> None:
+        """Training-mode recording, and the candidates each choice point runs in this step
+        (all of them, or ``sample_k`` uniformly sampled ones on chain spaces)."""
         if step == 0:
             for m in indicator_mixers(model):
                 m.reset("train")
         model.arch.mode = "train"
         model.arch.forward_id += 1
         model.arch.selected.fill_(False)
-        self.sample_paths(model)
-        w_opt, t_opt = opt["weights"], opt.get("transformer")
-        t_params = self.transformer_parameters(model)
-        w_opt.zero_grad(set_to_none=True)
-        if t_opt is not None:
-            t_opt.zero_grad(set_to_none=True)
-        out: dict[str, float] = {}
-        if self.cfg.update == "bi":
-            t_ids = {id(p) for p in t_params}
-            with frozen(p for p in model.net.parameters() if id(p) not in t_ids):
-                loss_a = F.cross_entropy(model(batch_a[0]), batch_a[1])
-                loss_a.backward()
-            sync_grads(t_params)
-            t_opt.step()
-            out["arch_loss"] = float(loss_a.detach())
-            with frozen(t_params):
-                loss, logits, y = self._weight_step(model, w_opt, batch_w)
-        elif epoch < self.warmup_epochs:
-            # warm-up (a departure, off by default): the supernet trains under the initial,
-            # uniform attention; the transformer weights get no gradient and no update
-            with frozen(t_params):
-                loss, logits, y = self._weight_step(model, w_opt, batch_w)
+        if self.sampling == "all":
+            self._step_active: dict[str, list[int]] = {}
         else:
-            loss, logits, y = self._weight_step(model, w_opt, batch_w, t_opt)
-        model.arch.active = {}
-        out.update(loss=float(loss.detach()), acc=float((logits.argmax(1) == y).float().mean()))
-        return out
+            k = int(self.cfg.sample_k)
+            self._step_active = {p.key: sorted(self.rng.sample(range(len(p.candidates)), min(k, len(p.candidates))))
+                                 for p in self.points}
+        model.arch.active = self._step_active
 
-    def _weight_step(self, model: SuperNet, w_opt, batch, t_opt=None):
-        """Forward, backward, gradient sync and clipping, then the optimizer steps."""
-        x, y = batch
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
-        loss.backward()
-        sync_grads(model.net.parameters())  # torchrun: average over processes
-        nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
-        w_opt.step()
-        if t_opt is not None:
-            t_opt.step()
-        return loss, logits, y
+    def sample_paths(self, model: SuperNet | None = None) -> list[dict[str, list[int]]]:
+        """The step's active candidates (one path, shared by the phases of the step)."""
+        return [self._step_active]
+
+    def activate(self, model: SuperNet, path: dict[str, list[int]]) -> None:
+        model.arch.active = path
+
+    def end_step(self, model: SuperNet, epoch: int, step: int) -> dict[str, float]:
+        model.arch.active = {}
+        return {}
+
+    def supernet_parameters(self, model: SuperNet) -> list[nn.Parameter]:
+        """The supernet's operation weights (every parameter but the Lite-Transformers')."""
+        ids = {id(p) for p in self.transformer_parameters(model)}
+        return [p for p in model.net.parameters() if id(p) not in ids]
 
     # ----- selection (Eq. 6) -------------------------------------------------
     def end_epoch(self, model: SuperNet, opt: dict[str, Any], epoch: int) -> None:

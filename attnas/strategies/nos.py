@@ -22,7 +22,7 @@ reductions at 1/3 and 2/3 of the depth).  The architecture is derived by the spa
 from __future__ import annotations
 
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -30,9 +30,8 @@ import torch.nn.functional as F
 
 from attnas.errors import ConfigError, ShapeError
 from attnas.spaces.nos import stage_cells
-from attnas.strategies.base import SuperNet, frozen, register_strategy
+from attnas.strategies.base import SuperNet, register_strategy
 from attnas.strategies.darts import DartsStrategy
-from attnas.training.distributed import sync_grads
 from attnas.teacher import StageHooks, load_teacher
 
 AT_REDUCTIONS = ("mean_sq", "norm")
@@ -116,12 +115,11 @@ class NOSStrategy(DartsStrategy):
                   file=sys.stderr)
         return model
 
-    def loss(self, model: SuperNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """CE + lambda * L_AT on one batch; also returns the logits' accuracy and the parts."""
+    def loss(self, model: SuperNet, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """CE + lambda * L_AT on one batch (Eq. 8-9, both phases of DARTS's alternation);
+        the logged ``loss`` is the CE part, ``at_loss`` the attention-transfer part."""
         if not self.guided:
-            logits = model(x)
-            ce = F.cross_entropy(logits, y)
-            return ce, {"ce": ce.item(), "acc": (logits.argmax(1) == y).float().mean().item()}
+            return super().loss(model, x, y)
         with self.student_hooks.capture():
             logits = model(x)
         feats_s = self.student_hooks.pop()
@@ -132,27 +130,5 @@ class NOSStrategy(DartsStrategy):
         ce = F.cross_entropy(logits, y)
         lat = at_loss(feats_s, feats_t, self.cfg.at_reduction)
         total = ce + self.cfg.at_weight * lat
-        return total, {"ce": ce.item(), "at_loss": lat.item(),
-                       "acc": (logits.argmax(1) == y).float().mean().item()}
+        return total, logits, {"loss": ce.item(), "at_loss": lat.item()}
 
-    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
-                   epoch: int, step: int) -> dict[str, float]:
-        a_opt, w_opt = opt["arch"], opt["weights"]
-        # Eq. 9: architecture step on the architecture split
-        a_opt.zero_grad(set_to_none=True)
-        with frozen(model.net.parameters()):
-            loss_a, parts_a = self.loss(model, *batch_a)
-            loss_a.backward()
-        a_opt.step()
-        # Eq. 8: weight step on the weight split (A fixed)
-        w_opt.zero_grad(set_to_none=True)
-        with frozen(model.arch.parameters()):
-            loss_w, parts_w = self.loss(model, *batch_w)
-            loss_w.backward()
-        sync_grads(model.net.parameters())  # torchrun: average over processes
-        nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
-        w_opt.step()
-        out = {"loss": parts_w["ce"], "acc": parts_w["acc"], "arch_loss": parts_a["ce"]}
-        if "at_loss" in parts_w:
-            out.update({"at_loss": parts_w["at_loss"], "arch_at_loss": parts_a["at_loss"]})
-        return out

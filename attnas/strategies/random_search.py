@@ -12,13 +12,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from attnas.arch import Architecture
 from attnas.errors import ArchitectureError
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
 from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, weight_optimizer
-from attnas.training.distributed import sync_grads
 
 
 class PathState(nn.Module):
@@ -80,6 +78,7 @@ def score_on_batches(model: SuperNet, batches) -> float:
 
 @register_strategy("random")
 class RandomSearchStrategy(Strategy):
+    single_path = True
     preset_name = "random"
 
     def build_arch(self) -> nn.Module:
@@ -92,18 +91,12 @@ class RandomSearchStrategy(Strategy):
         opt, sched = weight_optimizer(model.net.parameters(), self.cfg.weights, steps_per_epoch, epochs)
         return {"weights": opt, "schedulers": [sched]}
 
-    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
-                   epoch: int, step: int) -> dict[str, float]:
-        activate(model, self.space.sample(self.rng), self.points)
-        w_opt = opt["weights"]
-        w_opt.zero_grad(set_to_none=True)
-        logits = model(batch_w[0])
-        loss = F.cross_entropy(logits, batch_w[1])
-        loss.backward()
-        sync_grads(model.net.parameters())  # torchrun: average over processes
-        nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
-        w_opt.step()
-        return {"loss": loss.item(), "acc": (logits.argmax(1) == batch_w[1]).float().mean().item()}
+    def sample_paths(self, model: SuperNet) -> list[Architecture]:
+        """One uniformly sampled architecture per step (random search with weight sharing)."""
+        return [self.space.sample(self.rng)]
+
+    def activate(self, model: SuperNet, path: Architecture) -> None:
+        activate(model, path, self.points)
 
     scores_label = "uniform sampling probabilities (random search learns no preference)"
 

@@ -43,16 +43,14 @@ from typing import Any, Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from attnas.arch import Architecture
 from attnas.errors import ArchitectureError, ConfigError
 from attnas.search.evolution import (Constraint, EvolutionResult, EvolutionSearch, SelectionContext,
                                      SupernetEvaluator, bn_state, load_bn_state, take_images)
 from attnas.spaces.base import ChoicePoint, Mixer
-from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy
+from attnas.strategies.base import ArchRef, Strategy, SuperNet, register_strategy, register_variant
 from attnas.strategies.random_search import PathState, SinglePathMixer, activate
-from attnas.training.distributed import sync_grads
 
 LR_SCHEDULES = ("linear", "cosine")
 #: redraws of the FairNAS permutations before giving up on a topology-constrained space
@@ -62,6 +60,8 @@ FAIR_MAX_REDRAWS = 100
 @register_strategy("spos")
 class SPOSStrategy(Strategy):
     """SPOS uniform single-path training + evolutionary selection (module docstring)."""
+
+    single_path = True
 
     preset_name = "spos"
     #: the evolutionary search is the selection step, too costly to run every epoch
@@ -119,7 +119,7 @@ class SPOSStrategy(Strategy):
             if op in p.candidates:  # an edge left out ("none", NOS) trains nothing
                 self.counts[p.key][p.candidates.index(op)] += 1
 
-    def sample_paths(self) -> list[Architecture]:
+    def sample_paths(self, model: SuperNet | None = None) -> list[Architecture]:
         """The paths trained in one step: one uniform sample, or the m FairNAS paths."""
         if not self.cfg.fair:
             return [self.space.sample(self.rng)]
@@ -143,28 +143,14 @@ class SPOSStrategy(Strategy):
                           f"'{self.space.name}' (its topology rule rejects them); use fair=false")
 
     # ----- training ----------------------------------------------------------------
-    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
-                   epoch: int, step: int) -> dict[str, float]:
-        """One SPOS step (or one FairNAS step of m paths); ``batch_a`` is not used."""
-        x, y = batch_w
-        w_opt = opt["weights"]
-        w_opt.zero_grad(set_to_none=True)
-        paths = self.sample_paths()
-        loss_sum = acc_sum = 0.0
-        for arch in paths:
-            activate(model, arch, self.points)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
-            loss_sum += loss.item()
-            acc_sum += float((logits.argmax(1) == y).float().mean())
-            self._count(arch)
-        sync_grads(model.net.parameters())  # torchrun: average over processes
-        if self.cfg.weights.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
-        w_opt.step()
+    def activate(self, model: SuperNet, path: Architecture) -> None:
+        """Train ``path`` next (and count it for the sampling frequencies)."""
+        activate(model, path, self.points)
+        self._count(path)
+
+    def end_step(self, model: SuperNet, epoch: int, step: int) -> dict[str, float]:
         self.steps += 1
-        return {"loss": loss_sum / len(paths), "acc": acc_sum / len(paths)}
+        return {}
 
     # ----- selection ---------------------------------------------------------------
     def scores(self, model: SuperNet) -> dict[str, list[float]]:
@@ -247,8 +233,4 @@ class SPOSStrategy(Strategy):
         self.steps = int(state.get("steps", 0))
 
 
-@register_strategy("fairnas")
-class FairNASStrategy(SPOSStrategy):
-    """SPOS training with FairNAS strict fairness (preset ``fairnas``: ``fair=True``)."""
-
-    preset_name = "fairnas"
+register_variant("fairnas", SPOSStrategy, fair=True)  # FairNAS strict fairness (Chu et al., ICCV 2021)

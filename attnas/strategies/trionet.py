@@ -62,14 +62,7 @@ from attnas.errors import ConfigError
 from attnas.ops.trio_supernet import SHARING_MODES, TrioSuperBlock
 from attnas.search.evolution import EvolutionSearch
 from attnas.strategies.base import SuperNet, register_strategy
-from attnas.strategies.random_search import activate
 from attnas.strategies.spos import SPOSStrategy
-
-try:  # data-parallel runs (torchrun): average the gradients over processes; a no-op otherwise
-    from attnas.training.distributed import sync_grads
-except ImportError:  # pragma: no cover - a checkout without distributed training
-    def sync_grads(params) -> None:
-        return None
 
 SAMPLING_MODES = ("hierarchical", "uniform")
 
@@ -191,7 +184,7 @@ class TrioNetStrategy(SPOSStrategy):
         return Architecture(self.space.name, {p.key: self.rng.choice(self.by_op[p.key][ops[p.key]])
                                               for p in self.points})
 
-    def sample_paths(self) -> list[Architecture]:
+    def sample_paths(self, model: SuperNet | None = None) -> list[Architecture]:
         """The paths of one step: one sample, or the sandwich (smallest, biggest, random ...)."""
         if not self.cfg.sandwich:
             return [self.sample_arch()]
@@ -234,38 +227,22 @@ class TrioNetStrategy(SPOSStrategy):
         out += [(p, None) for p in model.net.parameters() if id(p) not in in_blocks and p.requires_grad]
         return out
 
-    def train_step(self, model: SuperNet, opt: dict[str, Any], batch_w, batch_a,
-                   epoch: int, step: int) -> dict[str, float]:
-        """One step: the sampled path(s) on the same batch, gradients accumulated, one update."""
-        x, y = batch_w
-        w_opt = opt["weights"]
-        w_opt.zero_grad(set_to_none=True)
-        paths = self.sample_paths()
-        decay_biggest = self._decay_biggest_only()
-        if decay_biggest:  # the biggest first (as before: the same order, the same result otherwise)
-            paths = [paths[1], paths[0], *paths[2:]]
-        loss_sum = acc_sum = 0.0
-        decayed = self.decay_targets(model, paths[0]) if decay_biggest else []
-        for arch in paths:
-            activate(model, arch, self.points)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=float(self.cfg.label_smoothing))
-            loss.backward()
-            loss_sum += loss.item()
-            acc_sum += float((logits.argmax(1) == y).float().mean())
-            self._count(arch)
-        sync_grads(model.net.parameters())
-        with torch.no_grad():  # L2 weight decay on the biggest sub-network's slices only (Appendix A)
-            wd = self.cfg.weights.weight_decay
-            for p, mask in decayed:
+    def loss(self, model: SuperNet, x: torch.Tensor, y: torch.Tensor):
+        """Cross-entropy with the preset's label smoothing."""
+        logits = model(x)
+        return F.cross_entropy(logits, y, label_smoothing=float(self.cfg.label_smoothing)), logits, {}
+
+    def after_backward(self, model: SuperNet, phase, paths) -> None:
+        """L2 weight decay on the biggest sub-network's slices only (Appendix A; the sandwich's
+        second path), added to the accumulated gradients."""
+        if not self._decay_biggest_only():
+            return
+        wd = self.cfg.weights.weight_decay
+        with torch.no_grad():
+            for p, mask in self.decay_targets(model, paths[1]):
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
                 p.grad.add_(p if mask is None else p * mask, alpha=wd)
-        if self.cfg.weights.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.net.parameters(), self.cfg.weights.grad_clip)
-        w_opt.step()
-        self.steps += 1
-        return {"loss": loss_sum / len(paths), "acc": acc_sum / len(paths)}
 
     # ----- state -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

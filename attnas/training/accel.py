@@ -76,6 +76,26 @@ class Accelerator:
         self.scaler.step(opt)
         self.scaler.update()
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, scaled when float16 needs it (gradients accumulate)."""
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def unscale(self, opts) -> None:
+        """Unscale the gradients of ``opts`` before clipping (no-op without a scaler)."""
+        if self.scaler is not None:
+            for o in opts:
+                self.scaler.unscale_(o)
+
+    def step(self, opts) -> None:
+        """Step every optimizer of ``opts`` (skipping inf/NaN steps under a scaler)."""
+        if self.scaler is None:
+            for o in opts:
+                o.step()
+            return
+        for o in opts:
+            self.scaler.step(o)
+        self.scaler.update()
+
     def describe(self) -> dict[str, Any]:
         return {"amp": str(self.dtype).replace("torch.", "") if self.amp else None, "compile": self.backend}
 

@@ -8,7 +8,7 @@ order depends only on ``(seed, epoch)``, so a run resumed from its last
 checkpoint continues exactly as the uninterrupted run would have: a killed
 run loses at most the epoch in progress.
 
-Under ``torchrun`` (:mod:`attnas.training.distributed`) every process runs the
+Under ``torchrun`` (:mod:`attnas.distributed`) every process runs the
 same epochs; the per-step metrics are averaged over the processes at the end
 of an epoch, the task state is checked to be identical on all of them, and
 only rank 0 writes ``metrics.jsonl``, ``checkpoint.pt``, TensorBoard events and
@@ -40,7 +40,7 @@ import torch
 
 from attnas.errors import CheckpointError, TrainingDiverged
 from attnas.jsonio import dumps as json_dumps
-from attnas.training import distributed
+from attnas import distributed
 from attnas.training.checkpoint import atomic_torch_save, load_checkpoint
 
 CHECKPOINT = "checkpoint.pt"

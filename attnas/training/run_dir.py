@@ -239,7 +239,7 @@ def open_run_dir(out: str | os.PathLike, fresh: bool, force: bool = False) -> Ru
     ``fresh`` (a new run, not a resume): the folder must be free (:func:`check_new_run_dir`),
     checked again under the lock; with ``force`` the files of an earlier run are removed
     first (under the lock, so never those of a run still going)."""
-    from attnas.training import distributed
+    from attnas import distributed
 
     lock, error = None, None
     if distributed.is_main():

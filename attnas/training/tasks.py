@@ -1,6 +1,6 @@
 """The two tasks the engine runs: an architecture search and a retraining.
 
-Under ``torchrun`` (:mod:`attnas.training.distributed`) every process builds the
+Under ``torchrun`` (:mod:`attnas.distributed`) every process builds the
 same global batches and trains on its slice; evaluation splits whole batches
 over the processes; floating-point buffers are averaged at the end of an epoch.
 """
@@ -14,16 +14,16 @@ import torch.nn.functional as F
 
 from attnas.data.augment import default_augment
 from attnas.data.datasets import ImageData
-from attnas.data.loader import Batches, split_indices
+from attnas.data.loader import make_batches, split_indices
 from attnas.strategies.base import Strategy, SuperNet, weight_optimizer
-from attnas.training import distributed
+from attnas.training.step import StepExecutor
+from attnas import distributed
 
 
 def _epoch_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 7_919 + epoch * 104_729 + salt) % (2**63 - 1))
 
 
-@torch.no_grad()
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable, augment, device: torch.device) -> dict[str, float]:
     """Loss and accuracy of ``model`` over ``batches`` (normalisation only, eval mode).
@@ -45,52 +45,81 @@ def evaluate(model: nn.Module, batches: Iterable, augment, device: torch.device)
 
 
 class SearchTask:
-    """Architecture search: the training set split into a weight half and an
-    architecture/validation half (``train_portion`` of the strategy's preset)."""
+    """Architecture search: executes the phases a strategy declares (:class:`Phase`).
+
+    The training images are split into a weight split (``train_portion`` of the strategy) and
+    an architecture/validation split.  Batches are built only for the splits the strategy's
+    phases read: a single-level method (IT-NAS, SPOS, TrioNet, random) trains on every image
+    of its weight split each epoch; a bi-level one (DARTS, NOS, EnTranNAS) pairs a weight
+    batch with an architecture batch per step.  Each phase: zero the gradients of its
+    optimizers, freeze every parameter it does not update, forward under autocast (per sampled
+    path, gradients accumulated), backward, average the gradients over torchrun processes,
+    clip, step.
+    """
 
     def __init__(self, strategy: Strategy, model: SuperNet, data: ImageData, epochs: int,
                  batch_size: int, seed: int, device: torch.device,
-                 on_epoch: Callable[[int, "SearchTask"], dict[str, Any]] | None = None) -> None:
+                 on_epoch: Callable[[int, "SearchTask"], dict[str, Any]] | None = None,
+                 amp: bool = False) -> None:
+        from attnas.training.accel import Accelerator
+
         self.strategy, self.model, self.data = strategy, model.to(device), data
         self.seed, self.device, self.on_epoch = seed, device, on_epoch
-        portion = getattr(strategy.cfg, "train_portion", 0.5)
-        idx_w, idx_a = split_indices(len(data.train_y), portion, seed)
-        self.train_batches = Batches(data.train_x, data.train_y, idx_w, batch_size, True, seed, drop_last=True)
-        self.arch_batches = Batches(data.train_x, data.train_y, idx_a, batch_size, True, seed + 1,
-                                    drop_last=True)
-        self.valid_batches = Batches(data.train_x, data.train_y, idx_a, batch_size, False, seed)
-        if len(self.train_batches) == 0 or len(self.arch_batches) == 0:
+        self.accel = Accelerator(self.model, device, amp)
+        idx_w, idx_a = split_indices(len(data.train_y), strategy.train_portion, seed)
+        self.splits = self.splits_read(strategy, epochs)
+        self.split_batches = {
+            "weights": make_batches(data, "train", idx_w, batch_size, True, seed, drop_last=True),
+            "arch": make_batches(data, "train", idx_a, batch_size, True, seed + 1, drop_last=True)}
+        self.valid_batches = make_batches(data, "train", idx_a, batch_size, False, seed)
+        if any(len(self.split_batches[s]) == 0 for s in self.splits):
             from attnas.errors import ConfigError
-            raise ConfigError(f"batch size {batch_size} is larger than each half of the "
+            raise ConfigError(f"batch size {batch_size} is larger than each split of the "
                               f"{len(data.train_y)} training images; use a smaller --batch-size")
         self.augment = default_augment(data)
         self.opt = strategy.optimizers(model, self.steps_per_epoch(), epochs)
+        self.executor = StepExecutor(strategy, self.model, self.opt, self.accel)
         self.last_arch = None
         if distributed.is_distributed():
             distributed.broadcast_module(self.model)
             distributed.attach(self.opt.values())
 
+    @staticmethod
+    def splits_read(strategy: Strategy, epochs: int) -> tuple[str, ...]:
+        """The data splits the strategy's phases read over the run (weights first)."""
+        read = {ph.split for e in range(max(1, epochs)) for ph in strategy.phases(e)}
+        return tuple(s for s in ("weights", "arch") if s in read)
+
+    @property
+    def train_batches(self):
+        """The weight split's batches."""
+        return self.split_batches["weights"]
+
     def steps_per_epoch(self) -> int:
-        return min(len(self.train_batches), len(self.arch_batches))
+        return min(len(self.split_batches[s]) for s in self.splits)
 
     def _prep(self, batch, gen: torch.Generator):
         x, y = batch
         return self.augment(x.to(self.device), generator=gen), y.to(self.device)
 
     def batches(self, epoch: int, shard: bool = True):
-        """The epoch's (weight batch, architecture batch) pairs; under torchrun this process's
-        slice of each, or the whole global batches with ``shard=False`` (selection passes)."""
+        """The epoch's steps: a dict split -> ``(x, y)`` of the splits the phases read (augmented;
+        under torchrun this process's slice of each global batch, or the whole global batches
+        with ``shard=False``, e.g. for selection passes)."""
         gen = _epoch_generator(self.seed, epoch, 1)
-        for bw, ba in zip(self.train_batches.epoch(epoch), self.arch_batches.epoch(epoch)):
-            bw, ba = self._prep(bw, gen), self._prep(ba, gen)
-            if shard and distributed.is_distributed():  # this process's slice of the global batches
-                bw, ba = distributed.shard(*bw), distributed.shard(*ba)
-            yield bw, ba
+        for batch in zip(*(self.split_batches[s].epoch(epoch) for s in self.splits)):
+            step = {}
+            for s, b in zip(self.splits, batch):
+                b = self._prep(b, gen)
+                step[s] = distributed.shard(*b) if shard and distributed.is_distributed() else b
+            yield step
 
-    def train_step(self, batch, epoch: int, step: int) -> dict[str, float]:
-        self.model.train()
-        distributed.begin_step()
-        return self.strategy.train_step(self.model, self.opt, batch[0], batch[1], epoch, step)
+    def weight_batches(self, epoch: int = 0, shard: bool = False):
+        """The weight split's augmented batches of ``epoch`` (BN recalibration, training passes)."""
+        return (b["weights"] for b in self.batches(epoch, shard=shard))
+
+    def train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
+        return self.executor(batch, epoch, step)
 
     def validation_batches(self):
         """Validation split batches, normalised, on the device (for selection passes)."""
@@ -113,7 +142,7 @@ class SearchTask:
         return {"model": self.model.state_dict(),
                 "optim": {k: v.state_dict() for k, v in self.opt.items() if k != "schedulers"},
                 "schedulers": [s.state_dict() for s in self.opt.get("schedulers", [])],
-                "strategy": self.strategy.state_dict()}
+                "strategy": self.strategy.state_dict(), "accel": self.accel.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -122,6 +151,7 @@ class SearchTask:
         for s, sd in zip(self.opt.get("schedulers", []), state["schedulers"]):
             s.load_state_dict(sd)
         self.strategy.load_state_dict(state["strategy"])
+        self.accel.load_state_dict(state.get("accel", {}))
 
 
 class RetrainTask:
@@ -139,8 +169,8 @@ class RetrainTask:
         self.net, self.data, self.cfg, self.epochs = network.to(device), data, cfg, epochs
         self.accel = Accelerator(self.net, device, amp, compile_backend)
         self.seed, self.device = seed, device
-        self.train_batches = Batches(data.train_x, data.train_y, None, batch_size, True, seed, drop_last=False)
-        self.test_batches = Batches(data.test_x, data.test_y, None, max(batch_size, 256), False, seed)
+        self.train_batches = make_batches(data, "train", None, batch_size, True, seed, drop_last=False)
+        self.test_batches = make_batches(data, "test", None, max(batch_size, 256), False, seed)
         self.augment = default_augment(data, cutout=cfg.cutout)
         opt, sched = weight_optimizer(self.net.parameters(), cfg.weights, len(self.train_batches), epochs)
         self.opt, self.sched = opt, sched

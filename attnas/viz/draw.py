@@ -51,7 +51,7 @@ from typing import Union
 
 import numpy as np
 
-from attnas.arch import Architecture, parse_edge_key
+from attnas.arch import Architecture, CellInfo, parse_edge_key
 from attnas.errors import ArchitectureError, ConfigError
 
 #: output formats :func:`draw_architecture` and :func:`attnas.viz.curves.plot_run` write
@@ -97,39 +97,6 @@ class DrawStyle:
     chain_box_h: float = 0.8
     chain_gap: float = 0.45
     dpi: int = 150
-
-
-@dataclass(frozen=True)
-class CellInfo:
-    """How the nodes of a cell type are read.
-
-    n_inputs:     nodes ``0 .. n_inputs-1`` are the cell's inputs.
-    output:       ``"concat"`` (an extra output node fed by every non-input
-                  node, DARTS) or ``"last"`` (the last node is the output,
-                  NAS-Bench-201).
-    input_labels: labels of the input nodes (matplotlib mathtext allowed);
-                  default ``in`` / ``in0, in1, ...``.
-    output_label: label of the output node.
-    concat_nodes: the nodes the ``"concat"`` output reads (default: every
-                  non-input node; NOS concatenates only its inner nodes 3, 5, 7, 9).
-    """
-
-    n_inputs: int
-    output: str = "concat"
-    input_labels: tuple[str, ...] = ()
-    output_label: str = "out"
-    concat_nodes: tuple[int, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.n_inputs < 1:
-            raise ConfigError(f"a cell needs at least one input node, got n_inputs={self.n_inputs}")
-        if self.output not in ("concat", "last"):
-            raise ConfigError(f"CellInfo.output must be 'concat' or 'last', got '{self.output}'")
-
-    def input_label(self, i: int) -> str:
-        if i < len(self.input_labels):
-            return self.input_labels[i]
-        return "in" if self.n_inputs == 1 else f"in{i}"
 
 
 DARTS_CELL = CellInfo(2, "concat", ("$c_{k-2}$", "$c_{k-1}$"), "$c_{k}$")

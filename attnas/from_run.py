@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from attnas.arch import Architecture, architecture_from_dict, save_architecture
+from attnas.arch import Architecture
+from attnas.spaces.io import architecture_from_dict, save_architecture
 from attnas.config import SearchConfig
 from attnas.data.datasets import ImageData, load_dataset
 from attnas.errors import CheckpointError, ConfigError
@@ -38,7 +39,7 @@ from attnas.search.export import export_subnet
 from attnas.spaces.base import SearchSpace
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import Strategy, SuperNet, get_strategy
-from attnas.training import distributed
+from attnas import distributed
 from attnas.training.checkpoint import atomic_torch_save, load_checkpoint, safe_torch_load, write_json
 from attnas.training.engine import CHECKPOINT, seed_everything
 from attnas.training.run_dir import open_run_dir, read_run_config
@@ -65,7 +66,7 @@ def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None =
     """Rebuild a run's space, strategy, data split and supernet; load its last checkpoint.
     ``method_options`` override the run's own (e.g. evolution options, budgets; a FLOPs or MACs
     budget given replaces both of the run's)."""
-    from attnas.api import resolve_device
+    from attnas.distributed import resolve_device
 
     run = Path(run_dir)
     if not (run / "config.json").is_file():
@@ -106,7 +107,7 @@ def selection_context(task: SearchTask) -> SelectionContext:
     """Validation batches of the run's split for scoring; weight-split training batches
     (with the search's augmentation, epoch 0's fixed order) for BN recalibration."""
     return SelectionContext(validation=task.validation_batches(),
-                            train=(bw for bw, _ in task.batches(0, shard=False)))
+                            train=task.weight_batches(0))
 
 
 class EvaluationLog:
@@ -204,7 +205,7 @@ def _evolve_locked(run: LoadedRun, run_dir, out_dir: Path, seed, export: bool, p
     if export:
         net = export_subnet(run.space, run.model, best, run.data.num_classes, run.data.in_channels,
                             run.data.image_size,
-                            bn_batches=take_images((bw for bw, _ in run.task.batches(0, shard=False)),
+                            bn_batches=take_images(run.task.weight_batches(0),
                                                   cfg.bn_images))
         atomic_torch_save(net.state_dict(), out_dir / "subnet.pt")
         summary["subnet"] = str(out_dir / "subnet.pt")

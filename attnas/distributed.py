@@ -389,3 +389,16 @@ def debug_dump(kind: str, model: torch.nn.Module, extra: dict[str, Any] | None =
     for k, v in (extra or {}).items():
         rec[k] = state_hash(v)
     (out / f"{kind}-rank{rank()}.json").write_text(json_dumps(rec, indent=1))
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device named by ``--device``: "auto" (CUDA when available), "cpu", "cuda[:N]"."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'; expected auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but no CUDA device is available")
+    return dev
