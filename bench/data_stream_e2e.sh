@@ -5,7 +5,7 @@
 #   bash bench/data_stream_e2e.sh SHARDS_DIR IMAGE_FOLDER WORK_DIR
 # IMAGE_FOLDER should hold 50,000+ images so that it streams by size (else prefix it with stream:).
 set -u
-SHARDS=$1; FOLDER=$2; WORK=$3
+SHARDS=$1; FOLDER=$2; WORK=$3; ONLY=${4:-.}
 PY=${PYTHON:-python}
 export ATTNAS_WORKERS=${ATTNAS_WORKERS:-1} OMP_NUM_THREADS=1
 SO='{"C": 4, "N": 1}'
@@ -13,13 +13,19 @@ COMMON=(--space-options "$SO" --image-size 224 --train-subset 32 --test-subset 1
 mkdir -p "$WORK" && cd "$WORK"
 run_pair() {  # name command args...
   local name=$1 cmd=$2; shift 2
+  [[ $name =~ $ONLY ]] || return 0
   rm -rf "$name-A" "$name-B"
   $PY -m attnas.cli.main "$cmd" "$@" "${COMMON[@]}" --out "$name-A" --quiet > "$name-A.log" 2>&1 || { echo "$name: A failed"; return; }
   $PY -m attnas.cli.main "$cmd" "$@" "${COMMON[@]}" --out "$name-B" --quiet > "$name-B.log" 2>&1 &
   local pid=$!
   until [ -s "$name-B/metrics.jsonl" ]; do sleep 1; done
-  sleep 8; kill -9 $pid; wait $pid
-  $PY -m attnas.cli.main "$cmd" --resume "$name-B" --quiet > "$name-B2.log" 2>&1; echo "$name: killed in epoch 2, resume rc $?"
+  # kill half-way through epoch 2 (half of epoch 1's time after its metrics line)
+  sleep "$($PY -c "import json,sys; print(json.loads(open(sys.argv[1]).readline())['epoch_time_s'] / 2)" "$name-B/metrics.jsonl")"
+  kill -9 $pid; wait $pid; local rc=$?
+  local lines=$(wc -l < "$name-B/metrics.jsonl")
+  [ $rc = 137 ] && [ "$lines" = 1 ] && echo "$name: B killed in epoch 2 (SIGKILL, 1 epoch checkpointed)" \
+    || echo "$name: B NOT killed mid-epoch (rc $rc, $lines epochs done): no resume test"
+  $PY -m attnas.cli.main "$cmd" --resume "$name-B" --quiet > "$name-B2.log" 2>&1; echo "$name: resume rc $?"
   $PY - "$name" <<'PYEOF'
 import json, sys
 n = sys.argv[1]
@@ -31,5 +37,6 @@ PYEOF
 }
 run_pair search-shards search --space nb201 --dataset "shards:$SHARDS"
 run_pair search-folder search --space nb201 --dataset "imagefolder:$FOLDER"
-run_pair train-shards train --arch search-shards-A/architecture.json --dataset "shards:$SHARDS"
-run_pair train-folder train --arch search-shards-A/architecture.json --dataset "imagefolder:$FOLDER"
+ARCH=$(ls search-*-A/architecture.json 2>/dev/null | head -1)
+run_pair train-shards train --arch "$ARCH" --dataset "shards:$SHARDS"
+run_pair train-folder train --arch "$ARCH" --dataset "imagefolder:$FOLDER"
