@@ -17,6 +17,10 @@ includes the runtime, the supernet, its gradients and momentum) and the load ave
 shared CPU wall time depends on other jobs; CPU time much less).
 
     python bench/trionet_step_cost.py --threads 1 --images 32,224 --mode sandwich --steps 1 --warmup 0
+    python bench/trionet_step_cost.py --threads 1 --images 32 --width 8 --heads 2,4 --steps 3   # tiny supernet
+
+``ATTNAS_LOCAL_KERNEL=0`` in the environment times the attention operators' PyTorch
+implementations instead of the C kernel (:mod:`attnas.ops.local_kernel`).
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ LAYOUT = {32: ("cifar", 10), 224: ("imagenet", 1000)}
 MODES = ("sandwich", "single", "smallest", "biggest")
 
 
-def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: int, width: int, seed: int) -> dict:
+def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: int, width: int, seed: int,
+           heads: str = "", depths: str = "") -> dict:
     import torch
 
     from attnas.arch import Architecture
@@ -44,7 +49,8 @@ def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     layout, classes = LAYOUT[image]
-    space = get_space("trionet", layout=layout, width=width)
+    extra = {k: [int(x) for x in v.split(",")] for k, v in (("heads", heads), ("depths", depths)) if v}
+    space = get_space("trionet", layout=layout, width=width, **extra)
     strategy = get_strategy("trionet", space, {"sandwich": mode != "single"})
     strategy.seed(seed)
     model = strategy.build(classes, 3, image)
@@ -80,6 +86,7 @@ def worker(image: int, mode: str, threads: int, steps: int, warmup: int, batch: 
             gflops.append(sum(recorded))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return {"image": image, "layout": layout, "mode": mode, "threads": threads, "batch": batch, "width": width,
+            "heads": heads or "4,8", "depths": depths or "2,3,6,3",
             "steps": steps, "supernet_params_M": round(params / 1e6, 2),
             "wall_s_mean": round(statistics.mean(walls), 2), "cpu_s_mean": round(statistics.mean(cpus), 2),
             "step_gmacs_per_image": round(statistics.mean(gflops), 3),
@@ -96,12 +103,15 @@ def main() -> None:
     ap.add_argument("--images", default="32,224")
     ap.add_argument("--mode", default="sandwich", help=f"comma-separated, of {list(MODES)}")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--heads", default="", help="comma-separated heads options (default the paper's 4,8; "
+                    "small widths need fewer, e.g. --width 8 --heads 2,4)")
+    ap.add_argument("--depths", default="", help="comma-separated blocks per stage (default 2,3,6,3)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         image, mode = args.worker.split(":")
         print(json.dumps(worker(int(image), mode, args.threads, args.steps, args.warmup, args.batch, args.width,
-                                args.seed)))
+                                args.seed, args.heads, args.depths)))
         return
     for image in args.images.split(","):
         for mode in args.mode.split(","):
@@ -109,7 +119,8 @@ def main() -> None:
                 raise SystemExit(f"unknown image size {image} (32, 224) or mode {mode} {list(MODES)}")
             load0 = os.getloadavg()[0]
             cmd = [sys.executable, __file__, "--worker", f"{image}:{mode}"] + [
-                f"--{k}={getattr(args, k)}" for k in ("threads", "steps", "warmup", "batch", "width", "seed")]
+                f"--{k}={getattr(args, k)}" for k in ("threads", "steps", "warmup", "batch", "width", "seed", "heads",
+                                                   "depths")]
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True,
                                  env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}).stdout
             rec = json.loads(out.strip().splitlines()[-1])

@@ -468,3 +468,97 @@ def test_table2_standalone_networks_match_the_paper() -> None:
     assert wrong.params > 10e6  # twice the block outputs: not Axial-26
     with pytest.raises(ConfigError, match="axial26"):
         paper_standalone("axial50")
+
+
+# --------------------------------------------------------------------------- fast kernels vs references
+
+
+def _paths(monkeypatch):
+    """The two implementations of the attention operators: the C kernel (when it builds on this
+    machine) and the PyTorch one (``ATTNAS_LOCAL_KERNEL=0``)."""
+    from attnas.ops import local_kernel
+    out = ["pytorch"] + (["kernel"] if local_kernel.available() else [])
+    for path in out:
+        monkeypatch.setenv("ATTNAS_LOCAL_KERNEL", "1" if path == "kernel" else "0")
+        yield path
+
+
+@pytest.mark.parametrize("B,dq,dv,H,W,m,heads", [(2, 4, 6, 5, 4, 3, 2), (1, 6, 3, 4, 7, 5, 3), (2, 4, 4, 3, 2, 7, 2),
+                                                 (1, 2, 2, 1, 1, 3, 1), (1, 8, 8, 9, 8, 7, 4)])
+def test_local_attention_paths_values_and_gradients_match_the_loop_reference(monkeypatch, B, dq, dv, H, W, m,
+                                                                              heads) -> None:
+    """Both implementations of local attention against Eq. 1's loop (float64): values and the
+    gradients of q, k, v and the relative table (autograd through the loop reference), also
+    for windows larger than the image; float32 agrees within float32 rounding."""
+    g = torch.Generator().manual_seed(B * 100 + H * 10 + m)
+    args = [torch.randn(B, dq, H, W, generator=g, dtype=torch.float64), torch.randn(B, dq, H, W, generator=g,
+            dtype=torch.float64), torch.randn(B, dv, H, W, generator=g, dtype=torch.float64),
+            torch.randn(dq, m, m, generator=g, dtype=torch.float64)]
+    args = [a.requires_grad_() for a in args]
+    ref = _ref_local(*args, heads)
+    go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    ref_grads = torch.autograd.grad(ref, args, go)
+    for path in _paths(monkeypatch):
+        out = local_attention(*args, heads)
+        torch.testing.assert_close(out, ref, msg=path)
+        for got, want in zip(torch.autograd.grad(out, args, go), ref_grads):
+            torch.testing.assert_close(got, want, msg=path)
+        single = [a.detach().float().requires_grad_() for a in args]
+        out32 = local_attention(*single, heads)
+        torch.testing.assert_close(out32, ref.float(), msg=path)
+        for got, want in zip(torch.autograd.grad(out32, single, go.float()), ref_grads):
+            torch.testing.assert_close(got, want.float(), rtol=1e-4, atol=1e-5, msg=path)
+
+
+@pytest.mark.parametrize("B,dq,dv,H,W,heads,span", [(2, 4, 6, 5, 3, 2, 5), (1, 4, 2, 6, 4, 1, 3), (1, 6, 3, 1, 4, 3, 2),
+                                                    (2, 8, 8, 7, 7, 4, 7)])
+def test_axial_attention_paths_values_and_gradients_match_the_loop_reference(monkeypatch, B, dq, dv, H, W, heads,
+                                                                              span) -> None:
+    """Both implementations of axial attention against the loop reference (float64), both axes,
+    with and without clipped offsets (span < axis length): values and gradients."""
+    g = torch.Generator().manual_seed(B * 100 + H * 10 + span)
+    args = [torch.randn(B, dq, H, W, generator=g, dtype=torch.float64), torch.randn(B, dq, H, W, generator=g,
+            dtype=torch.float64), torch.randn(B, dv, H, W, generator=g, dtype=torch.float64),
+            torch.randn(dq, 2 * span - 1, generator=g, dtype=torch.float64)]
+    args = [a.requires_grad_() for a in args]
+    for axis in ("h", "w"):
+        ref = _ref_axial(*args, heads, axis)
+        go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
+        ref_grads = torch.autograd.grad(ref, args, go)
+        for path in _paths(monkeypatch):
+            out = axial_attention_1d(*args, heads, axis)
+            torch.testing.assert_close(out, ref, msg=f"{path} {axis}")
+            for got, want in zip(torch.autograd.grad(out, args, go), ref_grads):
+                torch.testing.assert_close(got, want, msg=f"{path} {axis}")
+
+
+def test_kernel_gradcheck_and_supernet_slices(monkeypatch) -> None:
+    """The C kernel's backward against finite differences (local and axial), and a supernet
+    block (non-contiguous weight slices, both attention operators) computing the same loss and
+    gradients on both implementations."""
+    from attnas.ops import local_kernel
+    if not local_kernel.available():
+        pytest.skip("no C compiler: the PyTorch implementation is tested above")
+    g = torch.Generator().manual_seed(3)
+    x = [torch.randn(1, 4, 4, 3, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3)]
+    assert torch.autograd.gradcheck(lambda *a: local_attention(*a, 2), x + [torch.randn(
+        4, 5, 5, generator=g, dtype=torch.float64).requires_grad_()])
+    for axis in ("h", "w"):
+        assert torch.autograd.gradcheck(lambda *a, axis=axis: axial_attention_1d(*a, 2, axis), x + [torch.randn(
+            4, 5, generator=g, dtype=torch.float64).requires_grad_()])
+    space, strat, model = _supernet()
+    model.double()
+    xb = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64)
+    for op in ("local", "axial"):
+        arch = space.standalone(op)
+        results = []
+        for path in _paths(monkeypatch):
+            activate(model, arch, strat.points)
+            model.zero_grad()
+            loss = model(xb).square().mean()
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+        (l0, g0), (l1, g1) = results
+        torch.testing.assert_close(l0, l1)
+        for a, b in zip(g0, g1):
+            torch.testing.assert_close(a, b)

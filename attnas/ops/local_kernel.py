@@ -1,0 +1,324 @@
+"""Fused CPU kernel of TrioNet's local and axial self-attention (:func:`attnas.ops.trio.local_attention`,
+:func:`attnas.ops.trio.axial_attention_1d`).
+
+Local attention over an m x m window is a *correlation* of two data tensors (every query with
+m^2 shifted keys, every attention weight with m^2 shifted values): no PyTorch operator computes
+it without either materialising the m^2-times larger unfolded keys and values (``F.unfold``)
+or making ~7 m^2 full passes over memory (one tensor operation per offset, the PyTorch
+implementation :class:`attnas.ops.trio._LocalAttention`).  Batched matrix products over halo
+blocks (HaloNet) waste (b + m - 1)^2 / m^2 of their work and ran no faster than that at 56x56
+(8 channels per head), and ``torch.compile`` took 31-93 s to compile and ran 1.3-2.4x slower
+(``docs/benchmarks.md``, "Attention operators").  So the whole operator is written as C loops
+here, per (image, head) slice: the logits offset by offset and channel by channel, the softmax
+over the window and the weighted values in the forward pass; the value gradients, the softmax
+backward and the query/key/table gradients in the backward pass -- all on one slice while it
+is in cache, with one (m^2, H, W) buffer per thread instead of full-size temporaries.  The
+loops run over contiguous flat ranges of each shifted map (vectorised; ``exp`` from glibc's
+libmvec when it links).  Only the attention weights are kept for the backward pass, as before.
+
+Axial attention along the height is the same computation over a (2H - 1) x 1 window
+(:func:`attnas.ops.trio._axial_kernel`), hence the general odd ``mh x mw`` window here.
+
+The C source is compiled on first use with the system C compiler (``$CC``, else ``cc``;
+``-O3 -march=native``, OpenMP when available) into a per-user cache directory
+(``$ATTNAS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/attnas/kernels``, else
+``~/.cache/attnas/kernels``), keyed by the source, the flags and the CPU, and loaded with
+:mod:`ctypes` (0.6-2 s once; later processes load the cached library).  Without a compiler, on
+a failed build, or with ``ATTNAS_LOCAL_KERNEL=0`` :func:`available` is False and the operators
+use their PyTorch implementations (same values up to float rounding; both are tested against
+the loop references, values and gradients).  CPU tensors of dtype float32 / float64 only.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+_DTYPES = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
+
+# One copy per dtype (T, S = suffix, EXP).  Per (image, head) slice "bh": q, k, g_q, g_k (d, H, W);
+# v, go, out, g_v (dv, H, W); r (d, m*m) of the head; attn (m*m, H, W).  Offset n of the window
+# is (a, c) = (n / mw - mh/2, n % mw - mw/2) (an mh x mw window); RANGE(n) gives the rows [i0, i1) x columns [j0, j1)
+# of the queries whose key (i + a, j + c) is inside the image, and the flat range x0 <= x < x1
+# (x = i W + j, key at x + s) from the first to the last of them.  The loops run over the flat
+# range (long vectorisable loops also on 7x7 maps); it also visits the columns outside [j0, j1)
+# of the rows in between, which MASK then sets (logits to -inf, so their attention is exactly
+# 0 and the values and gradients they add in the other loops are 0).
+_PRELUDE = r"""
+#include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD omp_get_thread_num()
+#else
+#define THREAD 0
+#endif
+#ifdef ATTNAS_MVEC  /* glibc's vector exp (libmvec), declared without -ffast-math */
+__attribute__((simd("notinbranch"))) float expf(float);
+__attribute__((simd("notinbranch"))) double exp(double);
+#endif
+#define RANGE(n) long a = (n) / mw - mh / 2, c = (n) % mw - mw / 2, s = a * W + c; \
+    long i0 = a < 0 ? -a : 0, i1 = a > 0 ? H - a : H, j0 = c < 0 ? -c : 0, j1 = c > 0 ? W - c : W; \
+    long x0 = i0 * W + j0, x1 = (i1 - 1) * W + j1; \
+    if (i1 <= i0 || j1 <= j0) x1 = x0;
+#define MASK(p, val) for (long i = 0; i < H; i++) { \
+    T *row_ = (p) + i * W; long jl = j0 < W ? j0 : W, jr = j1 > jl ? j1 : jl; \
+    if (i < i0 || i >= i1) jl = W; \
+    for (long j = 0; j < jl; j++) row_[j] = val; \
+    for (long j = jr; j < W; j++) row_[j] = val; }
+"""
+
+_TEMPLATE = r"""
+void forward_S(const T *restrict q, const T *restrict k, const T *restrict r, const T *restrict v,
+               T *restrict attn, T *restrict out, T *restrict scratch,
+               long BH, long heads, long d, long dv, long H, long W, long mh, long mw, int nt) {
+    long HW = H * W, mm = mh * mw;
+    #pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (long bh = 0; bh < BH; bh++) {
+        const T *qb = q + bh * d * HW, *kb = k + bh * d * HW, *rb = r + (bh % heads) * d * mm;
+        T *ab = attn + bh * mm * HW, *mx = scratch + THREAD * 2 * HW, *sum = mx + HW;
+        for (long n = 0; n < mm; n++) {          /* logits q_o . (k_{o+n} + r_n), -inf outside */
+            RANGE(n)
+            T *ln = ab + n * HW;
+            for (long x = x0; x < x1; x++) ln[x] = 0;
+            for (long e = 0; e < d; e++) {
+                const T rv = rb[e * mm + n], *qe = qb + e * HW, *ke = kb + e * HW + s;
+                #pragma omp simd
+                for (long x = x0; x < x1; x++) ln[x] += qe[x] * (ke[x] + rv);
+            }
+            MASK(ln, -(T)INFINITY)
+        }
+        for (long x = 0; x < HW; x++) { mx[x] = -(T)INFINITY; sum[x] = 0; }   /* softmax over n */
+        for (long n = 0; n < mm; n++) {
+            const T *ln = ab + n * HW;
+            #pragma omp simd
+            for (long x = 0; x < HW; x++) mx[x] = ln[x] > mx[x] ? ln[x] : mx[x];
+        }
+        for (long n = 0; n < mm; n++) {
+            T *ln = ab + n * HW;
+            #pragma omp simd
+            for (long x = 0; x < HW; x++) { ln[x] = EXP(ln[x] - mx[x]); sum[x] += ln[x]; }
+        }
+        for (long x = 0; x < HW; x++) sum[x] = 1 / sum[x];
+        for (long n = 0; n < mm; n++) {
+            T *ln = ab + n * HW;
+            #pragma omp simd
+            for (long x = 0; x < HW; x++) ln[x] *= sum[x];
+        }
+        for (long e = 0; e < dv; e++) {          /* out_o = sum_n attn[n, o] v_{o+n} */
+            T *oe = out + (bh * dv + e) * HW;
+            const T *ve = v + (bh * dv + e) * HW;
+            for (long x = 0; x < HW; x++) oe[x] = 0;
+            for (long n = 0; n < mm; n++) {
+                RANGE(n)
+                const T *an = ab + n * HW, *vn = ve + s;
+                #pragma omp simd
+                for (long x = x0; x < x1; x++) oe[x] += an[x] * vn[x];
+            }
+        }
+    }
+}
+
+void backward_S(const T *restrict go, const T *restrict attn, const T *restrict q, const T *restrict k,
+                const T *restrict r, const T *restrict v, T *restrict g_q, T *restrict g_k,
+                T *restrict g_v, T *restrict g_r, T *restrict scratch,
+                long BH, long heads, long d, long dv, long H, long W, long mh, long mw, int nt) {
+    long HW = H * W, mm = mh * mw;
+    #pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (long bh = 0; bh < BH; bh++) {
+        const T *ab = attn + bh * mm * HW, *gob = go + bh * dv * HW, *vb = v + bh * dv * HW;
+        const T *qb = q + bh * d * HW, *kb = k + bh * d * HW, *rb = r + (bh % heads) * d * mm;
+        T *gqb = g_q + bh * d * HW, *gkb = g_k + bh * d * HW, *gvb = g_v + bh * dv * HW;
+        T *grb = g_r + bh * d * mm, *gl = scratch + THREAD * (mm + 1) * HW, *dot = gl + mm * HW;
+        for (long x = 0; x < dv * HW; x++) gvb[x] = 0;
+        for (long n = 0; n < mm; n++) {          /* g_attn[n, o] = go_o . v_{o+n}; g_v[o+n] += attn[n, o] go_o */
+            RANGE(n)
+            const T *an = ab + n * HW;
+            T *gn = gl + n * HW;
+            for (long x = x0; x < x1; x++) gn[x] = 0;
+            for (long e = 0; e < dv; e++) {
+                const T *ge = gob + e * HW, *ve = vb + e * HW + s;
+                T *gve = gvb + e * HW + s;
+                #pragma omp simd
+                for (long x = x0; x < x1; x++) {
+                    gn[x] += ge[x] * ve[x];
+                    gve[x] += an[x] * ge[x];
+                }
+            }
+            MASK(gn, 0)
+        }
+        for (long x = 0; x < HW; x++) dot[x] = 0;  /* softmax backward: gl = attn (g_attn - attn . g_attn) */
+        for (long n = 0; n < mm; n++) {
+            const T *an = ab + n * HW, *gn = gl + n * HW;
+            #pragma omp simd
+            for (long x = 0; x < HW; x++) dot[x] += an[x] * gn[x];
+        }
+        for (long n = 0; n < mm; n++) {
+            const T *an = ab + n * HW;
+            T *gn = gl + n * HW;
+            #pragma omp simd
+            for (long x = 0; x < HW; x++) gn[x] = an[x] * (gn[x] - dot[x]);
+        }
+        for (long x = 0; x < d * HW; x++) { gqb[x] = 0; gkb[x] = 0; }
+        for (long n = 0; n < mm; n++) {          /* g_q_o += gl (k_{o+n} + r_n); g_k[o+n] += gl q_o; g_r_n += gl q_o */
+            RANGE(n)
+            const T *gn = gl + n * HW;
+            for (long e = 0; e < d; e++) {
+                const T rv = rb[e * mm + n], *qe = qb + e * HW, *ke = kb + e * HW + s;
+                T *gqe = gqb + e * HW, *gke = gkb + e * HW + s;
+                T acc = 0;
+                #pragma omp simd reduction(+:acc)
+                for (long x = x0; x < x1; x++) {
+                    T g = gn[x];
+                    gqe[x] += g * (ke[x] + rv);
+                    gke[x] += g * qe[x];
+                    acc += g * qe[x];
+                }
+                grb[e * mm + n] = acc;
+            }
+        }
+    }
+}
+"""
+
+
+def _source() -> str:
+    parts = [_PRELUDE]
+    for (ctype, suffix), exp in zip(_DTYPES.values(), ("expf", "exp")):
+        parts.append(f"#define T {ctype}\n#define EXP {exp}\n" + _TEMPLATE.replace("_S(", f"_{suffix}(")
+                     + "#undef T\n#undef EXP\n")
+    return "".join(parts)
+
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_error: str | None = None
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("ATTNAS_KERNEL_CACHE"):
+        return Path(os.environ["ATTNAS_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "attnas" / "kernels"
+
+
+def _cpu_tag() -> str:
+    try:  # -march=native: a library built on one CPU model must not load on another
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({l for l in info if l.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor()
+
+
+def _build() -> ctypes.CDLL:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("no C compiler found (set $CC)")
+    src = _source()
+    flags = ["-O3", "-march=native", "-fPIC", "-shared", "-std=gnu99", "-fno-math-errno"]
+    errors = []
+    # the first variant that builds: OpenMP threads and libmvec's vector exp, then without them
+    for extra, libs in ((["-fopenmp", "-DATTNAS_MVEC"], ["-lmvec"]), (["-fopenmp"], []), ([], [])):
+        key = hashlib.sha256("\0".join([src, cc, *flags, *extra, *libs, _cpu_tag(), sys.platform]).encode())
+        path = _cache_dir() / f"trio_local_{key.hexdigest()[:20]}.so"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                c_file, so_file = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
+                c_file.write_text(src)
+                proc = subprocess.run([cc, *flags, *extra, str(c_file), "-o", str(so_file), *libs, "-lm"],
+                                      capture_output=True, text=True, check=False)
+                if proc.returncode:
+                    errors.append(proc.stderr.strip()[-1000:])
+                    continue
+                os.replace(so_file, path)  # atomic: concurrent processes see a whole library or none
+        lib = ctypes.CDLL(str(path))
+        P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+        for _, suffix in _DTYPES.values():
+            getattr(lib, f"forward_{suffix}").argtypes = [P] * 7 + [L] * 8 + [I]
+            getattr(lib, f"backward_{suffix}").argtypes = [P] * 11 + [L] * 8 + [I]
+        return lib
+    raise RuntimeError(f"{cc} failed: {errors[-1]}")
+
+
+def _library() -> ctypes.CDLL | None:
+    global _lib, _tried, _error
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            try:
+                _lib = _build()
+            except Exception as exc:  # noqa: BLE001 -- any failure means: use the PyTorch implementation
+                _error = f"{type(exc).__name__}: {exc}"
+                warnings.warn(f"attnas: local-attention C kernel unavailable ({_error}); "
+                              "using the slower PyTorch implementation", RuntimeWarning, stacklevel=3)
+            _tried = True
+    return _lib
+
+
+def available() -> bool:
+    """True when the kernel is enabled (``ATTNAS_LOCAL_KERNEL`` unset or not ``0``) and built."""
+    return os.environ.get("ATTNAS_LOCAL_KERNEL", "1") != "0" and _library() is not None
+
+
+def supports(*tensors: torch.Tensor) -> bool:
+    """The kernel handles these tensors: CPU, one float32/float64 dtype."""
+    dtype = tensors[0].dtype
+    return dtype in _DTYPES and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+
+
+class LocalAttentionFunction(torch.autograd.Function):
+    """Forward and backward of local attention on the C kernel (q already scaled).
+
+    q, k: ``(B, d_q, H, W)``; v: ``(B, d_v, H, W)``; rel: ``(d_q, mh, mw)``, an odd mh x mw window
+    (m x m for local attention; (2H - 1) x 1 for attention along the height axis).  Saves the
+    attention weights (``(B * heads, mh * mw, H, W)``) for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, rel, heads):
+        lib, (_, sfx) = _library(), _DTYPES[q.dtype]
+        B, dq, H, W = q.shape
+        dv, (mh, mw) = v.shape[1], rel.shape[-2:]
+        q, k, v, rel = (t.contiguous() for t in (q, k, v, rel))
+        nt = torch.get_num_threads()
+        attn = torch.empty(B * heads, mh * mw, H, W, dtype=q.dtype)
+        out = torch.empty(B, dv, H, W, dtype=q.dtype)
+        scratch = torch.empty(nt, 2, H, W, dtype=q.dtype)
+        getattr(lib, f"forward_{sfx}")(q.data_ptr(), k.data_ptr(), rel.data_ptr(), v.data_ptr(), attn.data_ptr(),
+                                       out.data_ptr(), scratch.data_ptr(), B * heads, heads, dq // heads,
+                                       dv // heads, H, W, mh, mw, nt)
+        ctx.save_for_backward(q, k, v, rel, attn)
+        ctx.heads = heads
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, rel, attn = ctx.saved_tensors
+        lib, (_, sfx) = _library(), _DTYPES[q.dtype]
+        heads = ctx.heads
+        B, dq, H, W = q.shape
+        dv, (mh, mw) = v.shape[1], rel.shape[-2:]
+        nt = torch.get_num_threads()
+        go = grad_out.contiguous()
+        g_q, g_k, g_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        g_r = torch.empty(B, dq, mh * mw, dtype=q.dtype)   # per image, summed below
+        scratch = torch.empty(nt, mh * mw + 1, H, W, dtype=q.dtype)
+        getattr(lib, f"backward_{sfx}")(go.data_ptr(), attn.data_ptr(), q.data_ptr(), k.data_ptr(), rel.data_ptr(),
+                                        v.data_ptr(), g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(), g_r.data_ptr(),
+                                        scratch.data_ptr(), B * heads, heads, dq // heads, dv // heads, H, W, mh, mw, nt)
+        return g_q, g_k, g_v, g_r.sum(0).view(dq, mh, mw), None
+
+
+__all__ = ["LocalAttentionFunction", "available", "supports"]

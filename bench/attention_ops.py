@@ -1,0 +1,150 @@
+"""Attention-operator benchmark (issue 19): forward + backward time of TrioNet's local and axial
+attention, the previous PyTorch implementations ("old") against the default C kernel ("new",
+:mod:`attnas.ops.local_kernel`), side by side in one process at the paper's shapes.
+
+Shapes (``attnas.spaces.trionet``, width 64 -- the paper's ResNet-26/50 widths): ImageNet
+layout at 224x224 input, the four stages at 56, 28, 14, 7 (block outputs 256 ... 2048):
+
+* local: SASA's ``local_k7_e0.25_qk1_v1_h8`` (d_q = d_v = 64, 128, 256, 512; 8 heads, m = 7),
+  the largest Table 1 local option ``local_k7_e0.5_qk1_v1_h8`` at 56x56 and the 3x3 window;
+* axial: Axial-ResNet's ``axial_e0.5_qk0.5_v1_h8`` (d_q = 64 ... 512, d_v = 128 ... 1024,
+  8 heads), a height and a width layer (on the same inputs, outputs summed), relative tables
+  sized for the side;
+* the CIFAR layout (32x32 input: 32, 16, 8, 4) at width 64 (same channels) and the tiny
+  width-8 supernet of the tests and of the issue (``local_k7_e0.5_qk1_v1_h4``: 16 channels).
+
+Each round times, for every shape, old then new (inputs, relative table and upstream gradient
+fixed; one untimed warm-up call each); the table gives the median over ``--rounds`` and the
+ratio old / new.  The values of old and new are compared at every shape (max abs difference
+of output and gradients, float32).  ``--threads`` sets torch's (and the kernel's) threads.
+
+    python bench/attention_ops.py --threads 1 --rounds 5 --json bench/logs/attention_ops.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+
+def shapes(quick: bool) -> list[dict]:
+    out = []
+    sides = {"imagenet": (56, 28, 14, 7), "cifar": (32, 16, 8, 4)}
+    batch = {"imagenet": 8, "cifar": 32}
+    for layout, ss in sides.items():
+        for s, side in enumerate(ss):
+            c = 64 * 2 ** s  # mid of e = 0.25 at width 64
+            out.append(dict(op="local", layout=layout, name="local_k7_e0.25_qk1_v1_h8", B=batch[layout], side=side,
+                            dq=c, dv=c, heads=8, m=7))
+            out.append(dict(op="axial", layout=layout, name="axial_e0.5_qk0.5_v1_h8", B=batch[layout], side=side,
+                            dq=c, dv=2 * c, heads=8, m=side))
+    out.append(dict(op="local", layout="imagenet", name="local_k7_e0.5_qk1_v1_h8", B=8, side=56, dq=128, dv=128,
+                    heads=8, m=7))
+    out.append(dict(op="local", layout="imagenet", name="local_k3_e0.25_qk1_v1_h8", B=8, side=56, dq=64, dv=64,
+                    heads=8, m=3))
+    for name, dq, heads in (("local_k7_e0.5_qk1_v1_h4", 16, 4), ("local_k7_e0.5_qk1_v1_h8", 16, 8)):
+        out.append(dict(op="local", layout="cifar-w8", name=name, B=64, side=32, dq=dq, dv=dq, heads=heads, m=7))
+    out.append(dict(op="axial", layout="cifar-w8", name="axial_e0.5_qk0.5_v1_h4", B=64, side=32, dq=8, dv=16,
+                    heads=4, m=32))
+    if quick:
+        out = [s for s in out if s["side"] <= 16 or s["layout"] == "cifar-w8"][:6]
+    return out
+
+
+def run(args) -> dict:
+    import torch
+
+    from attnas.ops import local_kernel
+    from attnas.ops.trio import axial_attention_1d, local_attention
+
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as cold:  # a cold build of the kernel (normally cached)
+        os.environ["ATTNAS_KERNEL_CACHE"] = cold
+        local_kernel._build()
+        build_s = time.perf_counter() - t0
+        del os.environ["ATTNAS_KERNEL_CACHE"]
+    if not local_kernel.available():
+        raise SystemExit("the C kernel did not build on this machine")
+
+    def make(sp, seed):
+        g = torch.Generator().manual_seed(seed)
+        B, n = sp["B"], sp["side"]
+        q, k = (torch.randn(B, sp["dq"], n, n, generator=g) for _ in range(2))
+        v = torch.randn(B, sp["dv"], n, n, generator=g)
+        rel = (torch.randn(sp["dq"], sp["m"], sp["m"], generator=g) if sp["op"] == "local"
+               else torch.randn(sp["dq"], 2 * sp["m"] - 1, generator=g))
+        return [t.requires_grad_() for t in (q, k, v, rel)]
+
+    def step(sp, tensors, go):
+        if sp["op"] == "local":
+            y = local_attention(*tensors, sp["heads"])
+        else:  # the axial operator's two layers: along the height and along the width
+            y = axial_attention_1d(*tensors, sp["heads"], "h") + axial_attention_1d(*tensors, sp["heads"], "w")
+        return torch.autograd.grad(y, tensors, go) + (y,)
+
+    def timed(sp, tensors, go, impl):
+        os.environ["ATTNAS_LOCAL_KERNEL"] = "1" if impl == "new" else "0"
+        t = time.perf_counter()
+        out = step(sp, tensors, go)
+        return time.perf_counter() - t, out
+
+    rows = []
+    specs = shapes(args.quick)
+    data = []
+    for i, sp in enumerate(specs):
+        tensors = make(sp, i)
+        go = torch.randn(sp["B"], sp["dv"], sp["side"], sp["side"], generator=torch.Generator().manual_seed(99 + i))
+        _, old = timed(sp, tensors, go, "old")
+        _, new = timed(sp, tensors, go, "new")
+        err = max((a - b).abs().max().item() for a, b in zip(old, new))
+        data.append((tensors, go))
+        rows.append({**sp, "old_s": [], "new_s": [], "max_abs_diff": err})
+    for r in range(args.rounds):
+        for row, (tensors, go) in zip(rows, data):
+            for impl in ("old", "new"):
+                row[f"{impl}_s"].append(timed(row, tensors, go, impl)[0])
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    os.environ.pop("ATTNAS_LOCAL_KERNEL", None)
+    for row in rows:
+        row["old_ms"] = round(1e3 * statistics.median(row["old_s"]), 1)
+        row["new_ms"] = round(1e3 * statistics.median(row["new_s"]), 1)
+        row["speedup"] = round(row["old_ms"] / row["new_ms"], 2)
+        row["old_s"] = [round(t, 4) for t in row["old_s"]]
+        row["new_s"] = [round(t, 4) for t in row["new_s"]]
+    return {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": args.threads,
+            "rounds": args.rounds, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "kernel_cold_build_s": round(build_s, 2), "rows": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="a few small shapes (smoke test)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    res = run(args)
+    print(f"torch {res['torch']}, {res['threads']} thread(s), {res['rounds']} rounds (median), "
+          f"kernel cold build {res['kernel_cold_build_s']} s, load average {res['load_avg'][0]:.1f}")
+    print("| op | layout | candidate | batch | side | d_q / d_v / heads | window | old ms | new ms | speed-up "
+          "| max abs diff |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in res["rows"]:
+        window = f"{r['m']}x{r['m']}" if r["op"] == "local" else f"axis {r['side']} (h + w)"
+        print(f"| {r['op']} | {r['layout']} | `{r['name']}` | {r['B']} | {r['side']} | {r['dq']} / {r['dv']} / "
+              f"{r['heads']} | {window} | {r['old_ms']} | {r['new_ms']} | {r['speedup']}x | {r['max_abs_diff']:.1e} |")
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
