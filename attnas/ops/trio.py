@@ -69,7 +69,7 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torc
     vector of offset ``(a - m//2, b - m//2)``.  Returns ``(B, d_v, H, W)``.
 
     On CPU float32/float64 tensors this runs the fused C kernel of
-    :mod:`attnas.ops.local_kernel` (5-12x faster forward + backward at TrioNet's shapes,
+    :mod:`attnas.ops.local_kernel` (5.5-11x faster forward + backward at TrioNet's shapes,
     ``bench/attention_ops.py``); elsewhere, or when that kernel cannot be built, the PyTorch
     implementation :class:`_LocalAttention`: offset by offset on shifted views of the
     zero-padded keys and values (m^2 per-head dot products ``q_o . k_{o+delta}``, the softmax
@@ -185,8 +185,9 @@ def axial_attention_1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: t
     relative term ``q_o . r_{p-o}``; ``rel``: ``(d_q, 2*span-1)``.  Shapes as :func:`local_attention`.
 
     On CPU float32/float64 tensors computed by the C kernel of :mod:`attnas.ops.local_kernel`
-    (:func:`_axial_kernel`; 1.2-3x faster forward + backward at TrioNet's shapes), elsewhere by
-    batched matrix products (below); tested against a loop reference."""
+    (:func:`_axial_kernel`; forward + backward 1.1-2x faster than the batched products below at
+    most of TrioNet's shapes, 0.8-0.9x at 28x28 and 16x16: ``docs/benchmarks.md``), elsewhere
+    by those batched matrix products; both tested against a loop reference."""
     B, dq, H, W = q.shape
     dv = v.shape[1]
     dqh, dvh = dq // heads, dv // heads
