@@ -20,6 +20,7 @@ from attnas.strategies.base import get_strategy
 from attnas.strategies.darts import weighted_sum
 from attnas.strategies.nos import at_loss, attention_map
 from attnas.teacher import CifarResNet, StageHooks, load_teacher, save_teacher
+from attnas.training.step import search_step
 
 
 @pytest.fixture(autouse=True)
@@ -292,16 +293,16 @@ def test_nos_step_adds_at_loss_at_both_levels(tmp_path):
         st = get_strategy("nos", sp, {"teacher_checkpoint": str(path), "at_weight": lam})
         torch.manual_seed(5)
         model = st.build(4, 3, 8)
-        loss, parts = st.loss(model, x, y)
+        loss, _, parts = st.loss(model, x, y)
         assert (("at_loss" in parts) == (lam > 0))
         model.zero_grad()
         loss.backward()
         grads[lam] = torch.cat([p.grad.flatten() for p in model.arch.parameters()])
         if lam > 0:
-            assert loss.item() == pytest.approx(parts["ce"] + lam * parts["at_loss"], rel=1e-4)
+            assert loss.item() == pytest.approx(parts["loss"] + lam * parts["at_loss"], rel=1e-4)
             opt = st.optimizers(model, 10, 1)
             before = [p.detach().clone() for p in model.arch.parameters()]
-            m = st.train_step(model, opt, (x, y), (x, y), 0, 0)
+            m = search_step(st, model, opt, (x, y), (x, y), 0, 0)
             assert {"loss", "acc", "arch_loss", "at_loss", "arch_at_loss"} <= set(m)
             assert any(not torch.equal(b, p) for b, p in zip(before, model.arch.parameters()))
     assert not torch.allclose(grads[0.0], grads[1e3])  # L_AT reaches the architecture (Eq. 9)
@@ -347,7 +348,7 @@ def test_single_path_methods_leave_unused_first_tier_edges_out(method):
     model = st.build(4, 3, 8)
     opt = st.optimizers(model, 2, 1)
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
-    st.train_step(model, opt, (x, y), (x, y), 0, 0)
+    search_step(st, model, opt, (x, y), (x, y), 0, 0)
     arch = sp.sample(random.Random(1))
     activate(model, arch, sp.choice_points())
     assert sum(v == ABSENT for v in model.arch.active.values()) == 2 * (14 - 8)  # 6 unused per cell type

@@ -21,6 +21,7 @@ from attnas.spaces.registry import get_space
 from attnas.spaces.trionet import operator_of, parse_trio_op, table1_candidates, trio_name
 from attnas.strategies.base import get_strategy
 from attnas.strategies.random_search import activate
+from attnas.training.step import search_step
 
 TINY = {"layout": "cifar", "depths": [1, 1], "width": 8, "heads": [1, 2]}
 TINY_EVOLUTION = {"population": 6, "generations": 2, "top_k": 3, "mutations": 3, "crossovers": 3,
@@ -320,7 +321,7 @@ def test_weight_decay_touches_only_the_biggest_paths_slices() -> None:
                 captured.update({n: p.grad.clone() for n, p in model.net.named_parameters() if p.grad is not None})
 
         strat.seed(11)
-        strat.train_step(model, {"weights": Probe()}, (x, y), None, 0, 0)
+        search_step(strat, model, {"weights": Probe()}, (x, y), None, 0, 0)
         grads[wd] = captured
     strat.seed(11)
     big = strat.sample_paths()[1]
@@ -384,7 +385,7 @@ def test_sandwich_rule_paths_and_one_accumulated_step() -> None:
             steps.append({n_: p.grad.clone() for n_, p in model.net.named_parameters() if p.grad is not None})
 
     strat.seed(5)
-    strat.train_step(model, {"weights": Probe()}, (x, y), None, 0, 0)
+    search_step(strat, model, {"weights": Probe()}, (x, y), None, 0, 0)
     assert len(steps) == 1 and steps[0].keys() == expected.keys()
     for n_ in expected:
         torch.testing.assert_close(steps[0][n_], expected[n_], rtol=1e-4, atol=1e-6)
