@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 
-from attnas.arch import Architecture
 from attnas.spaces.io import load_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig, check_config, check_stop_after
 from attnas.data.datasets import ImageData, load_dataset
@@ -35,6 +34,7 @@ from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
 from attnas import distributed
 from attnas.distributed import resolve_device
+from attnas.benchmarks.registry import benchmark_for
 from attnas.training.checkpoint import atomic_torch_save, write_json
 from attnas.training.engine import TENSORBOARD, Engine, seed_everything
 from attnas.training.run_dir import check_new_run_dir, is_free, open_run_dir, read_run_config
@@ -69,29 +69,6 @@ def _fresh_out(out: str | None, prefix: str, force: bool = False) -> Path:
 def _load_data(cfg) -> ImageData:
     return load_dataset(cfg.dataset, cfg.data_dir, train_subset=cfg.train_subset,
                         test_subset=cfg.test_subset, seed=cfg.seed, image_size=cfg.image_size)
-
-
-def benchmark_hook(space_name: str, data_dir: str | None):
-    """A callback that looks an architecture up in the tabular benchmark of its space
-    (search-trajectory tracking, IT-NAS Fig. 2), or None when the space has no
-    benchmark or its table is not found (tracking is optional, never an error)."""
-    if space_name != "nb201":
-        return None
-    from attnas.benchmarks.nb201 import NB201Bench
-    from attnas.errors import AttnasError
-
-    bench = NB201Bench(data_dir)
-    try:
-        bench.query("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")  # loads the tables now
-    except AttnasError:
-        return None
-
-    def hook(arch: Architecture) -> dict[str, Any]:
-        r = bench.query(arch)
-        return {f"bench_{ds}_{k}": v for ds, rec in r.items() if isinstance(rec, dict)
-                for k, v in rec.items()}
-
-    return hook
 
 
 def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
@@ -173,7 +150,7 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
         # the preset as this run uses it: the run's own epochs and batch size, not the preset's
         write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": {
             **to_dict(preset), "epochs": cfg.epochs, "batch_size": cfg.batch_size}})
-    bench = benchmark_hook(cfg.space, cfg.data_dir)
+    bench = benchmark_for(cfg.space, cfg.data_dir)
 
     def on_epoch(epoch: int, task: SearchTask) -> dict[str, Any]:
         rec: dict[str, Any] = {"scores": strategy.scores(task.model)}

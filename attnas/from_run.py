@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from attnas.benchmarks.registry import benchmark_for
 from attnas.arch import Architecture
 from attnas.spaces.io import architecture_from_dict, save_architecture
 from attnas.config import SearchConfig
@@ -196,7 +197,8 @@ def _evolve_locked(run: LoadedRun, run_dir, out_dir: Path, seed, export: bool, p
         "processes": distributed.world_size(), "evaluated_per_process": result.evaluated_per_process,
         "history": result.history,
         "top": [{"architecture": run.space.to_native(a) or a.choices, "score": s} for a, s in result.top]}
-    bench = benchmark_lookup(run.cfg.space, run.cfg.data_dir, best)
+    lookup = benchmark_for(run.cfg.space, run.cfg.data_dir)
+    bench = lookup(best) if lookup is not None else None
     if bench is not None:
         summary["benchmark"] = bench
     if not main:
@@ -212,17 +214,6 @@ def _evolve_locked(run: LoadedRun, run_dir, out_dir: Path, seed, export: bool, p
     write_json(out_dir / "evolution.json", summary)
     distributed.barrier()
     return summary
-
-
-def benchmark_lookup(space_name: str, data_dir: str | None, arch: Architecture) -> dict[str, Any] | None:
-    """NAS-Bench-Macro's record of ``arch`` when the space is ``macro`` and the table is found."""
-    if space_name != "macro":
-        return None
-    try:
-        from attnas.benchmarks.macro import MacroBench
-        return MacroBench(data_dir).query(arch)
-    except Exception:  # noqa: BLE001 - table absent: no look-up, not an error
-        return None
 
 
 def load_subnet(out_dir: str | Path, num_classes: int, in_channels: int, image_size: int,

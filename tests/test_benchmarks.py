@@ -242,3 +242,36 @@ def test_cli_query_errors(capsys: pytest.CaptureFixture, tmp_path: Path) -> None
     err = capsys.readouterr().err
     assert err.startswith("attnas: error:") and "nasbench201_cifar10.json" in err and len(err.splitlines()) == 1
     assert issubclass(BenchmarkFileError, AttnasError)
+
+
+# ----------------------------------------------------------------------------- benchmarks keyed by space
+def test_benchmark_registry_is_keyed_by_space(tmp_path: Path) -> None:
+    from attnas.benchmarks.registry import benchmark_for, benchmark_spaces
+
+    assert {"nb201", "macro"} <= set(benchmark_spaces())
+    assert benchmark_for("darts", DATA) is None                  # no table for the space
+    assert benchmark_for("nb201", tmp_path) is None              # table absent: no look-up, no error
+    if DATA is None:
+        pytest.skip("benchmark data folder not found")
+    rec = benchmark_for("macro", DATA)("11111221")
+    assert rec["bench_cifar10_test_acc"] == pytest.approx(92.30, abs=0.01) and rec["bench_cifar10_rank"] >= 1
+    assert benchmark_for("nb201", DATA)(BEST_C10)["bench_cifar10_test_acc"] > 94
+
+
+@needs_data
+def test_macro_search_tracks_its_trajectory_and_evolve_looks_up_nb201(tmp_path: Path) -> None:
+    """Every space with a table gets per-epoch look-ups in search and a final one in evolve."""
+    base = ["--dataset", "synthetic:3,16,10,64,32", "--epochs", "1", "--batch-size", "16", "--quiet",
+            "--data-dir", str(DATA)]
+    assert main(["search", "--space", "macro", "--method", "itnas", "--method-options", '{"warmup": 0}',
+                 *base, "--out", str(tmp_path / "m")]) == 0
+    rec = json.loads((tmp_path / "m" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 80 < rec["bench_cifar10_test_acc"] < 94
+    res = json.loads((tmp_path / "m" / "result.json").read_text())
+    assert res["benchmark"]["bench_cifar10_test_acc"] == MacroBench(DATA).query(res["architecture"])["mean_acc"]
+    assert main(["search", "--space", "nb201", "--method", "spos", "--space-options", '{"C": 4, "N": 1}',
+                 "--method-options", '{"population": 4, "generations": 1, "top_k": 2, "mutations": 2, '
+                 '"crossovers": 2}', *base, "--out", str(tmp_path / "n")]) == 0
+    assert main(["evolve", str(tmp_path / "n"), "--out", str(tmp_path / "n" / "ev"), "--quiet"]) == 0
+    ev = json.loads((tmp_path / "n" / "ev" / "evolution.json").read_text())
+    assert 0 < ev["benchmark"]["bench_cifar10_test_acc"] <= 100

@@ -68,7 +68,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              f"{res['flops_budget']} / {res.get('macs_budget')} / {res['params_budget']}"],
             ["evaluated (replayed)", f"{res['evaluated']} ({res['replayed']})"], ["output", res["out"]]]
     for k, v in (res.get("benchmark") or {}).items():
-        if k in ("mean_acc", "std", "rank"):
-            rows.append([f"benchmark {k}", v])
+        rows.append([k, v])
     print(table(["", ""], rows))
     return res
