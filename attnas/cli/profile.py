@@ -48,7 +48,7 @@ def _resolve(args: argparse.Namespace):
     """(architecture, run config dict or {}) of ``--arch``."""
     from attnas.spaces.io import load_architecture
     from attnas.errors import ConfigError
-    from attnas.model_export import _read_json
+    from attnas.model_export.load import read_json
 
     spec = str(args.arch)
     path = Path(spec)
@@ -59,7 +59,7 @@ def _resolve(args: argparse.Namespace):
     cfg: dict[str, Any] = {}
     if is_dir:
         if (path / "config.json").is_file():
-            cfg = _read_json(path / "config.json")
+            cfg = read_json(path / "config.json")
         if not (path / "architecture.json").is_file():
             raise ConfigError(f"run folder '{path}' has no architecture.json (the search has not finished)")
         return load_architecture(path / "architecture.json", space=args.space), cfg

@@ -96,7 +96,8 @@ def curves_path(arch_png: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from attnas.viz.draw import check_output_path, draw_architecture
+    from attnas.viz.draw import draw_architecture
+    from attnas.viz.style import check_output_path
 
     spec = str(args.spec)
     path = Path(spec)

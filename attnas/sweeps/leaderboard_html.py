@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from attnas.errors import ConfigError
-from attnas.report import _CSS, _e, _figure, _img, _png_of_figure, _table
+from attnas.report.markup import CSS, esc, img, table
+from attnas.report.plots import figure, png_of_figure
 from attnas.sweeps.leaderboard import table_rows
 
 _COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
@@ -23,7 +24,7 @@ def _label(row: dict[str, Any]) -> str:
 
 def plot_png(space: dict[str, Any]) -> bytes | None:
     """Found accuracy vs search time of one space's runs, or None when no run has both."""
-    fig = _figure(7.0, 4.2)
+    fig = figure(7.0, 4.2)
     ax = fig.subplots()
     drawn = 0
     for i, row in enumerate(space["rows"]):
@@ -48,7 +49,7 @@ def plot_png(space: dict[str, Any]) -> bytes | None:
                  loc="left")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, frameon=False, loc="best")
-    return _png_of_figure(fig)
+    return png_of_figure(fig)
 
 
 def build_html(board: dict[str, Any], title: str | None = None) -> tuple[str, int]:
@@ -59,29 +60,29 @@ def build_html(board: dict[str, Any], title: str | None = None) -> tuple[str, in
         note = (f'<p class="note">{space["runs"]} finished runs; accuracies in %, mean ± sample standard '
                 "deviation over the runs of a row; measure: what the accuracy is (benchmark look-up of the "
                 "derived architecture, its retraining, or the supernet's validation accuracy).</p>")
-        parts = [note, _table(headers, rows)]
+        parts = [note, table(headers, rows)]
         png = plot_png(space)
         if png is not None:
-            parts.append(_img(png, f"{space['space']}: found accuracy vs search time"))
+            parts.append(img(png, f"{space['space']}: found accuracy vs search time"))
             images += 1
         runs = [[r["method"], p["seed"], f"{p['acc']:.2f}", p["search_time_s"], p["architecture"], p["run_dir"]]
                 for r in space["rows"] for p in r["points"]]
         parts.append("<details><summary>every run</summary>" + '<div class="scroll">'
-                     + _table(["method", "seed", "found acc (%)", "search time (s)", "architecture", "run folder"],
-                              runs) + "</div></details>")
+                     + table(["method", "seed", "found acc (%)", "search time (s)", "architecture", "run folder"],
+                             runs) + "</div></details>")
         sections.append((f"space-{space['space']}", f"Space {space['space']}", "".join(parts)))
     if board.get("unfinished"):
         sections.append(("unfinished", "Unfinished runs (not counted)",
-                         "<ul>" + "".join(f"<li>{_e(p)}</li>" for p in board["unfinished"]) + "</ul>"))
+                         "<ul>" + "".join(f"<li>{esc(p)}</li>" for p in board["unfinished"]) + "</ul>"))
     heading = title or f"attnas leaderboard: {Path(board['dir']).name or board['dir']}"
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{_e(t)}</h2>{h}</section>' for sid, t, h in sections)
+    nav = "".join(f'<a href="#{sid}">{esc(t)}</a>' for sid, t, _ in sections)
+    body = "".join(f'<section id="{sid}"><h2>{esc(t)}</h2>{h}</section>' for sid, t, h in sections)
     doc = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-           f"<title>{_e(heading)}</title><style>{_CSS}</style></head><body>"
-           f"<header><h1>{_e(heading)}</h1><p>{board['runs']} runs under {_e(board['dir'])} · generated "
-           f"{_e(stamp)} by attnas leaderboard</p></header><nav>{nav}</nav><main>{body}</main></body></html>\n")
+           f"<title>{esc(heading)}</title><style>{CSS}</style></head><body>"
+           f"<header><h1>{esc(heading)}</h1><p>{board['runs']} runs under {esc(board['dir'])} · generated "
+           f"{esc(stamp)} by attnas leaderboard</p></header><nav>{nav}</nav><main>{body}</main></body></html>\n")
     return doc, images
 
 

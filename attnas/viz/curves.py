@@ -169,7 +169,7 @@ def plot_run(run_dir: str | os.PathLike, out_png: str | os.PathLike, title: str 
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    from attnas.viz.draw import check_output_path
+    from attnas.viz.style import check_output_path
 
     out = check_output_path(out_png)
     data = read_run(run_dir)
