@@ -9,7 +9,7 @@ join the process group and train data-parallel (:mod:`attnas.distributed`);
 only rank 0 writes the run folder and returns the full result (the other ranks
 return ``{"rank": r, ...}`` without the derived architecture).
 
-Run folders (:mod:`attnas.training.run_dir`): a new run refuses a non-empty ``out`` unless
+Run folders (:mod:`attnas.run_dir`): a new run refuses a non-empty ``out`` unless
 ``force`` (which replaces an earlier run's files); a run holds an exclusive lock on its
 folder while it runs (rank 0 under torchrun); ``resume_*(RUN_DIR)`` writes into RUN_DIR,
 whatever ``out`` its ``config.json`` recorded and whatever the working directory.
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 
+from attnas.run_dir import ARCHITECTURE, CONFIG, RESULT, SCORES, WEIGHTS
 from attnas.spaces.io import load_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig, check_config, check_stop_after
 from attnas.data.datasets import ImageData, load_dataset
@@ -37,7 +38,7 @@ from attnas.distributed import resolve_device
 from attnas.benchmarks.registry import benchmark_for
 from attnas.training.checkpoint import atomic_torch_save, write_json
 from attnas.training.engine import TENSORBOARD, Engine, seed_everything
-from attnas.training.run_dir import check_new_run_dir, is_free, open_run_dir, read_run_config
+from attnas.run_dir import check_new_run_dir, is_free, open_run_dir, read_run_config
 from attnas.training.tasks import RetrainTask, SearchTask
 
 
@@ -148,7 +149,7 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
     preset = strategy.cfg
     if distributed.is_main():
         # the preset as this run uses it: the run's own epochs and batch size, not the preset's
-        write_json(out / "config.json", {**asdict(cfg), "resolved_method_options": {
+        write_json(out / CONFIG, {**asdict(cfg), "resolved_method_options": {
             **to_dict(preset), "epochs": cfg.epochs, "batch_size": cfg.batch_size}})
     bench = benchmark_for(cfg.space, cfg.data_dir)
 
@@ -180,10 +181,10 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
         distributed.barrier()
         return {**result, "status": "done", "rank": distributed.rank()}
     arch.meta.update({"seed": cfg.seed, "dataset": cfg.dataset, "space_options": cfg.space_options})
-    save_architecture(arch, out / "architecture.json")
+    save_architecture(arch, out / ARCHITECTURE)
     scores = strategy.scores(task.model)
     margins = arch.meta.get("margins")  # IT-NAS: winner vs runner-up with a bootstrap noise estimate
-    write_json(out / "scores.json", {"candidates": {p.key: list(p.candidates) for p in strategy.points},
+    write_json(out / SCORES, {"candidates": {p.key: list(p.candidates) for p in strategy.points},
                                      "scores": scores, "label": strategy.scores_label,
                                      **({"margins": margins} if margins else {})})
     result.update({"status": "done", "architecture": space.to_native(arch) or arch.choices,
@@ -198,7 +199,7 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
     if margins:
         result["margins"] = margins
         result["not_separated"] = sorted(k for k, m in margins.items() if not m["separated"])
-    write_json(out / "result.json", result)
+    write_json(out / RESULT, result)
     distributed.barrier()
     return result
 
@@ -207,7 +208,7 @@ def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | 
                   tensorboard: bool = False) -> dict[str, Any]:
     """Continue a search run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise RunFolderError(f"'{run_dir}' is not a search run folder (no config.json)")
     cfg = SearchConfig(**read_run_config(run_dir, "search", resume=True))
     cfg.out = str(run_dir)  # RUN_DIR is the run, wherever it was moved or resumed from
@@ -274,9 +275,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
 def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out) -> dict[str, Any]:
     """The rest of :func:`train`, run while the run folder is locked."""
     if distributed.is_main():
-        write_json(out / "config.json", {**asdict(cfg), "resolved_options": {
+        write_json(out / CONFIG, {**asdict(cfg), "resolved_options": {
             **to_dict(rcfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size}})
-        save_architecture(arch, out / "architecture.json")
+        save_architecture(arch, out / ARCHITECTURE)
     task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device,
                        amp=cfg.amp, compile_backend=cfg.compile)
     metrics = Engine(out, cfg.epochs, cfg.seed, progress, label="train", stop_after=stop_after,
@@ -292,8 +293,8 @@ def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data,
     if not distributed.is_main():
         result["rank"] = distributed.rank()
     elif result["status"] == "done":
-        atomic_torch_save(net.state_dict(), out / "weights.pt")
-        write_json(out / "result.json", result)
+        atomic_torch_save(net.state_dict(), out / WEIGHTS)
+        write_json(out / RESULT, result)
     distributed.barrier()
     return result
 
@@ -302,10 +303,10 @@ def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | N
                  tensorboard: bool = False) -> dict[str, Any]:
     """Continue a training run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise RunFolderError(f"'{run_dir}' is not a training run folder (no config.json)")
     data = read_run_config(run_dir, "train", resume=True)
-    data["arch"] = str(run_dir / "architecture.json")
+    data["arch"] = str(run_dir / ARCHITECTURE)
     data["out"] = str(run_dir)  # RUN_DIR is the run, wherever it was moved or resumed from
     tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()
     return train(TrainConfig(**data), resume=True, progress=progress, stop_after=stop_after,

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from attnas.run_dir import ARCHITECTURE, CONFIG, EVOLUTION
 from attnas.benchmarks.registry import benchmark_for
 from attnas.arch import Architecture
 from attnas.spaces.io import architecture_from_dict, save_architecture
@@ -43,7 +44,7 @@ from attnas.strategies.base import Strategy, SuperNet, get_strategy
 from attnas import distributed
 from attnas.training.checkpoint import atomic_torch_save, load_checkpoint, safe_torch_load, write_json
 from attnas.training.engine import CHECKPOINT, seed_everything
-from attnas.training.run_dir import open_run_dir, read_run_config
+from attnas.run_dir import open_run_dir, read_run_config
 from attnas.training.tasks import SearchTask
 
 EVALUATIONS = "evaluations.jsonl"
@@ -70,7 +71,7 @@ def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None =
     from attnas.distributed import resolve_device
 
     run = Path(run_dir)
-    if not (run / "config.json").is_file():
+    if not (run / CONFIG).is_file():
         raise ConfigError(f"'{run}' is not a search run folder (no config.json)")
     cfg = SearchConfig(**read_run_config(run, "search"))
     if not (run / CHECKPOINT).is_file():
@@ -186,7 +187,7 @@ def _evolve_locked(run: LoadedRun, run_dir, out_dir: Path, seed, export: bool, p
     best.meta.update({"seed": run.cfg.seed, "evolution_seed": seed, "dataset": run.cfg.dataset,
                       "space_options": run.cfg.space_options, "supernet_epochs": run.epochs_done})
     if main:
-        save_architecture(best, out_dir / "architecture.json")
+        save_architecture(best, out_dir / ARCHITECTURE)
     native = run.space.to_native(best)
     summary: dict[str, Any] = {
         "run_dir": str(run_dir), "out": str(out_dir), "space": run.cfg.space, "method": run.cfg.method,
@@ -211,7 +212,7 @@ def _evolve_locked(run: LoadedRun, run_dir, out_dir: Path, seed, export: bool, p
                                                   cfg.bn_images))
         atomic_torch_save(net.state_dict(), out_dir / "subnet.pt")
         summary["subnet"] = str(out_dir / "subnet.pt")
-    write_json(out_dir / "evolution.json", summary)
+    write_json(out_dir / EVOLUTION, summary)
     distributed.barrier()
     return summary
 
@@ -220,7 +221,7 @@ def load_subnet(out_dir: str | Path, num_classes: int, in_channels: int, image_s
                 space_options: dict[str, Any] | None = None) -> torch.nn.Module:
     """The exported stand-alone network of an ``evolve`` output folder, weights loaded."""
     out = Path(out_dir)
-    arch = architecture_from_dict(json.loads((out / "architecture.json").read_text()))
+    arch = architecture_from_dict(json.loads((out / ARCHITECTURE).read_text()))
     opts = space_options if space_options is not None else arch.meta.get("space_options", {})
     space = get_space(arch.space, **opts)
     net = space.build_network(arch, num_classes, in_channels, image_size)

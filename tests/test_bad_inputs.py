@@ -395,12 +395,13 @@ def test_predictor_training_reports_progress(monkeypatch):
 
     from attnas.predictors import train as ptrain
     from attnas.predictors.encoders import encoder_for
+    from attnas.predictors.registry import get_predictor
     from attnas.spaces.registry import get_space
 
     monkeypatch.setattr(ptrain, "PROGRESS_EVERY_S", 0.0)
     space, rng = get_space("nb201"), random.Random(0)
     archs = [space.sample(rng) for _ in range(12)]
-    model = ptrain.make_predictor("mlp", encoder_for("nb201"), overrides={"epochs": 1, "min_steps": 3})
+    model = get_predictor("mlp", encoder_for("nb201"), 0, epochs=1, min_steps=3)
     lines: list[str] = []
     model.log = lines.append
     model.fit(archs, [rng.random() for _ in archs])

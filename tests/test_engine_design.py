@@ -13,14 +13,11 @@ import ast
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 
-from attnas.presets import WeightOptim
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "attnas"

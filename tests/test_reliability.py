@@ -243,7 +243,7 @@ def test_resume_writes_into_the_moved_run_folder(kind, tmp_path, capsys, monkeyp
 
 # ----- 3. one process per run folder ----------------------------------------------------------------
 def _hold_lock(folder: Path) -> subprocess.Popen:
-    code = ("import sys, time\nfrom attnas.training.run_dir import RunLock\n"
+    code = ("import sys, time\nfrom attnas.run_dir import RunLock\n"
             "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(120)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -271,7 +271,7 @@ def test_a_locked_run_folder_is_refused(runs, tmp_path, capsys):
 
 def test_lock_is_held_for_the_run_and_released_after(tmp_path):
     from attnas.errors import RunFolderError
-    from attnas.training.run_dir import RunLock, open_run_dir
+    from attnas.run_dir import RunLock, open_run_dir
 
     lock = open_run_dir(tmp_path / "r", fresh=True)
     try:

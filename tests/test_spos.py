@@ -345,7 +345,7 @@ def test_cli_evolve_export_on_a_cell_space(tmp_path: Path) -> None:
 def test_files_written_before_the_units_are_read_as_macs(tmp_path: Path) -> None:
     """Issue 16: costs and budgets used to be multiply-accumulates called "flops"; old
     architecture.json meta and old run configs keep their meaning (read as macs)."""
-    from attnas.training.run_dir import read_run_config
+    from attnas.run_dir import read_run_config
 
     old = {"space": "macro", "native": "11111221",
            "meta": {"flops": 5e7, "params": 1e6, "flops_budget": 6e7, "params_budget": None}}

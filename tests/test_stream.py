@@ -224,7 +224,7 @@ def test_pack_zip_and_errors(tmp_path, capsys):
             for c in ("dog", "cat"):
                 for i in range(n):
                     zf.writestr(f"cifar/{split}/{c}/{i:04d}.jpg", simplejpeg.encode_jpeg(_image(rng, 32, 32, "ant")))
-        zf.writestr(f"cifar/train/dog/bad.jpg", b"\xff\xd8\xff broken")
+        zf.writestr("cifar/train/dog/bad.jpg", b"\xff\xd8\xff broken")
     out = tmp_path / "z"
     assert main(["data", "pack", str(zpath), "--out", str(out), "--shard-size", "3", "--resize", "48",
                  "--quiet", "--json"]) == 0

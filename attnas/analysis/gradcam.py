@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attnas.run_dir import ARCHITECTURE
 from attnas.errors import ConfigError
 from attnas.spaces.base import ChoiceBlock
 
@@ -174,7 +175,7 @@ def gradcam_run(run_dir: str | Path, key: str | None = None, images: int = 4, in
     x = loaded.task.augment(x_raw.to(loaded.task.device), train=False)
     res = per_operation_gradcam(loaded.model, key, x, y if use_labels else None, instance)
     res.images = x.detach().cpu()
-    arch_file = Path(run_dir) / "architecture.json"
+    arch_file = Path(run_dir) / ARCHITECTURE
     if arch_file.is_file():
         res.chosen = json.loads(arch_file.read_text())["choices"].get(key)
     res.meta.update({"run_dir": str(run_dir), "method": loaded.cfg.method, "space": loaded.cfg.space,

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from attnas.run_dir import CONFIG, SCORES
 from attnas.arch import edge_key
 from attnas.errors import ConfigError
 
@@ -80,7 +81,7 @@ class RunScores:
 def load_run_scores(run_dir: str | Path) -> RunScores:
     """Read ``scores.json`` and ``config.json`` of a finished NAS-Bench-201 search."""
     run = Path(run_dir)
-    sc_path, cfg_path = run / "scores.json", run / "config.json"
+    sc_path, cfg_path = run / SCORES, run / CONFIG
     if not sc_path.is_file():
         raise ConfigError(f"'{run}' has no scores.json: give the folder of a finished search")
     try:

@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from attnas.run_dir import ARCHITECTURE, CONFIG
 from attnas.cli.common import parse_json_option, table
 from attnas.cli.main import add_json_flag
 
@@ -58,11 +59,11 @@ def _resolve(args: argparse.Namespace):
         is_dir = False
     cfg: dict[str, Any] = {}
     if is_dir:
-        if (path / "config.json").is_file():
-            cfg = read_json(path / "config.json")
-        if not (path / "architecture.json").is_file():
+        if (path / CONFIG).is_file():
+            cfg = read_json(path / CONFIG)
+        if not (path / ARCHITECTURE).is_file():
             raise ConfigError(f"run folder '{path}' has no architecture.json (the search has not finished)")
-        return load_architecture(path / "architecture.json", space=args.space), cfg
+        return load_architecture(path / ARCHITECTURE, space=args.space), cfg
     return load_architecture(spec, space=args.space), cfg
 
 

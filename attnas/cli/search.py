@@ -5,6 +5,7 @@ import argparse
 import sys
 from typing import Any
 
+from attnas.run_dir import ARCHITECTURE, SCORES
 from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, margin_warnings,
                                margins_table, parse_json_option, refuse_with_resume, scores_table, table)
 from attnas.cli.main import add_json_flag
@@ -94,8 +95,8 @@ def print_result(result: dict[str, Any]) -> None:
     import json
     from pathlib import Path
     run_dir = Path(result["run_dir"])
-    sc = json.loads((run_dir / "scores.json").read_text())
-    arch = json.loads((run_dir / "architecture.json").read_text())
+    sc = json.loads((run_dir / SCORES).read_text())
+    arch = json.loads((run_dir / ARCHITECTURE).read_text())
     print(scores_table(sc["candidates"], sc["scores"], arch["choices"], sc.get("label", "candidate strengths")))
     if sc.get("margins"):
         print()

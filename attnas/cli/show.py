@@ -24,6 +24,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from attnas.run_dir import ARCHITECTURE
 from attnas.cli.main import add_json_flag
 from attnas.spaces.io import resolve_architecture
 from attnas.errors import ConfigError
@@ -66,8 +67,8 @@ def _arch_from_run(run: Path):
     from attnas.spaces.io import architecture_from_dict
     from attnas.viz.curves import read_run
 
-    if _is_file(run / "architecture.json"):
-        return resolve_architecture(str(run / "architecture.json")), None
+    if _is_file(run / ARCHITECTURE):
+        return resolve_architecture(str(run / ARCHITECTURE)), None
     data = read_run(run)
     last = data.metrics[-1]
     space = data.config.get("space")
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from attnas.viz.curves import is_run_dir, plot_run
 
         has_metrics = is_run_dir(path)
-        if not has_metrics and not _is_file(path / "architecture.json"):
+        if not has_metrics and not _is_file(path / ARCHITECTURE):
             raise ConfigError(f"'{path}' is not a run folder: it has neither metrics.jsonl "
                               "nor architecture.json")
         arch, note = _arch_from_run(path)

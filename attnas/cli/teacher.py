@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from attnas.run_dir import CONFIG, RESULT
 from attnas.cli.common import add_data_flags, parse_json_option, table
 from attnas.cli.main import add_json_flag
 
@@ -84,7 +85,7 @@ def train_teacher(cfg: dict[str, Any], resume: bool = False, progress: bool = Tr
     from attnas.presets import get_preset, override
     from attnas.teacher import import_class, instantiate
     from attnas.training.engine import seed_everything
-    from attnas.training.run_dir import check_new_run_dir, open_run_dir
+    from attnas.run_dir import check_new_run_dir, open_run_dir
 
     tcfg = override(get_preset("teacher"), cfg["options"])
     epochs = cfg["epochs"] if cfg["epochs"] is not None else tcfg.epochs
@@ -130,7 +131,7 @@ def _train_teacher_locked(cfg, out, tcfg, epochs, batch, data, cls, net, stages,
     from attnas.training.tasks import RetrainTask
 
     write_json(out / "teacher_config.json", {**cfg, "out": str(out)})
-    write_json(out / "config.json", {**cfg, "resolved_options": to_dict(tcfg)})
+    write_json(out / CONFIG, {**cfg, "resolved_options": to_dict(tcfg)})
     device = resolve_device(cfg["device"])
     task = RetrainTask(net, data, tcfg, epochs, batch, cfg["seed"], device)
     metrics = Engine(out, epochs, cfg["seed"], progress, label="teacher", stop_after=stop_after).run(task)
@@ -149,7 +150,7 @@ def _train_teacher_locked(cfg, out, tcfg, epochs, batch, data, cls, net, stages,
             opts.setdefault("in_channels", data.in_channels)
         save_teacher(net.cpu(), out / TEACHER_FILE, cfg["teacher_class"], opts, stages)
         result["teacher_checkpoint"] = str(out / TEACHER_FILE)
-        write_json(out / "result.json", result)
+        write_json(out / RESULT, result)
     return result
 
 

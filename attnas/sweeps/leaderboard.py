@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attnas.run_dir import RESULT
 from attnas.errors import AttnasError, ConfigError
 
 MEASURES = {"benchmark": "benchmark test accuracy", "retrained": "retrained test accuracy",
@@ -68,11 +69,11 @@ def collect_runs(root: str | Path) -> tuple[list[Run], list[str]]:
         cfg = _read(cfg_path)
         if not isinstance(cfg, dict) or "space" not in cfg or "method" not in cfg:
             continue  # not a search run (a retraining, a teacher, another file)
-        res = _read(folder / "result.json")
+        res = _read(folder / RESULT)
         if not isinstance(res, dict) or res.get("status") != "done":
             unfinished.append(str(folder))
             continue
-        tres = _read(folder / "train" / "result.json")
+        tres = _read(folder / "train" / RESULT)
         tacc = tres.get("test_acc") if isinstance(tres, dict) and tres.get("status") == "done" else None
         runs.append(Run(folder, cfg, res, float(tacc) if _number(tacc) else None))
     return runs, unfinished

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from attnas.run_dir import CONFIG, RESULT
 from attnas.errors import AttnasError, ConfigError, RunFolderError
 from attnas.jsonio import dumps
 from attnas.sweeps.spec import PlannedRun, Sweep, load_sweep
@@ -84,9 +85,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def run_state(run_dir: Path, run: PlannedRun) -> str:
     """``done`` (nothing to do), ``resume`` (search started, not finished), ``train`` (search done,
     retraining to run or finish) or ``new``."""
-    if not (run_dir / "result.json").is_file():
-        return "resume" if (run_dir / "config.json").is_file() else "new"
-    if run.train is not None and not (run_dir / TRAIN_DIR / "result.json").is_file():
+    if not (run_dir / RESULT).is_file():
+        return "resume" if (run_dir / CONFIG).is_file() else "new"
+    if run.train is not None and not (run_dir / TRAIN_DIR / RESULT).is_file():
         return "train"
     return "done"
 
@@ -102,7 +103,7 @@ def check_existing(out: Path, runs: list[PlannedRun]) -> None:
     """A run folder that exists must hold the run the sweep plans there (one-line error otherwise)."""
     for r in runs:
         for sub, planned in (("", r.config), (TRAIN_DIR, r.train)):
-            path = out / r.name / sub / "config.json" if sub else out / r.name / "config.json"
+            path = out / r.name / sub / CONFIG if sub else out / r.name / CONFIG
             if planned is None or not path.is_file():
                 continue
             recorded = _read_json(path)
@@ -199,7 +200,7 @@ def run_sweep(sweep_file: str | os.PathLike, out: str | os.PathLike, jobs: int =
     nothing written).  The local backend spawns processes: a script calling this needs the usual
     ``if __name__ == "__main__":`` guard."""
     from attnas.sweeps.executors import import_ray
-    from attnas.training.run_dir import RunLock
+    from attnas.run_dir import RunLock
 
     jobs, threads = resolve_workers(jobs, threads, backend, address)
     out = Path(out)

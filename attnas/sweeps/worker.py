@@ -17,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from attnas.run_dir import ARCHITECTURE, CONFIG, RESULT
+
 TRAIN_DIR = "train"
 #: result fields an outcome carries back (result.json holds everything)
 RESULT_KEYS = ("run_dir", "space", "method", "status", "architecture", "valid_acc", "search_time_s", "benchmark")
@@ -42,9 +44,9 @@ def _search(run_dir: Path, config: dict[str, Any]) -> tuple[dict[str, Any], str]
     from attnas import api
     from attnas.config import SearchConfig
 
-    if (run_dir / "result.json").is_file():
-        return json.loads((run_dir / "result.json").read_text()), "kept"
-    if (run_dir / "config.json").is_file():
+    if (run_dir / RESULT).is_file():
+        return json.loads((run_dir / RESULT).read_text()), "kept"
+    if (run_dir / CONFIG).is_file():
         return api.resume_search(run_dir, progress=True), "resumed"
     cfg = SearchConfig(**{**config, "out": str(run_dir)})
     return api.search(cfg, progress=True), "new"
@@ -55,11 +57,11 @@ def _train(run_dir: Path, train: dict[str, Any]) -> tuple[dict[str, Any], str]:
     from attnas.config import TrainConfig
 
     out = run_dir / TRAIN_DIR
-    if (out / "result.json").is_file():
-        return json.loads((out / "result.json").read_text()), "kept"
-    if (out / "config.json").is_file():
+    if (out / RESULT).is_file():
+        return json.loads((out / RESULT).read_text()), "kept"
+    if (out / CONFIG).is_file():
         return api.resume_train(out, progress=True), "resumed"
-    cfg = TrainConfig(**{**train, "arch": str(run_dir / "architecture.json"), "out": str(out)})
+    cfg = TrainConfig(**{**train, "arch": str(run_dir / ARCHITECTURE), "out": str(out)})
     return api.train(cfg, progress=True), "new"
 
 

@@ -41,11 +41,9 @@ import torch
 from attnas.errors import CheckpointError, TrainingDiverged
 from attnas.jsonio import dumps as json_dumps
 from attnas import distributed
+from attnas.run_dir import CHECKPOINT, METRICS, TENSORBOARD
 from attnas.training.checkpoint import atomic_torch_save, load_checkpoint
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
-TENSORBOARD = "tensorboard"
 
 
 def require_tensorboard():

@@ -27,11 +27,20 @@ from typing import Any
 from attnas.errors import RunFolderError
 
 LOCK_FILE = ".lock"
-CONFIG = "config.json"
+#: the files of a run folder: every module names them through these constants
+CONFIG = "config.json"              # the run's configuration (and the preset it resolved to)
+CHECKPOINT = "checkpoint.pt"        # the engine's atomic per-epoch checkpoint
+METRICS = "metrics.jsonl"           # one JSON line per epoch
+ARCHITECTURE = "architecture.json"  # a finished search's architecture
+SCORES = "scores.json"              # a finished search's candidate scores (and IT-NAS margins)
+RESULT = "result.json"              # a finished run's summary
+WEIGHTS = "weights.pt"              # a finished training run's network weights
+EVALUATIONS = "evaluations.jsonl"   # an evolution's scored candidates (replayed on resume)
+EVOLUTION = "evolution.json"        # an evolution's summary
+TENSORBOARD = "tensorboard"
 #: what attnas search / train write into a run folder (``--force`` removes these, nothing else)
-RUN_FILES = ("checkpoint.pt", "config.json", "metrics.jsonl", "architecture.json", "scores.json",
-             "result.json", "weights.pt", "teacher_config.json", "teacher.pt")
-RUN_DIRS = ("tensorboard", "evolve")
+RUN_FILES = (CHECKPOINT, CONFIG, METRICS, ARCHITECTURE, SCORES, RESULT, WEIGHTS, "teacher_config.json", "teacher.pt")
+RUN_DIRS = (TENSORBOARD, "evolve")
 KINDS = {"search": "a search run ('attnas search')", "train": "a training run ('attnas train')"}
 
 try:  # POSIX; elsewhere runs are not locked
