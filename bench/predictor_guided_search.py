@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attnas.benchmarks.nb201 import NB201Bench, nb201_index  # noqa: E402
-from attnas.predictors import encoder_for, make_predictor  # noqa: E402
+from attnas.predictors import encoder_for, get_predictor  # noqa: E402
 from attnas.predictors.guided_search import (predictor_guided_search, random_search,  # noqa: E402
                                              regularized_evolution)
 from attnas.spaces.nb201 import NB201Space  # noqa: E402
@@ -86,7 +86,7 @@ def main() -> None:
                 t0 = time.time()
                 stop = IncumbentIsOptimal(test)
                 if method == "guided":
-                    mk = lambda r, s=seed: make_predictor("tnasp", enc, seed=1000 * s + r, overrides=GUIDED_TNASP)  # noqa: E731
+                    mk = lambda r, s=seed: get_predictor("tnasp", enc, 1000 * s + r, **GUIDED_TNASP)  # noqa: E731
                     res = predictor_guided_search(evaluate, mk, args.budget_guided, candidates=archs, initial=20,
                                                   batch=10, seed=seed, encoded=encoded, stop=stop)
                 elif method == "random":

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnas.predictors.train import load_bench_data, run_kendall  # noqa: E402
+from attnas.predictors.kendall import load_bench_data, run_kendall  # noqa: E402
 
 SLIDES_NB201 = {"TNASP + SE (slides)": [0.565, 0.594, 0.642, 0.690, 0.726],
                 "TNASP (slides)": [0.539, 0.589, 0.640, 0.689, 0.724],

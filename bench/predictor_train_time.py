@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnas.predictors import SelfEvolution, make_predictor, split_indices  # noqa: E402
-from attnas.predictors.train import load_bench_data  # noqa: E402
+from attnas.predictors import SelfEvolution, get_predictor, split_indices  # noqa: E402
+from attnas.predictors.kendall import load_bench_data  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +40,7 @@ def main() -> None:
     for threads in [int(t) for t in args.threads.split(",")]:
         torch.set_num_threads(threads)
         for name in args.predictors.split(","):
-            model = make_predictor(name, data.make_encoder("none"), seed=0)
+            model = get_predictor(name, data.make_encoder("none"), 0)
             if name == "tnasp":
                 model.encoder = data.make_encoder(model.config.pe)
             t0 = time.time()

@@ -19,7 +19,7 @@ from attnas.arch import Architecture, layer_key
 from attnas.cli.main import main
 from attnas.errors import ArchitectureError, AttnasError, ConfigError, DataFileNotFound
 from attnas.predictors import (ChainEncoder, EncodedBatch, NB101Encoder, SelfEvolution, SelfEvolutionConfig,
-                               TNASPNet, encoder_for, lagrangian, make_predictor, normalized_laplacian,
+                               TNASPNet, encoder_for, get_predictor, lagrangian, normalized_laplacian,
                                positional_encoding)
 from attnas.predictors.guided_search import (SearchResult, mutate, predictor_guided_search, random_search,
                                              regularized_evolution)
@@ -200,7 +200,7 @@ def test_nb101_padding_is_masked() -> None:
     batch = enc.encode([(raw, raw_ops), other])
     y = [90.0, 85.0]
     for name, extra in (("tnasp", {}), ("tnasp", {"readout": "flatten"}), ("gcn", {}), ("mlp", {})):
-        p = make_predictor(name, enc, seed=0, overrides={"epochs": 1, "min_steps": 3, **extra})
+        p = get_predictor(name, enc, 0, epochs=1, min_steps=3, **extra)
         p.fit(batch, y)
         ref = p.predict(enc.encode([(small, small_ops)]))
         assert p.predict(enc.encode([(raw, raw_ops)])) == pytest.approx(ref, abs=1e-6)
@@ -226,9 +226,9 @@ def test_malformed_architectures_give_clear_errors() -> None:
     with pytest.raises(ArchitectureError):
         enc.encode(["|nope|"])
     with pytest.raises(ConfigError, match="unknown predictor"):
-        make_predictor("xgboost", enc)
+        get_predictor("xgboost", enc)
     with pytest.raises(ConfigError, match="unknown option"):
-        make_predictor("tnasp", enc, overrides={"layers": 4})
+        get_predictor("tnasp", enc, 0, layers=4)
 
 
 # ----------------------------------------------------------------------------- training
@@ -236,7 +236,7 @@ def test_standardization_statistics_come_from_the_training_data() -> None:
     space = ToyChain()
     archs = space.all()[:40]
     y = np.array([toy_score(a) for a in archs])
-    p = make_predictor("mlp", encoder_for(space), seed=0, overrides={"epochs": 1, "min_steps": 5})
+    p = get_predictor("mlp", encoder_for(space), 0, epochs=1, min_steps=5)
     p.fit(archs, y)
     assert p.y_mean == pytest.approx(y.mean()) and p.y_std == pytest.approx(y.std())
     p.fit(archs, y * 2 + 7)  # refit: new statistics, nothing cached from before
@@ -250,7 +250,7 @@ def test_predictor_learns_a_toy_ranking(name: str) -> None:
     archs = space.all()
     y = np.array([toy_score(a) for a in archs])
     tr = np.random.default_rng(0).permutation(len(archs))[:60]
-    p = make_predictor(name, encoder_for(space), seed=0, overrides=TINY if name == "tnasp" else TINY_BASE)
+    p = get_predictor(name, encoder_for(space), 0, **(TINY if name == "tnasp" else TINY_BASE))
     p.fit([archs[i] for i in tr], y[tr])
     tau = kendalltau(p.predict(archs), y)[0]
     assert tau > 0.5, f"{name}: tau {tau:.3f}"
@@ -262,9 +262,9 @@ def test_results_are_reproducible_by_seed() -> None:
     y = [toy_score(a) for a in archs]
     enc = encoder_for(space)
     small = {**TINY, "min_steps": 20}
-    p1 = make_predictor("tnasp", enc, seed=3, overrides=small).fit(archs, y).predict(archs)
-    p2 = make_predictor("tnasp", enc, seed=3, overrides=small).fit(archs, y).predict(archs)
-    p3 = make_predictor("tnasp", enc, seed=4, overrides=small).fit(archs, y).predict(archs)
+    p1 = get_predictor("tnasp", enc, 3, **small).fit(archs, y).predict(archs)
+    p2 = get_predictor("tnasp", enc, 3, **small).fit(archs, y).predict(archs)
+    p3 = get_predictor("tnasp", enc, 4, **small).fit(archs, y).predict(archs)
     np.testing.assert_array_equal(p1, p2)
     assert not np.allclose(p1, p3)
 
@@ -317,7 +317,7 @@ def test_self_evolution_updates_and_changes_predictions() -> None:
     perm = np.random.default_rng(1).permutation(len(archs))
     tr, va = perm[:40], perm[40:80]
     enc = encoder_for(space)
-    p = make_predictor("mlp", enc, seed=0, overrides=TINY_BASE)
+    p = get_predictor("mlp", enc, 0, **TINY_BASE)
     p.fit([archs[i] for i in tr], y[tr])
     before = p.predict(archs)
     # one round, one minimax iteration: ȳ starts at ŷ^(1), so the constraint violation is -e^(1)
@@ -332,7 +332,7 @@ def test_self_evolution_updates_and_changes_predictions() -> None:
     after = p.predict(archs)
     assert not np.allclose(before, after)
     with pytest.raises(ConfigError, match="trained predictor"):
-        SelfEvolution(make_predictor("mlp", enc)).evolve(archs[:5], y[:5], archs[5:9], y[5:9])
+        SelfEvolution(get_predictor("mlp", enc)).evolve(archs[:5], y[:5], archs[5:9], y[5:9])
 
 
 # ----------------------------------------------------------------------------- guided search
@@ -349,7 +349,7 @@ def test_guided_search_beats_random_on_a_toy_table() -> None:
     encoded = enc.encode(archs)
     guided, rand = [], []
     for seed in range(4):
-        mk = lambda r, s=seed: make_predictor("mlp", enc, seed=s * 100 + r, overrides={"epochs": 1, "min_steps": 20})
+        mk = lambda r, s=seed: get_predictor("mlp", enc, s * 100 + r, epochs=1, min_steps=20)
         g = predictor_guided_search(evaluate, mk, budget=60, candidates=archs, initial=10, batch=5, seed=seed,
                                     encoded=encoded)
         r = random_search(evaluate, 243, candidates=archs, seed=seed)
@@ -362,7 +362,7 @@ def test_guided_search_beats_random_on_a_toy_table() -> None:
 
 def test_guided_search_on_sampled_pools_and_evolution() -> None:
     space = ToyChain()
-    mk = lambda r: make_predictor("mlp", encoder_for(space), seed=r, overrides={"epochs": 1, "min_steps": 20})
+    mk = lambda r: get_predictor("mlp", encoder_for(space), r, epochs=1, min_steps=20)
     res = predictor_guided_search(toy_score, mk, budget=25, space=space, initial=10, batch=5, pool_size=50, seed=0)
     assert len(res.scores) == 25 and res.predictor_fits == 3
     ev = regularized_evolution(toy_score, 40, space, population=10, sample=3, seed=0)
@@ -454,3 +454,85 @@ def test_training_evaluator_checks_its_options(tmp_path: Path) -> None:
         TrainingEvaluator(out_root=str(tmp_path), learning_rate=0.1)
     ev = TrainingEvaluator(out_root=str(tmp_path), dataset="synthetic:3,8,4", epochs=1)
     assert ev.train_options == {"dataset": "synthetic:3,8,4", "epochs": 1} and ev.out_root == tmp_path
+
+
+# ----------------------------------------------------------------------------- registry
+@pytest.fixture
+def isolated_predictors(monkeypatch):
+    """Registrations made by a test do not outlive it."""
+    import attnas.predictors.registry as registry
+
+    registry.predictor_names()
+    monkeypatch.setattr(registry, "_PREDICTORS", dict(registry._PREDICTORS))
+
+
+def test_registry_lists_the_builtin_predictors() -> None:
+    from attnas.predictors import GCNPredictor, MLPPredictor, TNASP, predictor_names
+
+    assert {"tnasp", "mlp", "gcn"} <= set(predictor_names())
+    enc = encoder_for("nb201")
+    for name, cls in (("tnasp", TNASP), ("mlp", MLPPredictor), ("gcn", GCNPredictor)):
+        p = get_predictor(name, enc, 5, epochs=2)
+        assert type(p) is cls and p.name == name and p.seed == 5 and p.config.epochs == 2
+    assert type(get_predictor("TNASP", enc)) is TNASP  # names are case-insensitive, as before
+
+
+def test_unknown_predictor_is_a_one_line_error_listing_the_names() -> None:
+    from attnas.predictors import predictor_names
+
+    with pytest.raises(ConfigError) as e:
+        get_predictor("xgboost", encoder_for("nb201"))
+    msg = str(e.value)
+    assert "\n" not in msg and "unknown predictor 'xgboost'" in msg
+    assert all(name in msg for name in predictor_names())
+    with pytest.raises(ConfigError, match="unknown option"):  # a seed among the options is a preset field
+        get_predictor("mlp", encoder_for("nb201"), 0, seed=3)
+
+
+def test_a_predictor_registered_elsewhere_can_be_fetched(isolated_predictors) -> None:
+    from dataclasses import dataclass
+
+    import attnas.predictors.registry as registry
+    from attnas.predictors import FitConfig, NeuralPredictor, predictor_names, register_predictor
+
+    @dataclass
+    class MeanConfig(FitConfig):
+        width: int = 4
+
+    @register_predictor("mean-of-ops", preset=MeanConfig())
+    class MeanPredictor(NeuralPredictor):
+        def __init__(self, encoder, config: MeanConfig | None = None, seed: int = 0) -> None:
+            self.config = config or MeanConfig()
+            super().__init__(encoder, lambda enc: torch.nn.Linear(1, 1), self.config, seed, "mean-of-ops")
+
+    assert "mean-of-ops" in predictor_names()
+    p = get_predictor("mean-of-ops", encoder_for("nb201"), 1, width=8)
+    assert isinstance(p, MeanPredictor) and p.config.width == 8 and p.config.epochs == MeanConfig().epochs
+    with pytest.raises(ConfigError, match="already registered"):
+        register_predictor("mean-of-ops", preset=MeanConfig())(type("Other", (MeanPredictor,), {}))
+    assert "mean-of-ops" in registry._PREDICTORS  # the fixture restores the registry afterwards
+
+
+def test_no_import_cycle_inside_predictors() -> None:
+    """Module-level and function-level imports between the modules of attnas.predictors form no
+    cycle (the registry finds the built-in predictors by module name, as the space registry does)."""
+    import ast
+
+    pkg = REPO / "attnas" / "predictors"
+    graph: dict[str, set[str]] = {}
+    for f in pkg.glob("*.py"):
+        if f.stem == "__init__":
+            continue
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("attnas.predictors."):
+                deps.add(node.module.split(".")[2])
+        graph[f.stem] = deps - {f.stem}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for d in graph.get(start, ()):
+            if d == goal or (d not in seen and reaches(d, goal, seen | {d})):
+                return True
+        return False
+
+    assert not [m for m in graph if reaches(m, m, {m})]

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from attnas.benchmarks.nb201 import NB201Bench, nb201_index
-    from attnas.predictors import encoder_for, make_predictor
+    from attnas.predictors import encoder_for, get_predictor
     from attnas.predictors.guided_search import predictor_guided_search
     from attnas.spaces.nb201 import NB201Space
 
@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     val, test = bench.accuracies(args.dataset, "val"), bench.accuracies(args.dataset, "test")
     archs = bench.architectures()
     enc = encoder_for("nb201")
-    make_predictor(args.predictor, enc, overrides=overrides)  # a bad name or option fails before the search
+    get_predictor(args.predictor, enc, 0, **(overrides or {}))  # a bad name or option fails before the search
     res = predictor_guided_search(
         lambda a: float(val[nb201_index(a)]),
-        lambda r: make_predictor(args.predictor, enc, seed=1000 * args.seed + r, overrides=overrides),
+        lambda r: get_predictor(args.predictor, enc, 1000 * args.seed + r, **(overrides or {})),
         args.budget, candidates=archs, initial=args.initial, batch=args.batch, seed=args.seed,
         encoded=enc.encode(archs), log=None if args.quiet else _stderr)
     tests = [float(test[nb201_index(a)]) for a in res.archs]

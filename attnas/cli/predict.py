@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from attnas.predictors.train import run_kendall
+    from attnas.predictors.kendall import run_kendall
 
     if args.threads:
         torch.set_num_threads(int(args.threads))

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from attnas.predictors.encoders import ArchEncoder, EncodedBatch
+from attnas.predictors.registry import register_predictor
 from attnas.predictors.train import FitConfig, NeuralPredictor
 
 
@@ -52,6 +53,7 @@ class MLPNet(nn.Module):
         return self.mlp(self.features(b)).squeeze(-1)
 
 
+@register_predictor("mlp", preset=MLPConfig())
 class MLPPredictor(NeuralPredictor):
     def __init__(self, encoder: ArchEncoder, config: MLPConfig | None = None, seed: int = 0) -> None:
         self.config = config or MLPConfig()
@@ -104,6 +106,7 @@ class GCNNet(nn.Module):
         return self.head(pooled).squeeze(-1)
 
 
+@register_predictor("gcn", preset=GCNConfig())
 class GCNPredictor(NeuralPredictor):
     def __init__(self, encoder: ArchEncoder, config: GCNConfig | None = None, seed: int = 0) -> None:
         self.config = config or GCNConfig()

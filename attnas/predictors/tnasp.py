@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from attnas.errors import ConfigError
 from attnas.predictors.encoders import ArchEncoder, EncodedBatch
+from attnas.predictors.registry import register_predictor
 from attnas.predictors.train import FitConfig, NeuralPredictor
 
 
@@ -134,6 +135,7 @@ class TNASPNet(nn.Module):
         return self.regressor(pooled).squeeze(-1)
 
 
+@register_predictor("tnasp", preset=TNASPConfig())
 class TNASP(NeuralPredictor):
     """The TNASP predictor: ``TNASP(encoder, TNASPConfig(), seed).fit(archs, acc).predict(archs)``.
 
