@@ -34,7 +34,7 @@ from attnas.arch import Architecture
 from attnas.spaces.io import architecture_from_dict, save_architecture
 from attnas.config import SearchConfig
 from attnas.data.datasets import ImageData, load_dataset
-from attnas.errors import CheckpointError, ConfigError
+from attnas.errors import ConfigError
 from attnas.jsonio import dumps as json_dumps
 from attnas.search.evolution import SelectionContext, take_images
 from attnas.search.export import export_subnet
@@ -42,7 +42,8 @@ from attnas.spaces.base import SearchSpace
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import Strategy, SuperNet, get_strategy
 from attnas import distributed
-from attnas.training.checkpoint import atomic_torch_save, load_checkpoint, safe_torch_load, write_json
+from attnas.training.checkpoint import (atomic_torch_save, load_checkpoint, restore_task, safe_torch_load,
+                                        write_json)
 from attnas.training.engine import CHECKPOINT, seed_everything
 from attnas.run_dir import open_run_dir, read_run_config
 from attnas.training.tasks import SearchTask
@@ -96,12 +97,7 @@ def load_search_run(run_dir: str | Path, method_options: dict[str, Any] | None =
     # under torchrun every process joins the group here (a no-op otherwise), as api.search does
     task = SearchTask(strategy, model, images, cfg.epochs, cfg.batch_size, cfg.seed,
                       distributed.init(resolve_device(cfg.device)))
-    try:
-        task.load_state_dict(state["task"])
-    except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as e:
-        first = " ".join(str(e).split())[:200]
-        raise CheckpointError(f"'{run / CHECKPOINT}' does not fit the run's config.json: "
-                              f"{type(e).__name__}: {first}") from None
+    restore_task(task, state["task"], run / CHECKPOINT, f"the run's {CONFIG}")
     return LoadedRun(cfg, space, strategy, task.model, task, images, int(state["epoch"]) + 1)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from attnas.run_dir import ARCHITECTURE
 from attnas.cli.main import add_json_flag
-from attnas.spaces.io import resolve_architecture
+from attnas.spaces.io import is_dir, is_file, resolve_architecture
 from attnas.errors import ConfigError
 
 
@@ -47,27 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _is_file(p: Path) -> bool:
-    try:
-        return p.is_file()
-    except OSError:  # e.g. a native string longer than a file name may be
-        return False
-
-
-def _is_dir(p: Path) -> bool:
-    try:
-        return p.is_dir()
-    except OSError:
-        return False
-
-
 def _arch_from_run(run: Path):
     """A run's architecture: ``architecture.json``, else the last epoch's derived one."""
     from attnas.arch import Architecture
     from attnas.spaces.io import architecture_from_dict
     from attnas.viz.curves import read_run
 
-    if _is_file(run / ARCHITECTURE):
+    if is_file(run / ARCHITECTURE):
         return resolve_architecture(str(run / ARCHITECTURE)), None
     data = read_run(run)
     last = data.metrics[-1]
@@ -102,12 +88,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     spec = str(args.spec)
     path = Path(spec)
-    is_run = _is_dir(path)
+    is_run = is_dir(path)
     if args.output:
         out = check_output_path(args.output)
     elif is_run:
         out = path / "architecture.png"
-    elif _is_file(path):
+    elif is_file(path):
         out = path.with_suffix(".png")
     else:
         out = Path("architecture.png")
@@ -117,7 +103,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from attnas.viz.curves import is_run_dir, plot_run
 
         has_metrics = is_run_dir(path)
-        if not has_metrics and not _is_file(path / ARCHITECTURE):
+        if not has_metrics and not is_file(path / ARCHITECTURE):
             raise ConfigError(f"'{path}' is not a run folder: it has neither metrics.jsonl "
                               "nor architecture.json")
         arch, note = _arch_from_run(path)

@@ -86,14 +86,16 @@ def load_architecture(spec: str | os.PathLike, space: str | None = None) -> Arch
     return get_space_class(name).parse_native(text)
 
 
-def _is_file(p: Path) -> bool:
+def is_file(p: Path) -> bool:
+    """``p.is_file()``, False for a name the OS refuses (a long native string is no file name)."""
     try:
         return p.is_file()
     except OSError:  # e.g. a native string longer than a file name may be
         return False
 
 
-def _is_dir(p: Path) -> bool:
+def is_dir(p: Path) -> bool:
+    """``p.is_dir()``, False for a name the OS refuses."""
     try:
         return p.is_dir()
     except OSError:
@@ -112,11 +114,11 @@ def resolve_architecture(spec: str | os.PathLike, space: str | None = None, vali
     folder (its ``architecture.json``); validated against its space when that can be built."""
     spec = str(spec)
     path = Path(spec)
-    if _is_dir(path):
-        if not _is_file(path / ARCHITECTURE_FILE):
+    if is_dir(path):
+        if not is_file(path / ARCHITECTURE_FILE):
             raise ConfigError(f"run folder '{path}' has no {ARCHITECTURE_FILE} (the search has not finished)")
         path, spec = path / ARCHITECTURE_FILE, str(path / ARCHITECTURE_FILE)
-    if _is_file(path):
+    if is_file(path):
         text = path.read_text()
         try:
             json.loads(text)

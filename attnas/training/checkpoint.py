@@ -101,3 +101,13 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[st
         raise CheckpointError(f"'{path}' is the checkpoint of {other[found]} run, not of {other[kind]} run; "
                               f"continue it with attnas {found} --resume")
     return obj
+
+
+def restore_task(task: Any, task_state: Any, path: str | os.PathLike, fits: str) -> None:
+    """``task.load_state_dict(task_state)``; a state that does not fit is a one-line
+    :class:`CheckpointError` naming ``path`` and what it should fit (``fits``)."""
+    try:
+        task.load_state_dict(task_state)
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+        first = " ".join(str(e).split())[:200]
+        raise CheckpointError(f"'{path}' does not fit {fits}: {type(e).__name__}: {first}") from None

@@ -38,11 +38,11 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 import torch
 
-from attnas.errors import CheckpointError, TrainingDiverged
+from attnas.errors import TrainingDiverged
 from attnas.jsonio import dumps as json_dumps
 from attnas import distributed
 from attnas.run_dir import CHECKPOINT, METRICS, TENSORBOARD
-from attnas.training.checkpoint import atomic_torch_save, load_checkpoint
+from attnas.training.checkpoint import atomic_torch_save, load_checkpoint, restore_task
 
 
 
@@ -160,12 +160,7 @@ class Engine:
                 (self.out / METRICS).write_text("")
             return 0
         state = load_checkpoint(self.checkpoint_path, self.kind)
-        try:
-            task.load_state_dict(state["task"])
-        except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as e:
-            first = " ".join(str(e).split())[:200]
-            raise CheckpointError(f"'{self.checkpoint_path}' does not fit this run (another space, method or "
-                                  f"options?): {type(e).__name__}: {first}") from None
+        restore_task(task, state["task"], self.checkpoint_path, "this run (another space, method or options?)")
         start = int(state["epoch"]) + 1
         # drop metrics of epochs that ran after the checkpoint (the killed one)
         path = self.out / METRICS
