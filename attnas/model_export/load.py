@@ -34,6 +34,7 @@ import torch.nn as nn
 from attnas.arch import Architecture
 from attnas.errors import AttnasError, ConfigError
 from attnas.spaces.io import resolve_architecture
+from attnas.run_dir import CHECKPOINT, CONFIG, WEIGHTS
 
 #: (in_channels, image_size, num_classes) of a fresh network when nothing says otherwise
 DEFAULT_DIMS = (3, 32, 10)
@@ -76,9 +77,9 @@ def run_kind(run_dir: str | os.PathLike) -> str:
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"run folder '{run}' does not exist")
-    if not (run / "config.json").is_file():
+    if not (run / CONFIG).is_file():
         raise ConfigError(f"'{run}' is not a run folder: it has no config.json")
-    cfg = read_json(run / "config.json")
+    cfg = read_json(run / CONFIG)
     if "method" in cfg and "space" in cfg:
         return "search"
     if "arch" in cfg:
@@ -182,7 +183,7 @@ def load_network(arch_spec: str | None = None, *, weights: str | None = None, fr
     if arch_spec is not None and from_run is None and weights is None and not fresh:
         try:
             if Path(arch_spec).is_dir():
-                if (Path(arch_spec) / "subnet.pt").is_file() and not (Path(arch_spec) / "config.json").is_file():
+                if (Path(arch_spec) / "subnet.pt").is_file() and not (Path(arch_spec) / CONFIG).is_file():
                     weights = str(Path(arch_spec) / "subnet.pt")  # an `attnas evolve --export` folder
                 else:
                     from_run = arch_spec
@@ -236,11 +237,11 @@ def load_network(arch_spec: str | None = None, *, weights: str | None = None, fr
     source = None
     if kind == "train":
         run = Path(from_run)
-        run_cfg = read_json(run / "config.json")
-        if (run / "weights.pt").is_file():
-            state, source = load_weights_file(run / "weights.pt"), str(run / "weights.pt")
-        elif (run / "checkpoint.pt").is_file():
-            state, source = load_weights_file(run / "checkpoint.pt"), str(run / "checkpoint.pt")
+        run_cfg = read_json(run / CONFIG)
+        if (run / WEIGHTS).is_file():
+            state, source = load_weights_file(run / WEIGHTS), str(run / WEIGHTS)
+        elif (run / CHECKPOINT).is_file():
+            state, source = load_weights_file(run / CHECKPOINT), str(run / CHECKPOINT)
             notes.append("training not finished: weights of its last checkpoint")
         else:
             raise ConfigError(f"training run '{run}' has no weights yet (neither weights.pt nor checkpoint.pt)")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from attnas.errors import AttnasError, ConfigError
+from attnas.run_dir import ARCHITECTURE, CONFIG, METRICS, RESULT, SCORES
 
 _BENCH_METRICS = ("val_acc", "valid_acc", "test_acc", "train_acc", "rank", "params", "flops", "macs", "latency", "acc")
 
@@ -71,8 +72,8 @@ def _arch_of_run(run: Path, metrics: list[dict[str, Any]], config: dict[str, Any
     from attnas.spaces.io import architecture_from_dict
     from attnas.spaces.registry import get_space_class
 
-    if (run / "architecture.json").is_file():
-        d = read_json(run / "architecture.json")
+    if (run / ARCHITECTURE).is_file():
+        d = read_json(run / ARCHITECTURE)
         try:
             arch = architecture_from_dict(d)
         except AttnasError:
@@ -112,8 +113,8 @@ def collect_run(run_dir: str | os.PathLike) -> RunData:
         is_dir = False
     if not is_dir:
         raise ConfigError(f"run folder '{run}' does not exist")
-    has_metrics = (run / "metrics.jsonl").is_file()
-    if not has_metrics and not (run / "architecture.json").is_file():
+    has_metrics = (run / METRICS).is_file()
+    if not has_metrics and not (run / ARCHITECTURE).is_file():
         raise ConfigError(f"'{run}' is not a run folder: it has neither metrics.jsonl nor architecture.json")
     warnings_: list[str] = []
     if has_metrics:
@@ -128,11 +129,11 @@ def collect_run(run_dir: str | os.PathLike) -> RunData:
     else:
         metrics, config, candidates, chosen = [], {}, {}, {}
         warnings_.append("no metrics.jsonl: no curves")
-    if not config and (run / "config.json").is_file():
-        c = read_json(run / "config.json")
+    if not config and (run / CONFIG).is_file():
+        c = read_json(run / CONFIG)
         config = c if isinstance(c, dict) else {}
-    scores_file = read_json(run / "scores.json") if (run / "scores.json").is_file() else None
-    result = read_json(run / "result.json") if (run / "result.json").is_file() else {}
+    scores_file = read_json(run / SCORES) if (run / SCORES).is_file() else None
+    result = read_json(run / RESULT) if (run / RESULT).is_file() else {}
     result = result if isinstance(result, dict) else {}
     kind = "search" if "method" in config else "train" if "arch" in config else "run"
     method = str(config.get("method", "")) if kind == "search" else ""

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnas.run_dir import RESULT
+from attnas.run_dir import CONFIG, RESULT
 from attnas.errors import AttnasError, ConfigError
 
 MEASURES = {"benchmark": "benchmark test accuracy", "retrained": "retrained test accuracy",
@@ -64,7 +64,7 @@ def collect_runs(root: str | Path) -> tuple[list[Run], list[str]]:
         what = "does not exist" if not root.exists() else "is not a folder"
         raise ConfigError(f"'{root}' {what}: give the folder of a sweep or of search runs")
     runs, unfinished = [], []
-    for cfg_path in sorted(root.rglob("config.json")):
+    for cfg_path in sorted(root.rglob(CONFIG)):
         folder = cfg_path.parent
         cfg = _read(cfg_path)
         if not isinstance(cfg, dict) or "space" not in cfg or "method" not in cfg:

@@ -33,11 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from attnas.errors import AttnasError, ConfigError
+from attnas.run_dir import ARCHITECTURE, CONFIG, METRICS, SCORES
 
-METRICS_FILE = "metrics.jsonl"
-SCORES_FILE = "scores.json"
-ARCH_FILE = "architecture.json"
-CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -66,7 +63,7 @@ class CurvesDrawing:
 def is_run_dir(path: str | os.PathLike) -> bool:
     """A folder with a ``metrics.jsonl`` (a search or a retraining run)."""
     p = Path(path)
-    return p.is_dir() and (p / METRICS_FILE).is_file()
+    return p.is_dir() and (p / METRICS).is_file()
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -81,9 +78,9 @@ def read_run(run_dir: str | os.PathLike) -> RunData:
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"run folder '{run}' does not exist")
-    mpath = run / METRICS_FILE
+    mpath = run / METRICS
     if not mpath.is_file():
-        raise ConfigError(f"'{run}' is not a run folder: it has no {METRICS_FILE}")
+        raise ConfigError(f"'{run}' is not a run folder: it has no {METRICS}")
     metrics = []
     for n, line in enumerate(mpath.read_text().splitlines(), start=1):
         if not line.strip():
@@ -98,17 +95,17 @@ def read_run(run_dir: str | os.PathLike) -> RunData:
     if not metrics:
         raise ConfigError(f"{mpath} holds no epoch yet: nothing to plot")
     data = RunData(run, metrics)
-    if (run / CONFIG_FILE).is_file():
-        cfg = _read_json(run / CONFIG_FILE, "run config")
+    if (run / CONFIG).is_file():
+        cfg = _read_json(run / CONFIG, "run config")
         data.config = cfg if isinstance(cfg, dict) else {}
-    if (run / SCORES_FILE).is_file():
-        sc = _read_json(run / SCORES_FILE, "scores file")
+    if (run / SCORES).is_file():
+        sc = _read_json(run / SCORES, "scores file")
         cands = sc.get("candidates", {}) if isinstance(sc, dict) else {}
         data.candidates = {str(k): [str(c) for c in v] for k, v in cands.items() if isinstance(v, list)}
     if not data.candidates:
         data.candidates = _candidates_from_config(data.config)
-    if (run / ARCH_FILE).is_file():
-        arch = _read_json(run / ARCH_FILE, "architecture file")
+    if (run / ARCHITECTURE).is_file():
+        arch = _read_json(run / ARCHITECTURE, "architecture file")
         if isinstance(arch, dict) and isinstance(arch.get("choices"), dict):
             data.chosen = {str(k): str(v) for k, v in arch["choices"].items()}
     return data
