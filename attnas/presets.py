@@ -301,8 +301,13 @@ class TrioNetPreset(SPOSPreset):
 
     Left open by the paper (attnas choices): the label-smoothing value 0.1 (Szegedy et al.),
     the cosine decay to 0 after the warm-up, no gradient clipping, and the evolution's
-    settings -- SPOS's (population 50, 20 generations, top-k 10, 25 mutations + 25 crossovers,
-    mutation probability 0.1, BN recalibration on 20,000 training images).
+    settings.  attnas's defaults (issue 19) are sized for a CPU and the small default space
+    (:mod:`attnas.spaces.trionet`, ``size`` "small"): population 20, 3 generations, top-k 5,
+    10 mutations + 10 crossovers (at most 80 candidates, one line per generation), mutation
+    probability 0.1, BN recalibration on up to 20,000 training images.  SPOS's settings, for
+    a paper-size run: ``{"population": 50, "generations": 20, "top_k": 10, "mutations": 25,
+    "crossovers": 25}`` (1,050 candidates: ~3.6 h at 12 s per candidate for the paper-size
+    supernet on 8x8 digits on 2 CPU cores).
     Ablations: ``sampling`` "uniform", ``sandwich`` false, ``sharing`` "prefix".
     Budgets as the paper's: ``flops_budget`` in FLOPs = 2 x MACs (TrioNet-A: 2e9)."""
 
@@ -319,6 +324,11 @@ class TrioNetPreset(SPOSPreset):
     sandwich_random: int = 2
     sharing: str = "multihead"
     decay_biggest_only: bool = True
+    population: int = 20
+    generations: int = 3
+    top_k: int = 5
+    mutations: int = 10
+    crossovers: int = 10
 
 
 PRESETS: dict[str, Any] = {

@@ -34,10 +34,29 @@ Layouts (``layout``):
 * ``"cifar"`` (32x32): 3x3 conv stride 1 stem, stages at 32, 16, 8, 4.
 
 Stage s has ``depths[s]`` blocks of output width ``4 * width * 2^s`` (ResNet: width 64 ->
-256, 512, 1024, 2048); the first block of stages 2-4 has stride 2.  ``depths`` defaults to
-the paper's maximal depths (2, 3, 6, 3) (Appendix A); the paper also searches the number of
-blocks per stage (1-2, 2-3, 3-6, 1-3) -- **not implemented here** (fixed depth; pass smaller
-``depths`` for small networks).  Head: global average pooling and a linear classifier.
+256, 512, 1024, 2048); the first block of stages 2-4 has stride 2.  The paper also searches
+the number of blocks per stage (1-2, 2-3, 3-6, 1-3) -- **not implemented here** (fixed
+depth).  Head: global average pooling and a linear classifier.
+
+Sizes (``size``; explicit ``depths`` / ``width`` override it):
+
+* ``"paper"``: the paper's maximal depths (2, 3, 6, 3) (Appendix A) at ``width`` 64 --
+  ResNet-50's widths, 14 blocks; the default of the ``imagenet`` layout.  The paper's
+  network is ``{"layout": "imagenet"}`` (or ``{"size": "paper"}`` on the ``cifar`` stem);
+* ``"small"`` (attnas's default for the ``cifar`` layout, issue 19): 3 stages of one block,
+  ``width`` 32 (block outputs 128, 256, 512; 3 blocks, 70^3 architectures) -- the three
+  stages of the CIFAR ResNets (He et al. 2016), sized for 8-32 px images and a CPU.
+
+Why not the paper's four stages on small images: the cifar stem keeps the input size, so
+four stages end at ``side / 8`` -- 1x1 for 8x8 digits.  Every block's last BN starts at
+gamma = 0 (Appendix A), so at initialisation the network is the chain of stride-2 1x1
+projection shortcuts, and a 1x1 stride-2 convolution reads only the top-left pixel of its
+input: the 1x1 features depend on the top-left 3x3 corner of the image alone, which on
+digits is blank (pixel (0, 0) has variance 0).  The shortcut's BN then normalises noise to
+unit variance, the classifier fits it and the loss grows (2.4 -> 8.4 in 17 steps at the
+paper size; a conv-only, no-sandwich width-16 network diverges as well, at any learning
+rate tried, and the same network learns on 16x16 inputs or with 3 stages).  :meth:`check_input`
+warns when the last stage would run at 1x1.
 ``heads`` replaces the heads options (4, 8) (tiny test networks cannot split 4 channels into
 8 heads); ``operators`` restricts the operators (e.g. ``["conv"]``).
 
@@ -99,6 +118,8 @@ PAPER_DEPTHS = (2, 3, 6, 3)
 PAPER_DEPTH_CHOICES = ((1, 2), (2, 3), (3, 4, 5, 6), (1, 2, 3))
 PAPER_CARDINALITY = 7.2e25
 LAYOUTS = {"imagenet": {"image": 224, "stem_stride": 4}, "cifar": {"image": 32, "stem_stride": 1}}
+#: ``size`` presets (module docstring): the paper's network and attnas's small default
+SIZES = {"paper": {"width": 64, "depths": PAPER_DEPTHS}, "small": {"width": 32, "depths": (1, 1, 1)}}
 
 _NUM = r"(\d+(?:\.\d+)?)"
 _PATTERNS = {
@@ -198,17 +219,25 @@ class TrioNetSpace(ChainSpace):
     single_path_only = True
 
     """TrioNet space (module docstring).  Options: ``layout`` ("cifar" | "imagenet"),
-    ``depths`` (blocks per stage, default (2, 3, 6, 3)), ``width`` (stem width and ResNet
-    "planes" of the first stage, default 64), ``heads`` (default (4, 8)), ``operators``
-    (default all three).  Native notation: the layer choices joined by commas."""
+    ``size`` ("small" | "paper"; default "paper" for the imagenet layout, "small" for cifar),
+    ``depths`` (blocks per stage; "paper" (2, 3, 6, 3), "small" (1, 1, 1)), ``width`` (stem
+    width and ResNet "planes" of the first stage; "paper" 64, "small" 32), ``heads`` (default
+    (4, 8)), ``operators`` (default all three).  Native notation: the layer choices joined by
+    commas."""
 
     activation = "relu"
     min_image_size = 1
 
-    def __init__(self, layout: str = "cifar", depths=PAPER_DEPTHS, width: int = 64, heads=HEADS,
-                 operators=OPERATORS) -> None:
+    def __init__(self, layout: str = "cifar", depths=None, width: int | None = None, heads=HEADS,
+                 operators=OPERATORS, size: str | None = None) -> None:
         if layout not in LAYOUTS:
             raise ConfigError(f"unknown trionet layout '{layout}'; expected one of {sorted(LAYOUTS)}")
+        size = size if size is not None else ("paper" if layout == "imagenet" else "small")
+        if size not in SIZES:
+            raise ConfigError(f"unknown trionet size '{size}'; expected one of {sorted(SIZES)}")
+        self.size = size
+        depths = SIZES[size]["depths"] if depths is None else depths
+        width = SIZES[size]["width"] if width is None else width
         depths = tuple(depths) if isinstance(depths, (list, tuple)) else depths
         if not isinstance(depths, tuple) or not depths or not all(
                 isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in depths):
@@ -255,6 +284,21 @@ class TrioNetSpace(ChainSpace):
             out.append(side)
             side = -(-side // L.stride)
         return out
+
+    def check_input(self, in_channels: int, image_size: int) -> None:
+        """As a chain space; warns when the last stage would run at 1x1 (module docstring:
+        with gamma = 0 the network starts from one corner pixel and does not learn)."""
+        super().check_input(in_channels, image_size)
+        side = -(-image_size // self.stem_stride())
+        for L in self.layer_specs():
+            side = -(-side // L.stride)
+        if side < 2 and len(self.depths) > 1:
+            import warnings
+
+            warnings.warn(f"trionet: {image_size}x{image_size} images leave {side}x{side} maps in the last of "
+                          f"{len(self.depths)} stages; its stride-2 1x1 shortcuts read one corner pixel and the "
+                          f"search may not learn -- use fewer stages (e.g. the default size 'small') or larger "
+                          f"images", stacklevel=2)
 
     def default_input(self) -> tuple[int, int, int]:
         """``(in_channels, image_size, num_classes)`` the layout is made for (ImageNet or CIFAR-10)."""
