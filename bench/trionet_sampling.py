@@ -25,7 +25,7 @@ EXPECTED = {"uniform": {"conv": 6 / 70, "local": 48 / 70, "axial": 16 / 70},
 
 
 def run(draws: int, seed: int, layout: str) -> dict:
-    space = get_space("trionet", layout=layout)
+    space = get_space("trionet", layout=layout, size="paper")  # the paper's depths, as documented
     out = {"space": space.cardinality_report(), "draws": draws, "blocks": len(space.choice_points()), "modes": {}}
     for mode in ("uniform", "hierarchical"):
         strat = get_strategy("trionet", space, {"sampling": mode, "sandwich": False})

@@ -676,15 +676,16 @@ def test_margins_bootstrap_the_validation_batches():
 
 
 def test_chain_spaces_follow_the_papers_one_shot_protocol():
-    """Chain spaces: one uniform path per step, 80/20 train/selection split (10 % / 2.5 % of
+    """Chain spaces: two uniformly sampled candidates per layer per step (k = 1 did not train the
+    NAS-Bench-Macro supernet: presets.ITNASChainProtocol), 80/20 train/selection split (10 % / 2.5 % of
     ImageNet), the ImageNet SGD settings scaled to batch 64; cell spaces keep the DARTS ones."""
     chain = get_strategy("itnas", ToyChain())
-    assert chain.sampling == "uniform" and chain.cfg.sample_k == 1 and chain.cfg.train_portion == 0.8
+    assert chain.sampling == "uniform" and chain.cfg.sample_k == 2 and chain.cfg.train_portion == 0.8
     assert chain.cfg.weights.lr == pytest.approx(0.25 * 64 / 512) and chain.cfg.weights.weight_decay == 4e-5
     cell = get_strategy("itnas", get_space("nb201", **TINY_NB201))
     assert cell.sampling == "all" and cell.cfg.train_portion == 0.5 and cell.cfg.weights.lr == 0.025
-    custom = get_strategy("itnas", ToyChain(), {"chain": {"sample_k": 2, "train_portion": 0.5}})
-    assert custom.cfg.sample_k == 2 and custom.cfg.train_portion == 0.5
+    custom = get_strategy("itnas", ToyChain(), {"chain": {"sample_k": 1, "train_portion": 0.5}})
+    assert custom.cfg.sample_k == 1 and custom.cfg.train_portion == 0.5
     with pytest.raises(ConfigError):
         get_strategy("itnas", ToyChain(), {"chain": {"sample_k": 0}})
 

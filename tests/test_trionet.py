@@ -576,8 +576,7 @@ def test_kernel_gradcheck_and_supernet_slices(monkeypatch) -> None:
 def test_default_search_on_digits_learns(tmp_path) -> None:
     """Issue 19: a 1-epoch search with default options on digits learns: the training loss of the
     last steps is below that of the first ones, and the supernet beats chance (0.1) on the
-    validation split.  A fixed seed (0); seeds 0, 1, 2 measured (module-level note in
-    docs/benchmarks.md).  Trained with the default network, evolution shortened to keep the test short."""
+    validation split.  A fixed seed (0), the only seed measured (docs/benchmarks.md).  Trained with the default network, evolution shortened to keep the test short."""
     import torch
 
     from attnas.data.datasets import load_dataset

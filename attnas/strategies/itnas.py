@@ -94,8 +94,8 @@ The paper trains chain spaces (ProxylessNAS) SPOS-style, one uniformly sampled p
 samples ``sample_k`` distinct candidates per layer and runs only those; the row is then
 ``[a_0, a_i ...]`` over the IT and the sampled tokens, each with its own position code, so
 with ``sample_k=1`` ``a_i = sigmoid(s_i - s_0)`` compares the candidate with the IT's own
-score, a reference shared by all candidates.  See the preset for the default and
-``docs/benchmarks.md`` for the NAS-Bench-Macro comparison of k = 1 and k = 2.
+score, a reference shared by all candidates.  The preset samples k = 2 (with k = 1 the
+NAS-Bench-Macro supernet did not learn; ``docs/benchmarks.md`` has the comparison).
 
 Selection (Eq. 6) and its noise
 -------------------------------
