@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnas.errors import ConfigError
-from attnas.report.markup import esc, page
+from attnas.report.markup import check_html_path, esc, page, write_page
 from attnas.report.run_data import collect_run
 from attnas.report.sections import SECTIONS
 
@@ -47,16 +46,8 @@ def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     """Write the HTML report of ``run_dir`` to ``out`` (default ``RUN_DIR/report.html``)."""
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
     if out is not None:  # a bad -o fails before the (slow) pictures are drawn
-        if path.is_dir():
-            raise ConfigError(f"'{path}' is a folder: give the HTML file to write with -o")
-        if not path.parent.exists():
-            raise ConfigError(f"cannot write '{path}': folder '{path.parent}' does not exist")
+        check_html_path(path)
     doc, summary = build_report(run_dir, title)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(doc, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ConfigError(f"cannot write '{path}': {e}") from None
-    return ReportResult(path, summary["kind"], summary["sections"], summary["images"], path.stat().st_size,
+    size = write_page(path, doc)
+    return ReportResult(path, summary["kind"], summary["sections"], summary["images"], size,
                         summary["epochs"], summary["warnings"])

@@ -7,6 +7,8 @@ import datetime as _dt
 import html
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 CSS = """
@@ -102,3 +104,27 @@ def page(heading: str, subtitle: str, sections: list[tuple[str, str, str]], warn
             f"<title>{esc(heading)}</title><style>{CSS}</style></head><body>"
             f"<header><h1>{esc(heading)}</h1><p>{subtitle} · generated {esc(stamp)} by attnas report</p></header>"
             f"<nav>{nav}</nav><main>{body}</main></body></html>\n")
+
+
+def check_html_path(path: Path) -> None:
+    """A page can be written to ``path``: not a folder, its folder exists (checked before the
+    slow pictures are drawn)."""
+    from attnas.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"'{path}' is a folder: give the HTML file to write with -o")
+    if not path.parent.exists():
+        raise ConfigError(f"cannot write '{path}': folder '{path.parent}' does not exist")
+
+
+def write_page(path: Path, doc: str) -> int:
+    """Write the HTML ``doc`` to ``path`` atomically; its size in bytes."""
+    from attnas.errors import ConfigError
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(doc, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(f"cannot write '{path}': {e}") from None
+    return path.stat().st_size

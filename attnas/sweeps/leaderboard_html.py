@@ -9,8 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from attnas.errors import ConfigError
-from attnas.report.markup import CSS, esc, img, table
+from attnas.report.markup import CSS, check_html_path, esc, img, table, write_page
 from attnas.report.plots import figure, png_of_figure
 from attnas.sweeps.leaderboard import table_rows
 
@@ -89,15 +88,6 @@ def build_html(board: dict[str, Any], title: str | None = None) -> tuple[str, in
 def write_html(board: dict[str, Any], path: str | os.PathLike, title: str | None = None) -> dict[str, Any]:
     """Write the page to ``path`` (atomically); ``{"output", "images", "size_bytes"}``."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"'{path}' is a folder: give the HTML file to write with -o")
-    if not path.parent.exists():
-        raise ConfigError(f"cannot write '{path}': folder '{path.parent}' does not exist")
+    check_html_path(path)
     doc, images = build_html(board, title)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(doc, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise ConfigError(f"cannot write '{path}': {e}") from None
-    return {"output": str(path), "images": images, "size_bytes": path.stat().st_size}
+    return {"output": str(path), "images": images, "size_bytes": write_page(path, doc)}
