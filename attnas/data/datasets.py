@@ -60,7 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attnas.data.paths import resolve_data_dir, require_file
+from attnas.data.paths import folder_candidates, require_file
 from attnas.errors import ConfigError, DataFileNotFound, ShapeError
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -664,11 +664,7 @@ def _load_imagefolder(option: str, data_dir: str | os.PathLike | None, image_siz
     if not option:
         raise ConfigError("dataset 'imagefolder' needs a folder: 'imagefolder:PATH' "
                           "with PATH/train/<class>/*.png (and optionally PATH/test/<class>/*)")
-    path = Path(option).expanduser()
-    candidates = [path]
-    root = resolve_data_dir(data_dir)
-    if not path.is_absolute() and root is not None:
-        candidates.append(root / path)
+    candidates = folder_candidates(option, data_dir)
     for cand in candidates:
         if (cand / "train").is_dir():
             return _load_image_folder(cand, image_size)

@@ -6,7 +6,7 @@ uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sized
 
 import torch
 
@@ -41,7 +41,41 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     return perm[:k].clone(), perm[k:].clone()
 
 
-class Batches:
+class BatchSchedule:
+    """What every batch source shares: ``indices`` served ``batch_size`` at a time, an epoch at a
+    time, resumable at a step.  Subclasses set ``indices``, ``batch_size`` and ``drop_last`` and
+    serve the batches of an epoch from a step on (:meth:`_serve`)."""
+
+    indices: Sized
+    batch_size: int
+    drop_last: bool
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per epoch before dropping the last partial batch."""
+        return len(self.indices)
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        n, b = len(self.indices), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch``."""
+        return self.epoch_from(epoch, 0)
+
+    def epoch_from(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` from batch number ``start_step`` on (the earlier ones are skipped, not built)."""
+        steps = len(self)
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
+            raise ConfigError(f"start_step must be an integer in [0, {steps}], got {start_step!r}")
+        return self._serve(epoch, start_step, steps)
+
+    def _serve(self, epoch: int, start_step: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+
+class Batches(BatchSchedule):
     """Mini-batches of ``(x[idx], y[idx])`` over ``indices`` (all samples when None).
 
     With ``shuffle`` the order of each epoch is a permutation seeded by
@@ -69,16 +103,6 @@ class Batches:
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
 
-    @property
-    def num_samples(self) -> int:
-        """Samples per epoch before dropping the last partial batch."""
-        return len(self.indices)
-
-    def __len__(self) -> int:
-        """Batches per epoch."""
-        n, b = len(self.indices), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
-
     def order(self, epoch: int) -> torch.Tensor:
         """The sample indices of ``epoch`` in the order they are served."""
         if not self.shuffle:
@@ -86,19 +110,8 @@ class Batches:
         gen = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
         return self.indices[torch.randperm(len(self.indices), generator=gen)]
 
-    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch``."""
-        return self.epoch_from(epoch, 0)
-
-    def epoch_from(self, epoch: int, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of ``epoch`` from batch number ``start_step`` on (the earlier ones are skipped, not built)."""
-        steps = len(self)
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
-            raise ConfigError(f"start_step must be an integer in [0, {steps}], got {start_step!r}")
-        return self._iterate(self.order(epoch), start_step, steps)
-
-    def _iterate(self, order: torch.Tensor, start_step: int,
-                 steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _serve(self, epoch: int, start_step: int, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.order(epoch)
         b = self.batch_size
         dev_x, dev_y = self.x.device, self.y.device
         for step in range(start_step, steps):

@@ -28,6 +28,14 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
+def folder_candidates(option: str, data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where a dataset folder named ``option`` may be: the path itself, and for a relative path
+    the same path inside the data folder."""
+    path = Path(option).expanduser()
+    root = resolve_data_dir(data_dir)
+    return [path] + ([root / path] if not path.is_absolute() and root is not None else [])
+
+
 def check_data_dir(data_dir: str | os.PathLike | None, flag: str = "--data-dir") -> None:
     """A data folder given explicitly must exist: a one-line :class:`DataFileNotFound` instead of
     benchmark look-ups that are silently left out (``$ATTNAS_DATA_DIR`` is not checked here)."""

@@ -47,6 +47,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from attnas.data.loader import BatchSchedule
 from attnas.errors import ConfigError, DataFileNotFound
 
 #: image folders with at least this many images are streamed unless ``memory:`` is asked for
@@ -338,15 +339,11 @@ def load_shards(root: Path, name: str, image_size: int | None) -> StreamingData:
 
 
 def find_root(option: str, data_dir, what: str, marker: str) -> Path:
-    from attnas.data.paths import resolve_data_dir
+    from attnas.data.paths import folder_candidates
 
     if not option:
         raise ConfigError(f"dataset '{what}' needs a folder: '{what}:PATH'")
-    path = Path(option).expanduser()
-    candidates = [path]
-    root = resolve_data_dir(data_dir)
-    if not path.is_absolute() and root is not None:
-        candidates.append(root / path)
+    candidates = folder_candidates(option, data_dir)
     for cand in candidates:
         if (cand / marker).exists():
             return cand
@@ -455,7 +452,7 @@ def _worker_init(_: int) -> None:
             continue
 
 
-class StreamBatches:
+class StreamBatches(BatchSchedule):
     """Mini-batches of a streamed split, with the interface of :class:`~attnas.data.loader.Batches`
     (``__len__``, ``num_samples``, ``epoch``, ``epoch_from``).  Yields ``(x, y)``: float32 images
     already augmented and normalised, int64 labels."""
@@ -484,14 +481,6 @@ class StreamBatches:
         self.max_bad = data.max_bad if data.max_bad is not None else max_bad_fraction()
         self.bad_last_epoch = 0
         self.bad_examples: list[str] = []
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.indices)
-
-    def __len__(self) -> int:
-        n, b = len(self.indices), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
 
     # ------------------------------------------------------------------ order
     def order(self, epoch: int) -> np.ndarray:
@@ -588,13 +577,7 @@ class StreamBatches:
             yield [meta] + [("item", src, int(labels[p]), (aug_seed + 1_000_003 * int(p)) % (2 ** 63))
                             for p, src in chunk[lo:hi]]
 
-    def epoch(self, epoch: int):
-        return self.epoch_from(epoch, 0)
-
-    def epoch_from(self, epoch: int, start_step: int):
-        steps = len(self)
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or not 0 <= start_step <= steps:
-            raise ConfigError(f"start_step must be an integer in [0, {steps}], got {start_step!r}")
+    def _serve(self, epoch: int, start_step: int, steps: int):
         return self._run(epoch, start_step)
 
     def _loader(self, batches):
