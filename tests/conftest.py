@@ -33,3 +33,22 @@ def require_data(data_dir: Path, rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{rel} not found under {data_dir}")
     return p
+
+
+def one_default_search_epoch(method: str, space) -> tuple[list[float], dict]:
+    """One epoch of ``method`` with its default preset on digits (seed 0): the per-step training
+    losses and the end-of-epoch record (validation loss and accuracy)."""
+    from attnas.data.datasets import load_dataset
+    from attnas.strategies.base import get_strategy
+    from attnas.training.engine import seed_everything
+    from attnas.training.tasks import SearchTask
+
+    data = load_dataset("digits", None, seed=0)
+    strat = get_strategy(method, space, {})
+    seed_everything(0)
+    strat.seed(0)
+    model = strat.build(data.num_classes, data.in_channels, data.image_size)
+    task = SearchTask(strat, model, data, 1, 64, 0, torch.device("cpu"))
+    seed_everything(0, 0)
+    losses = [task.train_step(b, 0, i)["loss"] for i, b in enumerate(task.batches(0))]
+    return losses, task.end_epoch(0)

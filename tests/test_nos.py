@@ -445,22 +445,12 @@ def test_default_search_on_digits_learns() -> None:
     """Issue 19: a 1-epoch NOS search (no teacher) with the default space (``size`` "small": 3
     cells, C 16) and preset on digits learns: the training loss falls and the supernet beats
     chance (0.1) on the validation split.  Seed 0, the only seed measured (docs/benchmarks.md)."""
-    from attnas.data.datasets import load_dataset
-    from attnas.training.engine import seed_everything
-    from attnas.training.tasks import SearchTask
+    from conftest import one_default_search_epoch
 
-    data = load_dataset("digits", None, seed=0)
     space = get_space("nos")
     assert (space.size, space.C, space.layers) == ("small", 16, 3)
     assert (get_space("nos", size="paper").C, get_space("nos", size="paper").layers) == (16, 8)
-    strat = get_strategy("nos", space, {})
-    seed_everything(0)
-    strat.seed(0)
-    model = strat.build(data.num_classes, data.in_channels, data.image_size)
-    task = SearchTask(strat, model, data, 1, 64, 0, torch.device("cpu"))
-    seed_everything(0, 0)
-    losses = [task.train_step(b, 0, i)["loss"] for i, b in enumerate(task.batches(0))]
-    rec = task.end_epoch(0)
+    losses, rec = one_default_search_epoch("nos", space)
     assert len(losses) == 11
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.2, losses
     assert rec["valid_acc"] > 0.3, rec

@@ -577,22 +577,9 @@ def test_default_search_on_digits_learns(tmp_path) -> None:
     """Issue 19: a 1-epoch search with default options on digits learns: the training loss of the
     last steps is below that of the first ones, and the supernet beats chance (0.1) on the
     validation split.  A fixed seed (0), the only seed measured (docs/benchmarks.md).  Trained with the default network, evolution shortened to keep the test short."""
-    import torch
+    from conftest import one_default_search_epoch
 
-    from attnas.data.datasets import load_dataset
-    from attnas.training.engine import seed_everything
-    from attnas.training.tasks import SearchTask
-
-    data = load_dataset("digits", None, seed=0)
-    space = get_space("trionet")
-    strat = get_strategy("trionet", space, {})
-    seed_everything(0)
-    strat.seed(0)
-    model = strat.build(data.num_classes, data.in_channels, data.image_size)
-    task = SearchTask(strat, model, data, 1, 64, 0, torch.device("cpu"))
-    seed_everything(0, 0)
-    losses = [task.train_step(b, 0, i)["loss"] for i, b in enumerate(task.batches(0))]
-    rec = task.end_epoch(0)
+    losses, rec = one_default_search_epoch("trionet", get_space("trionet"))
     assert len(losses) == 17
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.1, losses
     assert rec["valid_acc"] > 0.3, rec
