@@ -324,11 +324,8 @@ class ITNASStrategy(Strategy):
         if cfg.transformer_optim == "sgd":
             opt, sched = weight_optimizer(model.net.parameters(), cfg.weights, steps_per_epoch, epochs)
             return {"weights": opt, "schedulers": [sched]}
-        tp = self.transformer_parameters(model)
-        ids = {id(p) for p in tp}
-        opt, sched = weight_optimizer([p for p in model.net.parameters() if id(p) not in ids], cfg.weights,
-                                      steps_per_epoch, epochs)
-        t_opt = torch.optim.Adam(tp, lr=cfg.transformer_lr, betas=tuple(cfg.transformer_betas),
+        opt, sched = weight_optimizer(self.supernet_parameters(model), cfg.weights, steps_per_epoch, epochs)
+        t_opt = torch.optim.Adam(self.transformer_parameters(model), lr=cfg.transformer_lr, betas=tuple(cfg.transformer_betas),
                                  weight_decay=cfg.transformer_weight_decay)
         return {"weights": opt, "transformer": t_opt, "schedulers": [sched]}
 
