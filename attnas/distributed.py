@@ -157,6 +157,19 @@ def shard(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t[lo:hi] for t in tensors)
 
 
+def local_pair(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` made consistent when the first is a streamed batch that holds only this
+    process's slice (:class:`attnas.data.stream.LocalSlice`): the others are cut to the same
+    samples.  Unlike :func:`shard` it leaves whole batches whole and does not touch the gradient
+    weight (passes that train nothing: BN recalibration, selection)."""
+    pre = getattr(tensors[0], "attnas_slice", None)
+    if pre is None:
+        return tensors
+    lo, hi, _, keep = pre
+    rest = tuple(t[lo:hi] if keep is None else t[lo:hi][list(keep)] for t in tensors[1:])
+    return (tensors[0].as_subclass(torch.Tensor),) + rest
+
+
 def shard_batches(batches: Iterable[Any]) -> Iterator[Any]:
     """Whole batches round-robin over the processes (evaluation passes)."""
     if not is_distributed():

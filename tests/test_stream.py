@@ -177,6 +177,34 @@ def test_two_processes_read_their_slices(kind, folder, shards, monkeypatch):
     assert all(type(x) is torch.Tensor for x, _ in ev.epoch(0))
 
 
+def test_unsharded_passes_pair_each_image_with_its_label(folder, monkeypatch):
+    """Under torchrun a streamed training split decodes only this process's slice of a global
+    batch; passes that ask for whole batches (``weight_batches``: BN recalibration, selection)
+    must still see each image with its own label, not the global batch's labels."""
+    from attnas.spaces.registry import get_space
+    from attnas.strategies.base import get_strategy
+    from attnas.training.tasks import SearchTask
+
+    data = load_dataset(f"stream:imagefolder:{folder}", image_size=8)
+    st_ = get_strategy("darts", get_space("nb201", C=4, N=1))
+    model = st_.build(data.num_classes, data.in_channels, data.image_size)
+    task = SearchTask(st_, model, data, 1, 4, 0, torch.device("cpu"))
+    whole = [(x.clone(), y.clone()) for x, y in task.weight_batches(0)]
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    for r in (0, 1):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        got = list(task.weight_batches(0))
+        assert len(got) == len(whole)
+        for (x, y), (gx, gy) in zip(got, whole):
+            lo, hi = r * len(gy) // 2, (r + 1) * len(gy) // 2
+            assert len(x) == len(y) == hi - lo
+            assert torch.equal(y, gy[lo:hi]) and torch.allclose(x, gx[lo:hi])
+    # whole in-memory batches stay whole
+    x = torch.zeros(6, 3)
+    assert distributed.local_pair(x, torch.arange(6))[1].tolist() == list(range(6))
+
+
 # --------------------------------------------------------------------------- bad data
 
 

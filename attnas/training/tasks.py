@@ -105,13 +105,14 @@ class SearchTask:
     def batches(self, epoch: int, shard: bool = True):
         """The epoch's steps: a dict split -> ``(x, y)`` of the splits the phases read (augmented;
         under torchrun this process's slice of each global batch, or the whole global batches
-        with ``shard=False``, e.g. for selection passes)."""
+        with ``shard=False``, e.g. for selection passes; a streamed training split decodes only
+        this process's slice, so there ``shard=False`` gives that slice with its own labels)."""
         gen = _epoch_generator(self.seed, epoch, 1)
         for batch in zip(*(self.split_batches[s].epoch(epoch) for s in self.splits)):
             step = {}
             for s, b in zip(self.splits, batch):
                 b = self._prep(b, gen)
-                step[s] = distributed.shard(*b) if shard and distributed.is_distributed() else b
+                step[s] = distributed.shard(*b) if shard and distributed.is_distributed() else distributed.local_pair(*b)
             yield step
 
     def weight_batches(self, epoch: int = 0, shard: bool = False):
