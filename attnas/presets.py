@@ -261,11 +261,39 @@ class NOSPreset(DartsPreset):
 
 
 @dataclass(frozen=True)
-class TeacherPreset:
+class RetrainPreset:
+    """DARTS evaluation training (Liu et al. 2019, Sec. 3.2), the recipe ``darts`` of ``attnas train``
+    (:data:`RETRAIN_RECIPES`): 600 epochs, batch 96, SGD 0.025 (momentum 0.9), cosine, weight decay
+    3e-4, auxiliary weight 0.4, drop-path 0.2, cutout 16, grad clip 5.
+
+    The schedule fields every recipe shares (:mod:`attnas.training.schedules`, stepped per epoch):
+    ``lr_schedule`` "cosine" (to ``weights.lr_min``), "linear" (to ``weights.lr_min``) or "step"
+    (multiplied by ``step_gamma`` every ``step_size`` epochs), after ``warmup_epochs`` of linear
+    warm-up (epoch e < w trains at lr x (e + 1) / (w + 1)); ``nesterov`` momentum;
+    ``label_smoothing`` of the training loss; ``weights.grad_clip`` 0 clips nothing."""
+
+    epochs: int = 600
+    batch_size: int = 96
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.025, lr_min=0.0,
+                                                                     weight_decay=3e-4))
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 0
+    step_size: int = 30
+    step_gamma: float = 0.1
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    auxiliary_weight: float = 0.4
+    drop_path: float = 0.2
+    cutout: int = 16
+
+
+@dataclass(frozen=True)
+class TeacherPreset(RetrainPreset):
     """Teacher training (NOS Appendix A.2.1, ResNet-18 / PyramidNet-110 on CIFAR): SGD 0.025,
     momentum 0.9, weight decay 1e-4, batch 32, 300 epochs (step decay by 10 every 30 epochs in
-    the paper; attnas's engine uses its cosine schedule); standard augmentation, no cutout,
-    no auxiliary head, no drop-path."""
+    the paper -- ``{"lr_schedule": "step", "step_size": 30}``; attnas's default is the cosine
+    schedule); standard augmentation, no cutout, no auxiliary head, no drop-path.  Trained by
+    the retraining task, so every field of :class:`RetrainPreset` applies."""
 
     epochs: int = 300
     batch_size: int = 32
@@ -277,17 +305,52 @@ class TeacherPreset:
 
 
 @dataclass(frozen=True)
-class RetrainPreset:
-    """DARTS evaluation training (Liu et al. 2019, Sec. 3.2): 600 epochs, batch 96, SGD 0.025,
-    cosine, weight decay 3e-4, auxiliary weight 0.4, drop-path 0.2, cutout 16, grad clip 5."""
+class NOSRetrainPreset(RetrainPreset):
+    """NOS cell evaluation on CIFAR-10 (NOS Appendix A.2.1 and Sec. 4.2), recipe ``nos``: the
+    evaluation network trained from scratch for 600 epochs, batch 128, SGD momentum 0.9, learning
+    rate 0.25 cosine-decayed to 0, weight decay 3e-4 (CIFAR-10; 5e-4 for CIFAR-100: recipe
+    ``nos-cifar100``), cutout 16, drop-path 0.3, auxiliary tower with loss weight 0.4 (20 cells,
+    36 initial channels: ``--network-options``); no attention transfer.  Left open by the paper:
+    gradient clipping -- DARTS's 5, the evaluation NOS follows."""
 
     epochs: int = 600
-    batch_size: int = 96
-    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.025, lr_min=0.0,
+    batch_size: int = 128
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.25, lr_min=0.0, momentum=0.9,
                                                                      weight_decay=3e-4))
     auxiliary_weight: float = 0.4
-    drop_path: float = 0.2
+    drop_path: float = 0.3
     cutout: int = 16
+
+
+@dataclass(frozen=True)
+class NOSCifar100RetrainPreset(NOSRetrainPreset):
+    """NOS cell evaluation on CIFAR-100 (Appendix A.2.1), recipe ``nos-cifar100``: the CIFAR-10
+    recipe (:class:`NOSRetrainPreset`) with weight decay 5e-4."""
+
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.25, lr_min=0.0, momentum=0.9,
+                                                                     weight_decay=5e-4))
+
+
+@dataclass(frozen=True)
+class NOSImageNetRetrainPreset(RetrainPreset):
+    """NOS evaluation on ImageNet (Appendix A.2.2, Sec. 4.3), recipe ``nos-imagenet``: SGD for 300
+    epochs, batch 512, learning rate 0.25 reduced to 0 by a linear schedule, 5 warm-up epochs
+    (Goyal et al.; here per epoch), auxiliary tower with loss weight 0.4 (14 cells, 48 initial
+    channels, 224x224: ``--network-options`` / ``--image-size``).  Left open by the paper, taken
+    from PC-DARTS's ImageNet training script (Xu et al., ICLR 2020, ``train_imagenet.py``), whose
+    linear schedule with 5 warm-up epochs NOS's is: momentum 0.9, weight decay 3e-5, label
+    smoothing 0.1, gradient clip 5, no drop-path; no cutout."""
+
+    epochs: int = 300
+    batch_size: int = 512
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.25, lr_min=0.0, momentum=0.9,
+                                                                     weight_decay=3e-5))
+    lr_schedule: str = "linear"
+    warmup_epochs: int = 5
+    label_smoothing: float = 0.1
+    auxiliary_weight: float = 0.4
+    drop_path: float = 0.0
+    cutout: int = 0
 
 
 @dataclass(frozen=True)
@@ -335,6 +398,50 @@ class TrioNetPreset(SPOSPreset):
     crossovers: int = 10
 
 
+@dataclass(frozen=True)
+class TrioNetRetrainPreset(RetrainPreset):
+    """TrioNet retraining from scratch (Pi et al., BMVC 2021, Appendix A), recipe ``trionet``:
+    "we change the training epochs to 130, and keep other hyper-parameters not changed" from the
+    supernet training -- SGD with Nesterov momentum 0.9, weight decay 8e-5, label smoothing,
+    10 warm-up epochs, learning rate 0.1 for batch 256, no dropout.  The paper's batch 256 is
+    scaled to attnas's batch 64 by the linear scaling rule (Goyal et al.): learning rate
+    0.1 x 64/256 = 0.025.  Left open by the paper (the choices of :class:`TrioNetPreset`): label
+    smoothing 0.1, cosine decay to 0 after the warm-up, no gradient clipping; no auxiliary head,
+    drop-path or cutout (the paper's "simple ResNet-like training recipe" and "weak data
+    augmentation", Sec. 4.2)."""
+
+    epochs: int = 130
+    batch_size: int = 64
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(
+        lr=0.1 * 64 / 256, lr_min=0.0, momentum=0.9, weight_decay=8e-5, grad_clip=0.0))
+    lr_schedule: str = "cosine"
+    warmup_epochs: int = 10
+    nesterov: bool = True
+    label_smoothing: float = 0.1
+    auxiliary_weight: float = 0.0
+    drop_path: float = 0.0
+    cutout: int = 0
+
+
+@dataclass(frozen=True)
+class TrioNetFinetunePreset(TrioNetRetrainPreset):
+    """TrioNet on small datasets (Appendix A), recipe ``trionet-finetune`` (``attnas train
+    --init-from SEARCH_RUN``): the searched model takes its weights from the supernet and is
+    fine-tuned "for 1k iterations with a base learning rate 1e-3 with batchsize 128"; the
+    small-dataset recipe's weight decay 1e-3.  The paper's batch 128 is scaled to attnas's batch
+    64 by the linear scaling rule: learning rate 1e-3 x 64/128 = 5e-4.  1k iterations of 128
+    images are 128,000 images, about 16 epochs of Stanford Cars' 8,144 training images (the first
+    of the paper's five datasets): ``epochs`` 16; for N training images give ``--epochs``
+    round(128000 / N).  Left open by the paper: the schedule of the fine-tuning (cosine to 0, no
+    warm-up: a 10-epoch warm-up would fill most of it); Nesterov momentum and label smoothing 0.1
+    as the retraining (:class:`TrioNetRetrainPreset`)."""
+
+    epochs: int = 16
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(
+        lr=1e-3 * 64 / 128, lr_min=0.0, momentum=0.9, weight_decay=1e-3, grad_clip=0.0))
+    warmup_epochs: int = 0
+
+
 PRESETS: dict[str, Any] = {
     "darts": DartsPreset(),
     "random": RandomPreset(),
@@ -346,6 +453,38 @@ PRESETS: dict[str, Any] = {
     "teacher": TeacherPreset(),
     "trionet": TrioNetPreset(),
 }
+
+
+#: the retraining recipes of ``attnas train`` (``--recipe NAME``; ``darts`` is also :data:`PRESETS`'s "retrain")
+RETRAIN_RECIPES: dict[str, RetrainPreset] = {
+    "darts": RetrainPreset(),
+    "nos": NOSRetrainPreset(),
+    "nos-cifar100": NOSCifar100RetrainPreset(),
+    "nos-imagenet": NOSImageNetRetrainPreset(),
+    "trionet": TrioNetRetrainPreset(),
+    "trionet-finetune": TrioNetFinetunePreset(),
+}
+#: the recipe that retrains an architecture found by a method (any other method: ``darts``) ...
+METHOD_RECIPES: dict[str, str] = {"nos": "nos", "trionet": "trionet"}
+#: ... and the one that fine-tunes it from inherited weights (``attnas train --init-from``)
+FINETUNE_RECIPES: dict[str, str] = {"trionet": "trionet-finetune"}
+DEFAULT_RECIPE = "darts"
+
+
+def retrain_recipe(name: str) -> RetrainPreset:
+    """The retraining recipe ``name`` (:data:`RETRAIN_RECIPES`); a ConfigError naming the known ones."""
+    try:
+        return RETRAIN_RECIPES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown recipe {name!r}; expected one of {sorted(RETRAIN_RECIPES)}") from None
+
+
+def recipe_for_method(method: Any, fine_tune: bool = False) -> str:
+    """The name of the recipe that retrains (``fine_tune``: fine-tunes from inherited weights)
+    an architecture found by ``method`` (None or a method without its own recipe: ``darts``)."""
+    if fine_tune and method in FINETUNE_RECIPES:
+        return FINETUNE_RECIPES[method]
+    return METHOD_RECIPES.get(method, DEFAULT_RECIPE) if isinstance(method, str) else DEFAULT_RECIPE
 
 
 def register_preset(name: str, preset: Any) -> None:

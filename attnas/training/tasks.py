@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from attnas.data.augment import default_augment
 from attnas.data.datasets import ImageData
 from attnas.data.loader import make_batches, split_indices
-from attnas.strategies.base import Strategy, SuperNet, weight_optimizer
+from attnas.strategies.base import Strategy, SuperNet
+from attnas.training.schedules import retrain_optimizer
 from attnas.training.step import StepExecutor
 from attnas import distributed
 
@@ -156,11 +157,15 @@ class SearchTask:
 
 
 class RetrainTask:
-    """Train a derived network from scratch on the whole training set; test every epoch.
+    """Train a derived network on the whole training set (from scratch, or from the weights
+    already in ``network``: ``attnas train --init-from``); test every epoch.
 
-    Networks with an auxiliary head return ``(logits, aux)`` in training mode;
-    the loss is CE(logits) + ``auxiliary_weight`` * CE(aux) (DARTS).  Drop-path
-    grows linearly from 0 to ``drop_path`` over the epochs.
+    ``cfg`` is a retraining recipe (:class:`attnas.presets.RetrainPreset`): SGD with the
+    recipe's per-epoch schedule (:mod:`attnas.training.schedules`), Nesterov momentum if it says
+    so, gradients clipped to ``weights.grad_clip`` (0: not clipped).  Networks with an auxiliary
+    head return ``(logits, aux)`` in training mode; the loss is CE(logits) + ``auxiliary_weight``
+    * CE(aux) (DARTS), both with the recipe's ``label_smoothing``.  Drop-path grows linearly
+    from 0 to ``drop_path`` over the epochs.
     """
 
     def __init__(self, network: nn.Module, data: ImageData, cfg, epochs: int, batch_size: int,
@@ -173,8 +178,7 @@ class RetrainTask:
         self.train_batches = make_batches(data, "train", None, batch_size, True, seed, drop_last=False)
         self.test_batches = make_batches(data, "test", None, max(batch_size, 256), False, seed)
         self.augment = default_augment(data, cutout=cfg.cutout)
-        opt, sched = weight_optimizer(self.net.parameters(), cfg.weights, len(self.train_batches), epochs)
-        self.opt, self.sched = opt, sched
+        self.opt, self.sched = retrain_optimizer(self.net.parameters(), cfg, epochs)
         if distributed.is_distributed():
             distributed.broadcast_module(self.net)
             distributed.attach([self.opt])
@@ -202,13 +206,15 @@ class RetrainTask:
         with self.accel.autocast():
             out = self.accel.run(x)
             logits, aux = out if isinstance(out, tuple) else (out, None)
-            loss = F.cross_entropy(logits, y)
+            smoothing = float(self.cfg.label_smoothing)
+            loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
             if aux is not None:
-                loss = loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y)
+                loss = loss + self.cfg.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=smoothing)
 
         def sync_and_clip() -> None:
             distributed.sync_grads(self.net.parameters())
-            nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.weights.grad_clip)
+            if self.cfg.weights.grad_clip > 0:
+                nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.weights.grad_clip)
 
         self.accel.backward_and_step(loss, self.opt, sync_and_clip)
         return {"loss": float(loss.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
