@@ -11,6 +11,12 @@ NAS-Bench-101 sample (``--bench nb101``): 100 training architectures, tau on
 the other 400 (self-evolution takes its 100 validation architectures from
 those 400).
 
+NAS-Bench-Macro (``--bench macro``): the same fractions of the benchmark as the
+NAS-Bench-201 sizes (1, 3 and 10 % of 6,561 architectures), tau on all of
+them (its one accuracy column is both target and ground truth), 200 validation
+architectures.  DARTS genotypes (``--bench darts``): 100 training genotypes, tau
+on the others (self-evolution's 50 validation genotypes come from those).
+
 Every run appends one JSON line to ``--out`` (runs already there are skipped,
 so an interrupted benchmark resumes); ``--report`` prints the mean ± std tables.
 
@@ -38,6 +44,8 @@ SLIDES_NB201 = {"TNASP + SE (slides)": [0.565, 0.594, 0.642, 0.690, 0.726],
                 "Neural Predictor + SE (slides)": [0.377, 0.433, 0.602, 0.652, 0.649],
                 "Neural Predictor (slides)": [0.343, 0.413, 0.584, 0.634, 0.646]}
 SIZES = [78, 156, 469, 781, 1563]
+#: training sizes per benchmark (NAS-Bench-Macro: the NB201 sizes' fractions of its 6,561 architectures)
+BENCH_SIZES = {"nb201": SIZES, "nb101": [100], "darts": [100], "macro": [66, 197, 656]}
 DATASETS = ["cifar10", "cifar100", "ImageNet16-120"]
 # (row name, predictor, self-evolution, pe); SE runs also give the row without SE
 RUNS = [("tnasp", "tnasp", True, None), ("gcn", "gcn", True, None), ("mlp", "mlp", False, None)]
@@ -61,8 +69,8 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {_key(r) for r in load(out)}
-    if args.bench == "nb101":
-        plan = [("cifar10", 100, s, spec) for s in args.seeds for spec in RUNS]
+    if args.bench != "nb201":
+        plan = [("cifar10", n, s, spec) for s in args.seeds for n in BENCH_SIZES[args.bench] for spec in RUNS]
     else:
         # seed-major order: an interrupted benchmark leaves complete rows with fewer seeds
         plan = [(ds, n, s, spec) for ds in args.datasets for s in args.seeds for n in args.sizes
@@ -107,9 +115,9 @@ def report(path: Path) -> str:
     for r in recs:
         by[(r["bench"], r["dataset"], r["row"], r["train_size"])].append(r["kendall_tau"])
     lines = []
-    for bench in ("nb201", "nb101"):
+    for bench in ("nb201", "nb101", "macro", "darts"):
         dsets = DATASETS if bench == "nb201" else ["cifar10"]
-        sizes = SIZES if bench == "nb201" else [100]
+        sizes = BENCH_SIZES[bench]
         for ds in dsets:
             rows = [k for k in ROW_NAMES if any((bench, ds, k, n) in by for n in sizes)]
             if not rows:
@@ -134,7 +142,7 @@ def report(path: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bench", default="nb201", choices=["nb201", "nb101"])
+    ap.add_argument("--bench", default="nb201", choices=sorted(BENCH_SIZES))
     ap.add_argument("--data-dir")
     ap.add_argument("--datasets", default=",".join(DATASETS))
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)))
