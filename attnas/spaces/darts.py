@@ -10,6 +10,15 @@ all cells of a type share their choice points.
   affine-free batch norm, global pooling, linear classifier.
 * Evaluation network: 20 cells, C=36, auxiliary head (weight 0.4) after the
   second reduction, drop-path; cutout lives in the data augmentation.
+* ImageNet evaluation network (DARTS Sec. 3.3, the "mobile setting"; NOS Sec. 4.3 and
+  EnTranNAS evaluate the same way): 14 cells, C=48, DARTS's ``NetworkImageNet`` stem --
+  ``stem0`` = conv3x3/2 (C/2), BN, ReLU, conv3x3/2 (C), BN at 1/4 of the resolution and
+  ``stem1`` = ReLU, conv3x3/2, BN at 1/8; the first cell reads both (its ``c_{k-2}`` through
+  a FactorizedReduce) -- auxiliary head at 2/3 of the depth, global average pooling.
+  :func:`build_evaluation_network` builds both networks, for every DARTS-style cell space
+  (DARTS, S1-S4 and their EnTranNAS results, NOS).  It is chosen by the network option
+  ``imagenet`` (true / false) and, when that is not given, by the image size (at least
+  :data:`IMAGENET_STEM_FROM` pixels).
 
 S1 takes its per-edge operation pairs from
 ``DATA_DIR/reduced_spaces/robust_darts_s1_s4.json``; S2 (skip, sep_conv_3x3),
@@ -62,16 +71,22 @@ class DartsCell(nn.Module):
 
 
 class AuxiliaryHead(nn.Module):
-    """DARTS CIFAR auxiliary classifier (input 8x8 at 32x32 images; adaptive below 5x5)."""
+    """DARTS auxiliary classifier: CIFAR's (input 8x8 at 32x32 images, 5x5 average pool with
+    stride 3) or, with ``imagenet``, ImageNet's (input 7x7 at 224x224, stride 2, and no batch
+    norm after the 768-channel convolution, as in DARTS's published ``AuxiliaryHeadImageNet``,
+    which left it out "for consistency with the experiments in the paper").  Inputs too small
+    for that pooling to leave 2x2 (below 7x7, resp. 8x8) are pooled adaptively to 2x2."""
 
-    def __init__(self, C: int, num_classes: int, spatial: int) -> None:
+    def __init__(self, C: int, num_classes: int, spatial: int, imagenet: bool = False) -> None:
         super().__init__()
-        pool = (nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False) if spatial >= 5
-                else nn.AdaptiveAvgPool2d(2))
+        stride = 2 if imagenet else 3
+        pool = (nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False)
+                if spatial >= 5 + stride else nn.AdaptiveAvgPool2d(2))
+        bn768 = [] if imagenet else [nn.BatchNorm2d(768)]
         self.features = nn.Sequential(
             nn.ReLU(inplace=True), pool,
             nn.Conv2d(C, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), *bn768, nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(1))
         self.classifier = nn.Linear(768, num_classes)
 
@@ -79,24 +94,66 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+class ImageNetStem(nn.Module):
+    """DARTS's ImageNet stem (``NetworkImageNet``): ``stem0`` = conv3x3/2 (C/2), BN, ReLU,
+    conv3x3/2 (C), BN; ``stem1`` = ReLU, conv3x3/2 (C), BN.  Returns both outputs (1/4 and
+    1/8 of the resolution): the first cell's two inputs."""
+
+    def __init__(self, in_channels: int, C: int) -> None:
+        super().__init__()
+        if C < 2 or C % 2:
+            raise ConfigError(f"the ImageNet stem needs an even C >= 2 (C/2 channels, then a "
+                              f"FactorizedReduce to C), got C={C}")
+        self.stem0 = nn.Sequential(
+            nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C // 2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+        # DARTS's ReLU here is in place, which also rectifies s0; the first cell's
+        # FactorizedReduce starts with a ReLU, so keeping s0 intact computes the same values
+        self.stem1 = nn.Sequential(
+            nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s0 = self.stem0(x)
+        return s0, self.stem1(s0)
+
+
+#: stems of :class:`DartsNetwork`
+STEMS = ("cifar", "imagenet")
+
+
 class DartsNetwork(nn.Module):
     """Stack of cells; ``make_dag(cell_type, C, reduction)`` returns a CellDAG.
 
-    In training mode with an auxiliary head the forward returns
+    ``stem``: ``"cifar"`` -- one conv3x3 (``stem_multiplier * C`` channels) at full
+    resolution, read as both inputs of the first cell; ``"imagenet"`` -- :class:`ImageNetStem`
+    (stride 8, ``C`` channels; the first cell reduces its ``c_{k-2}`` input, as after a
+    reduction cell).  In training mode with an auxiliary head the forward returns
     ``(logits, aux_logits)``; otherwise the logits.  Weights and activations are
     channels-last where safe (:mod:`attnas.ops.layout`; ``channels_last=False`` keeps NCHW).
     """
 
     def __init__(self, make_dag, C: int, layers: int, num_classes: int, in_channels: int,
                  image_size: int, affine: bool, stem_multiplier: int = 3,
-                 auxiliary: bool = False, channels_last: bool = True) -> None:
+                 auxiliary: bool = False, channels_last: bool = True, stem: str = "cifar") -> None:
         super().__init__()
-        C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
+        if stem not in STEMS:
+            raise ConfigError(f"unknown stem '{stem}'; expected one of {list(STEMS)}")
+        self.imagenet_stem = stem == "imagenet"
+        if self.imagenet_stem:
+            self.stem = ImageNetStem(in_channels, C)
+            C_pp = C_p = C
+            reduction_prev, size = True, image_size
+            for _ in range(3):
+                size = (size + 1) // 2
+        else:
+            C_stem = stem_multiplier * C
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(C_stem))
+            C_pp = C_p = C_stem
+            reduction_prev, size = False, image_size
+        C_curr = C
         self.cells = nn.ModuleList()
-        reduction_prev, size = False, image_size
         self.aux_index = 2 * layers // 3
         self.auxiliary_head = None
         for i in range(layers):
@@ -110,7 +167,7 @@ class DartsNetwork(nn.Module):
             reduction_prev = reduction
             C_pp, C_p = C_p, len(CONCAT) * C_curr
             if auxiliary and i == self.aux_index:
-                self.auxiliary_head = AuxiliaryHead(C_p, num_classes, size)
+                self.auxiliary_head = AuxiliaryHead(C_p, num_classes, size, imagenet=self.imagenet_stem)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
         self.channels_last = use_channels_last(self, channels_last)
@@ -120,7 +177,11 @@ class DartsNetwork(nn.Module):
             cell.dag.drop_prob = prob
 
     def forward(self, x: torch.Tensor):
-        s0 = s1 = self.stem(as_layout(x, self.channels_last))
+        x = as_layout(x, self.channels_last)
+        if self.imagenet_stem:
+            s0, s1 = self.stem(x)
+        else:
+            s0 = s1 = self.stem(x)
         aux = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)
@@ -128,6 +189,44 @@ class DartsNetwork(nn.Module):
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.pool(s1).flatten(1))
         return (logits, aux) if aux is not None else logits
+
+
+#: the evaluation networks: (C, layers) of the CIFAR one (DARTS Sec. 3.3, NOS Sec. 4.3) and of
+#: the ImageNet mobile-setting one (DARTS Sec. 3.3, NOS Sec. 4.3: 14 cells, 48 channels)
+EVAL_NETWORKS = {"cifar": (36, 20), "imagenet": (48, 14)}
+#: image side from which the evaluation network uses the ImageNet stem unless ``imagenet`` is
+#: given: the CIFAR stem keeps the full resolution through the first third of the network, which
+#: at 224x224 costs 49x its CIFAR multiply-adds (the papers always use the stride-8 stem there),
+#: while 32-96 pixel data sets (CIFAR, ImageNet16/32/64, STL-10) are CIFAR-sized
+IMAGENET_STEM_FROM = 128
+#: smallest image side of the ImageNet network (1x1 after its stride-8 stem and two reductions)
+IMAGENET_MIN_SIZE = 32
+
+
+def uses_imagenet_stem(image_size: int, imagenet: bool | None = None) -> bool:
+    """Whether the evaluation network of ``image_size`` images is the ImageNet one: ``imagenet``
+    when given, else ``image_size >= IMAGENET_STEM_FROM``."""
+    if imagenet is None:
+        return image_size >= IMAGENET_STEM_FROM
+    if not isinstance(imagenet, bool):
+        raise ConfigError(f"network option 'imagenet' must be true or false, got {imagenet!r}")
+    return imagenet
+
+
+def build_evaluation_network(make_dag, num_classes: int, in_channels: int, image_size: int,
+                             C: int | None = None, layers: int | None = None, auxiliary: bool = True,
+                             imagenet: bool | None = None) -> DartsNetwork:
+    """The evaluation network of a DARTS-style cell space (DARTS, S1-S4, NOS): the CIFAR one
+    (20 cells, C=36) or the ImageNet one (14 cells, C=48, :class:`ImageNetStem`), auxiliary
+    head at 2/3 of the depth.  ``C`` / ``layers`` override the defaults of the chosen one."""
+    inet = uses_imagenet_stem(image_size, imagenet)
+    C_def, layers_def = EVAL_NETWORKS["imagenet" if inet else "cifar"]
+    if inet and image_size < IMAGENET_MIN_SIZE:
+        raise ConfigError(f"the ImageNet network (stride-8 stem) needs images of at least "
+                          f"{IMAGENET_MIN_SIZE}x{IMAGENET_MIN_SIZE}, got {image_size}")
+    return DartsNetwork(make_dag, C_def if C is None else int(C), layers_def if layers is None else int(layers),
+                        num_classes, in_channels, image_size, affine=True, auxiliary=auxiliary,
+                        stem="imagenet" if inet else "cifar")
 
 
 class _DartsLikeSpace(SearchSpace):
@@ -166,9 +265,11 @@ class _DartsLikeSpace(SearchSpace):
                             affine=False)
 
     def build_network(self, arch: Architecture, num_classes: int, in_channels: int,
-                      image_size: int, C: int = 36, layers: int = 20, auxiliary: bool = True,
-                      **options: Any) -> nn.Module:
-        """The evaluation network (DARTS: 20 cells, C=36, auxiliary head)."""
+                      image_size: int, C: int | None = None, layers: int | None = None,
+                      auxiliary: bool = True, imagenet: bool | None = None, **options: Any) -> nn.Module:
+        """The evaluation network (:func:`build_evaluation_network`): CIFAR 20 cells, C=36, or
+        ImageNet 14 cells, C=48 (``imagenet``, default: images of at least 128 pixels);
+        auxiliary head."""
         if options:
             raise ConfigError(f"unknown network options for '{self.name}': {sorted(options)}")
         self.validate(arch)
@@ -183,8 +284,8 @@ class _DartsLikeSpace(SearchSpace):
                     edges[(i, j)] = build_op(family, op, C_, C_, stride, True)
             return CellDAG(cell, N_INPUTS, N_NODES, edges, CONCAT)
 
-        return DartsNetwork(make_dag, C, layers, num_classes, in_channels, image_size,
-                            affine=True, auxiliary=auxiliary)
+        return build_evaluation_network(make_dag, num_classes, in_channels, image_size, C, layers,
+                                        auxiliary, imagenet)
 
     # ----- architectures -------------------------------------------------
     def validate(self, arch: Architecture) -> None:

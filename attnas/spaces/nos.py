@@ -36,7 +36,8 @@ and since ``⊛`` is linear in the kernel, ``F ⊛ (w D) = w (F ⊛ D)``.
 
 Networks reuse :class:`attnas.spaces.darts.DartsNetwork`: search proxy 8 cells, C=16, affine-free
 BN (``size`` "paper"; the default ``size`` "small" has 3 cells, :class:`NOSSpace`); CIFAR evaluation network 20 cells, C=36, auxiliary head 0.4; ImageNet mobile network
-(``imagenet=True``) 14 cells, C=48, a stride-8 stem.
+(``imagenet=True``, the default from 128-pixel images) 14 cells, C=48, DARTS's stride-8 ImageNet
+stem -- both built by :func:`attnas.spaces.darts.build_evaluation_network`.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ from attnas.ops.attention_ops import (FEATURE_OPS, NOS_OPS, HeteroTerms, build_n
                                       op_kind)
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, MixerFactory, SearchSpace
 from attnas.spaces.cells import drop_path
-from attnas.spaces.darts import DartsNetwork
+from attnas.spaces.darts import DartsNetwork, build_evaluation_network
 from attnas.spaces.registry import register_space
 from attnas.arch import CellInfo
 
@@ -124,21 +125,6 @@ class HeteroCellDAG(nn.Module):
             out = combine(self.second[f"e{sur}_{inner}"](f_sur))  # Eq. 4-5
             states[inner] = out
         return torch.cat([states[n] for n in OUTPUT_NODES], dim=1)
-
-
-class _ImageNetStem(nn.Module):
-    """Stride-8 stem for 224x224 images (DARTS NetworkImageNet's stem0 + stem1, flattened)."""
-
-    def __init__(self, in_channels: int, C_out: int) -> None:
-        super().__init__()
-        half = max(1, C_out // 2)
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, half, 3, 2, 1, bias=False), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
-            nn.Conv2d(half, C_out, 3, 2, 1, bias=False), nn.BatchNorm2d(C_out), nn.ReLU(inplace=True),
-            nn.Conv2d(C_out, C_out, 3, 2, 1, bias=False), nn.BatchNorm2d(C_out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 @register_space("nos")
@@ -212,11 +198,11 @@ class NOSSpace(SearchSpace):
 
     def build_network(self, arch: Architecture, num_classes: int, in_channels: int, image_size: int,
                       C: int | None = None, layers: int | None = None, auxiliary: bool = True,
-                      imagenet: bool = False, **options: Any) -> nn.Module:
-        """Evaluation network: CIFAR 20 cells, C=36, auxiliary head 0.4 (Sec. 4.1); with
-        ``imagenet=True`` the mobile setting (Sec. 4.2): 14 cells, C=48, a stride-8 stem."""
-        C = C if C is not None else (48 if imagenet else 36)
-        layers = layers if layers is not None else (14 if imagenet else 20)
+                      imagenet: bool | None = None, **options: Any) -> nn.Module:
+        """Evaluation network (:func:`attnas.spaces.darts.build_evaluation_network`, shared with
+        the DARTS-like spaces): CIFAR 20 cells, C=36, auxiliary head 0.4 (Sec. 4.3); ImageNet
+        mobile setting (Sec. 4.3, ``imagenet``, default: images of at least 128 pixels):
+        14 cells, C=48, DARTS's stride-8 ImageNet stem."""
         if options:
             raise ConfigError(f"unknown network options for 'nos': {sorted(options)}")
         self.validate(arch)
@@ -233,15 +219,8 @@ class NOSSpace(SearchSpace):
                 second[(s, d)] = self._op(arch.choices[edge_key(cell, s, d)], C_, 1, True, False, True)
             return HeteroCellDAG(cell, first, second)
 
-        if not imagenet:
-            return DartsNetwork(make_dag, C, layers, num_classes, in_channels, image_size,
-                                affine=True, auxiliary=auxiliary)
-        if image_size < 32:
-            raise ConfigError(f"the ImageNet network needs images of at least 32x32, got {image_size}")
-        net = DartsNetwork(make_dag, C, layers, num_classes, in_channels, (image_size + 7) // 8,
-                           affine=True, auxiliary=auxiliary)
-        net.stem = _ImageNetStem(in_channels, 3 * C)
-        return net
+        return build_evaluation_network(make_dag, num_classes, in_channels, image_size, C, layers,
+                                        auxiliary, imagenet)
 
     # ----- architectures -------------------------------------------------
     def validate(self, arch: Architecture) -> None:
