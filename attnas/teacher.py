@@ -10,8 +10,10 @@ built-in :class:`CifarResNet` with the library's engine and writes a self-descri
 checkpoint (``teacher.pt``: class, options, stages and weights), so that
 ``teacher_checkpoint`` alone is enough to use it.
 
-Pretrained weights cannot be downloaded here; the paper's teacher (PyramidNet-110) is
-replaced by a CIFAR ResNet trained locally.
+Two teachers are built in: :class:`CifarResNet` (ResNet-20 by default: cheap, for small
+budgets) and :class:`PyramidNet` (PyramidNet-110, bottleneck, alpha 84: the paper's teacher,
+NOS Sec. 4.2 / Appendix A.2.1; registered as ``pyramidnet110`` too).  Pretrained weights cannot
+be downloaded here: either is trained locally with ``attnas teacher train``.
 """
 from __future__ import annotations
 
@@ -73,12 +75,87 @@ class CifarResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+# ----- PyramidNet (Han et al., CVPR 2017) --------------------------------------------------------
+class _PyramidalUnit(nn.Module):
+    """A pyramidal residual unit (Han et al. Fig. 6 (d)/(e)): BN-conv3x3-BN-ReLU-conv3x3-BN (basic)
+    or BN-conv1x1-BN-ReLU-conv3x3-BN-ReLU-conv1x1-BN (bottleneck, output ``4 * planes``), no
+    ReLU after the addition; the shortcut is the identity (2x2 average pooling when the unit
+    halves the resolution) with its missing channels zero-padded (Sec. 3.2)."""
+
+    def __init__(self, C_in: int, planes: int, stride: int, bottleneck: bool) -> None:
+        super().__init__()
+        self.C_out = 4 * planes if bottleneck else planes
+        if bottleneck:
+            layers = [nn.BatchNorm2d(C_in), nn.Conv2d(C_in, planes, 1, bias=False),
+                      nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+                      nn.Conv2d(planes, planes, 3, stride, 1, bias=False),
+                      nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+                      nn.Conv2d(planes, self.C_out, 1, bias=False), nn.BatchNorm2d(self.C_out)]
+        else:
+            layers = [nn.BatchNorm2d(C_in), nn.Conv2d(C_in, planes, 3, stride, 1, bias=False),
+                      nn.BatchNorm2d(planes), nn.ReLU(inplace=True),
+                      nn.Conv2d(planes, planes, 3, 1, 1, bias=False), nn.BatchNorm2d(planes)]
+        self.residual = nn.Sequential(*layers)
+        self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if stride > 1 else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.residual(x)
+        shortcut = x if self.pool is None else self.pool(x)
+        missing = out.shape[1] - shortcut.shape[1]
+        if missing:
+            shortcut = F.pad(shortcut, (0, 0, 0, 0, 0, missing))  # zero channels after x's
+        return out + shortcut
+
+
+class PyramidNet(nn.Module):
+    """Additive PyramidNet for CIFAR (Han et al., CVPR 2017, Eq. 2): a 3x3 stem of 16 channels,
+    then three stages (``layer1``..``layer3``, full, 1/2 and 1/4 resolution -- those of the
+    NOS / DARTS proxy's stages) of n units each, whose widths grow linearly by ``alpha / 3n``
+    per unit from 16 to ``16 + alpha`` (times 4 at the output of bottleneck units); BN-ReLU,
+    global pooling and the classifier after the last stage.  ``depth`` = 6n + 2 (basic units)
+    or 9n + 2 (bottleneck units).  The defaults are the NOS teacher (Sec. 4.2):
+    PyramidNet-110, bottleneck, alpha 84."""
+
+    stages = ("layer1", "layer2", "layer3")
+
+    def __init__(self, depth: int = 110, alpha: float = 84, bottleneck: bool = True, num_classes: int = 10,
+                 in_channels: int = 3) -> None:
+        super().__init__()
+        per_unit = 9 if bottleneck else 6
+        if (depth - 2) % per_unit or depth < per_unit + 2:
+            raise ConfigError(f"PyramidNet depth must be {per_unit}n+2 with n >= 1 for "
+                              f"{'bottleneck' if bottleneck else 'basic'} units, got {depth}")
+        if alpha < 0:
+            raise ConfigError(f"PyramidNet alpha must be >= 0, got {alpha}")
+        n = (depth - 2) // per_unit
+        step = alpha / (3 * n)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16))
+        C, width, stage_modules = 16, 16.0, []
+        for i in range(3):
+            units = []
+            for j in range(n):
+                width += step
+                units.append(_PyramidalUnit(C, int(round(width)), 2 if i > 0 and j == 0 else 1, bottleneck))
+                C = units[-1].C_out
+            stage_modules.append(nn.Sequential(*units))
+        self.layer1, self.layer2, self.layer3 = stage_modules
+        self.head = nn.Sequential(nn.BatchNorm2d(C), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(C, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
 # ----- loading -----------------------------------------------------------------------------------
 #: The teacher classes a name may refer to (``"module:Class"`` -> class).  A teacher checkpoint,
 #: a run's ``teacher_config.json`` / ``config.json`` and the ``--class`` / ``teacher`` options only
 #: *name* a class; nothing outside this registry is ever imported for them (issue 14: a file from
 #: a user must not choose code to run).  Add your own with :func:`register_teacher`.
-TEACHER_CLASSES: dict[str, type] = {"attnas.teacher:CifarResNet": CifarResNet}
+TEACHER_CLASSES: dict[str, type] = {"attnas.teacher:CifarResNet": CifarResNet,
+                                    "attnas.teacher:PyramidNet": PyramidNet,
+                                    # short names: the class with its default options
+                                    "resnet20": CifarResNet, "pyramidnet110": PyramidNet}
 
 
 def register_teacher(cls: type, name: str | None = None) -> str:
@@ -93,9 +170,10 @@ def register_teacher(cls: type, name: str | None = None) -> str:
 
 
 def import_class(spec: str) -> type:
-    """The registered teacher class named ``spec`` (``"package.module:Class"``); a ConfigError for
-    any other name, without importing anything (see :data:`TEACHER_CLASSES`)."""
-    if not isinstance(spec, str) or ":" not in spec:
+    """The registered teacher class named ``spec`` (``"package.module:Class"`` or a short name
+    such as ``"pyramidnet110"``); a ConfigError for any other name, without importing anything
+    (see :data:`TEACHER_CLASSES`)."""
+    if not isinstance(spec, str):
         raise ConfigError(f"teacher class {str(spec)[:200]!r} must be given as 'package.module:Class'")
     cls = TEACHER_CLASSES.get(spec)
     if cls is None:
