@@ -16,6 +16,7 @@ whatever ``out`` its ``config.json`` recorded and whatever the working directory
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, replace
@@ -24,13 +25,14 @@ from typing import Any
 
 
 from attnas.run_dir import ARCHITECTURE, CONFIG, RESULT, SCORES, WEIGHTS
-from attnas.spaces.io import load_architecture, save_architecture
+from attnas.spaces.io import is_dir, load_architecture, resolve_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig, check_config, check_stop_after
 from attnas.data.datasets import ImageData, load_dataset
 from attnas.data.augment import effective_cutout
 from attnas.data.paths import absolute_data_dir, absolute_dataset, check_data_dir
 from attnas.errors import AttnasError, ConfigError, RunFolderError
-from attnas.presets import get_preset, override, to_dict
+from attnas.model_export.initial import initial_weights, load_initial_weights
+from attnas.presets import override, recipe_for_method, retrain_recipe, to_dict
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
 from attnas import distributed
@@ -39,6 +41,7 @@ from attnas.benchmarks.registry import benchmark_for
 from attnas.training.checkpoint import atomic_torch_save, write_json
 from attnas.training.engine import TENSORBOARD, Engine, seed_everything
 from attnas.run_dir import check_new_run_dir, is_free, open_run_dir, read_run_config
+from attnas.training.schedules import check_retrain_schedule
 from attnas.training.tasks import RetrainTask, SearchTask
 
 
@@ -218,17 +221,31 @@ def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
           stop_after: int | None = None, tensorboard: bool = False, force: bool = False) -> dict[str, Any]:
-    """Retrain an architecture from scratch; report test accuracy.
+    """Retrain an architecture (from scratch, or from ``cfg.init_from``'s weights); report test
+    accuracy.  The recipe is ``cfg.recipe``, else the one of the method that found the
+    architecture (:func:`attnas.presets.recipe_for_method`).
     ``tensorboard``: also log every epoch's scalars to ``RUN_DIR/tensorboard``; ``force``: a new
     run may write into a non-empty ``cfg.out`` (an earlier run's files there are replaced)."""
     check_config(cfg)
     check_stop_after(stop_after)
+    if not cfg.arch and cfg.init_from and is_dir(Path(cfg.init_from)):
+        cfg.arch = cfg.init_from  # fine-tune a run's own architecture
     if not cfg.arch:
-        raise ConfigError("no architecture given: pass --arch FILE (an architecture.json) or a native string")
+        raise ConfigError("no architecture given: pass --arch FILE (an architecture.json), a run folder "
+                          "or a native string")
     check_data_dir(cfg.data_dir)
     if not resume:  # a relative folder would be read against the working directory of a resume
         cfg.data_dir, cfg.dataset = absolute_data_dir(cfg.data_dir), absolute_dataset(cfg.dataset)
-    arch = load_architecture(cfg.arch)
+    arch = (resolve_architecture(cfg.arch, validate=False) if is_dir(Path(cfg.arch))  # a run folder
+            else load_architecture(cfg.arch))
+    cfg.recipe = cfg.recipe or recipe_for_method(arch.meta.get("method"), fine_tune=cfg.init_from is not None)
+    rcfg = override(retrain_recipe(cfg.recipe), cfg.options)
+    check_retrain_schedule(rcfg)
+    init = None
+    if cfg.init_from is not None and not resume:  # a resumed run's checkpoint holds its weights
+        init = initial_weights(cfg.init_from, cfg.arch, cfg.space_options or None, cfg.network_options or None)
+        cfg.space_options = init.space_options if init.space_options is not None else cfg.space_options
+        cfg.network_options = init.network_options if init.network_options is not None else cfg.network_options
     space = get_space(arch.space, data_dir=cfg.data_dir, **cfg.space_options)
     searched = arch.meta.get("space_options") or {}
     if not cfg.space_options and searched:
@@ -242,7 +259,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
                 raise ConfigError(f"{e} (the space_options recorded in the architecture's meta; "
                                   "pass --space-options to override them)") from None
     space.validate(arch)
-    rcfg = override(get_preset("retrain"), cfg.options)
     cfg.epochs = cfg.epochs if cfg.epochs is not None else rcfg.epochs
     cfg.batch_size = cfg.batch_size if cfg.batch_size is not None else rcfg.batch_size
     if cfg.epochs < 1 or cfg.batch_size < 1:
@@ -264,19 +280,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             raise
         raise ConfigError(f"bad --network-options {cfg.network_options} for space '{arch.space}': "
                           f"{' '.join(str(e).split())}") from None
+    if init is not None:
+        load_initial_weights(net, init)
     lock = open_run_dir(out, fresh=not resume, force=force)
     try:
-        return _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out)
+        return _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out, init)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out) -> dict[str, Any]:
+def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out,
+                  init=None) -> dict[str, Any]:
     """The rest of :func:`train`, run while the run folder is locked."""
     if distributed.is_main():
-        write_json(out / CONFIG, {**asdict(cfg), "resolved_options": {
-            **to_dict(rcfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size}})
+        resolved = {**to_dict(rcfg), "epochs": cfg.epochs, "batch_size": cfg.batch_size}
+        if init is not None:
+            resolved["init"] = init.describe()
+        elif cfg.init_from is not None:  # resumed: what the run recorded when it started
+            resolved["init"] = json.loads((out / CONFIG).read_text()).get("resolved_options", {}).get("init")
+        write_json(out / CONFIG, {**asdict(cfg), "resolved_options": resolved})
         save_architecture(arch, out / ARCHITECTURE)
     task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device,
                        amp=cfg.amp, compile_backend=cfg.compile)
@@ -285,7 +308,7 @@ def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data,
     distributed.debug_dump("train", net)
     n_params = sum(p.numel() for n, p in net.named_parameters() if "auxiliary" not in n)
     result = {"run_dir": str(out), "space": arch.space, "epochs_done": len(metrics), "epochs": cfg.epochs,
-              "params": n_params, **task.accel.describe(),
+              "recipe": cfg.recipe, "params": n_params, **task.accel.describe(),
               "status": "done" if len(metrics) >= cfg.epochs else "stopped"}
     if metrics:
         result.update({"test_acc": metrics[-1]["test_acc"],
@@ -306,6 +329,7 @@ def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | N
     if not (run_dir / CONFIG).is_file():
         raise RunFolderError(f"'{run_dir}' is not a training run folder (no config.json)")
     data = read_run_config(run_dir, "train", resume=True)
+    data.setdefault("recipe", "darts")  # a run recorded before the per-method recipes trained with DARTS's
     data["arch"] = str(run_dir / ARCHITECTURE)
     data["out"] = str(run_dir)  # RUN_DIR is the run, wherever it was moved or resumed from
     tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()

@@ -52,9 +52,13 @@ def embedded_default_applies(**given: Any) -> bool:
 
 @dataclass
 class TrainConfig:
-    """Retraining a derived architecture from scratch (``options`` override the
-    retrain preset; ``network_options`` go to ``space.build_network``, e.g.
-    ``{"C": 36, "layers": 20}`` for DARTS)."""
+    """Retraining a derived architecture (``options`` override the retraining recipe;
+    ``network_options`` go to ``space.build_network``, e.g. ``{"C": 36, "layers": 20}`` for
+    DARTS).  ``recipe``: a name of :data:`attnas.presets.RETRAIN_RECIPES`; None picks the recipe
+    of the method that found the architecture (its ``meta["method"]``), and the resolved name is
+    what ``config.json`` records.  ``init_from``: a search run (the architecture's weights
+    inherited from its supernet), a training run or a weights file to start from instead of
+    fresh weights."""
 
     arch: str = ""
     dataset: str = "digits"
@@ -74,6 +78,8 @@ class TrainConfig:
     amp: bool = False
     #: torch.compile backend of the training forward ("inductor", "aot_eager", ...); None = eager
     compile: str | None = None
+    recipe: str | None = None
+    init_from: str | None = None
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -138,7 +144,7 @@ def check_config(cfg) -> None:
         v = cfg.seed
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:
             raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {v!r}")
-    for name in ("out", "data_dir", "arch"):
+    for name in ("out", "data_dir", "arch", "init_from"):
         v = getattr(cfg, name, None)
         if isinstance(v, Path):
             setattr(cfg, name, str(v))
@@ -147,7 +153,7 @@ def check_config(cfg) -> None:
             if name == "arch" and getattr(cfg, name) == "":
                 continue  # reported by train(): no architecture given
             raise ConfigError(f"{_flag(name)} must be a non-empty string, got {getattr(cfg, name)!r}")
-    for name in ("out", "data_dir", "compile"):
+    for name in ("out", "data_dir", "compile", "recipe", "init_from"):
         v = getattr(cfg, name, None)
         if name in names and v is not None and (not isinstance(v, str) or not v.strip()):
             raise ConfigError(f"{_flag(name)} must be a non-empty string, got {v!r}")

@@ -1,4 +1,4 @@
-"""``attnas train``: retrain a derived architecture from scratch."""
+"""``attnas train``: retrain a derived architecture, from scratch or from inherited weights."""
 from __future__ import annotations
 
 import argparse
@@ -10,9 +10,35 @@ from attnas.cli.main import add_json_flag
 from attnas.config import TrainConfig, make_config
 
 
+DESCRIPTION = """\
+Retrain an architecture and report its test accuracy every epoch.
+
+Recipes (--recipe NAME; default: the recipe of the method that found the architecture, named in
+its architecture.json, else darts; the resolved recipe is in RUN/config.json):
+  darts             DARTS evaluation: 600 epochs, batch 96, SGD 0.025 cosine, drop-path 0.2, cutout 16
+  nos               NOS on CIFAR-10: 600 epochs, batch 128, SGD 0.25 cosine, wd 3e-4, drop-path 0.3
+  nos-cifar100      NOS on CIFAR-100: as nos with weight decay 5e-4
+  nos-imagenet      NOS on ImageNet: 300 epochs, batch 512, SGD 0.25 linear, 5 warm-up epochs
+  trionet           TrioNet: 130 epochs, batch 64, Nesterov SGD 0.025, 10 warm-up epochs, label smoothing
+  trionet-finetune  TrioNet small datasets (the default of a TrioNet --init-from): 16 epochs, lr 5e-4
+
+Schedules (--options): "lr_schedule" cosine | linear | step ("step_size", "step_gamma"), each after
+"warmup_epochs" of linear warm-up; "nesterov", "label_smoothing", "weights": {"lr", "lr_min",
+"momentum", "weight_decay", "grad_clip"}, "auxiliary_weight", "drop_path", "cutout".
+Example: --options '{"lr_schedule": "step", "step_size": 30, "step_gamma": 0.1, "warmup_epochs": 5}'
+
+--init-from starts from inherited weights instead of fresh ones: a search run folder (the
+architecture's path of its supernet, as 'attnas export --from-run' materialises it; the run's
+space options and the supernet's width and depth), a training run folder or a weights file.
+Every parameter must fit the network: a shape or name that does not is an error, nothing is skipped.
+"""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="retrain an architecture from scratch and report test accuracy")
-    p.add_argument("--arch", help="architecture.json or a native string (NAS-Bench-201 cell, DARTS Genotype)")
+    p = sub.add_parser("train", help="retrain an architecture (from scratch or inherited weights), report test accuracy",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", help="architecture.json, a run folder or a native string (NAS-Bench-201 cell, "
+                                  "DARTS Genotype); default with --init-from RUN: that run's architecture")
     p.add_argument("--out", help="run folder (default: runs/train-SPACE-DATASET-sSEED)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped or killed training")
     p.add_argument("--force", action="store_true",
@@ -23,7 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "does not fit the default space)")
     p.add_argument("--network-options", help="JSON object for the evaluation network, "
                                              "e.g. '{\"C\": 36, \"layers\": 20, \"auxiliary\": true}'")
-    p.add_argument("--options", help="JSON object overriding the retrain preset (lr, drop_path, cutout, ...)")
+    p.add_argument("--recipe", metavar="NAME",
+                   help="retraining recipe: darts, nos, nos-cifar100, nos-imagenet, trionet, trionet-finetune "
+                        "(default: the method's; see above)")
+    p.add_argument("--options", help="JSON object overriding the recipe (lr_schedule, warmup_epochs, weights, "
+                                     "drop_path, cutout, ...)")
+    p.add_argument("--init-from", metavar="RUN_OR_WEIGHTS",
+                   help="start from these weights: a search run (inherited from its supernet), a training run, "
+                        "or a weights file (read as tensors only)")
     p.add_argument("--amp", action="store_true", default=None,
                    help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU")
     p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
@@ -38,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 #: options that define a new run: refused with --resume (the run keeps its recorded ones)
 RUN_OPTIONS = ("arch", "out", "force", "space_options", "network_options", "options", "amp", "compile", "dataset",
                "data_dir", "epochs", "batch_size", "seed", "config", "train_subset", "test_subset", "image_size",
-               "device")
+               "device", "recipe", "init_from")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             TrainConfig, args.config, arch=args.arch, dataset=args.dataset, data_dir=args.data_dir,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, out=args.out,
             train_subset=args.train_subset, test_subset=args.test_subset, image_size=args.image_size,
-            device=args.device, amp=args.amp, compile=args.compile,
+            device=args.device, amp=args.amp, compile=args.compile, recipe=args.recipe, init_from=args.init_from,
             space_options=parse_json_option(args.space_options, "--space-options"),
             network_options=parse_json_option(args.network_options, "--network-options"),
             options=parse_json_option(args.options, "--options"))
@@ -66,7 +99,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"training stopped after {result['epochs_done']}/{result['epochs']} epochs; "
               f"continue with: attnas train --resume {result['run_dir']}")
     else:
-        print(table(["", ""], [["run folder", result["run_dir"]], ["parameters", result["params"]],
+        print(table(["", ""], [["run folder", result["run_dir"]], ["recipe", result["recipe"]],
+                               ["parameters", result["params"]],
                                ["final test acc", result["test_acc"]],
                                ["best test acc", result["best_test_acc"]]]))
     return result

@@ -4,7 +4,8 @@
   architecture with inherited, retrained, given or fresh weights;
 * :mod:`attnas.model_export.write` -- the TorchScript and ONNX writers;
 * :mod:`attnas.model_export.verify` -- running the written file against PyTorch;
-* :mod:`attnas.model_export.export` -- :func:`export_network`: write, then check.
+* :mod:`attnas.model_export.export` -- :func:`export_network`: write, then check;
+* :mod:`attnas.model_export.initial` -- the initial weights of ``attnas train --init-from``.
 """
 from attnas.model_export.export import ExportResult, export_network
 from attnas.model_export.load import (DEFAULT_DIMS, LoadedNetwork, dataset_dims, inherit_from_supernet,
