@@ -21,7 +21,6 @@ architecture (``space.build_network``) with weights from one of four sources:
 """
 from __future__ import annotations
 
-import inspect
 import json
 import os
 from dataclasses import dataclass, field
@@ -132,22 +131,6 @@ def dataset_dims(dataset: str, data_dir: str | None = None, image_size: int | No
     return data.in_channels, data.image_size, data.num_classes
 
 
-def _accepts(fn, name: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return name in params
-
-
-def _supernet_network_options(space, given: dict[str, Any]) -> dict[str, Any]:
-    """Network options that give the stand-alone network the supernet's layout."""
-    opts = dict(given)
-    for name in ("C", "layers"):
-        if name not in opts and _accepts(space.build_network, name) and hasattr(space, name):
-            opts[name] = getattr(space, name)
-    if "auxiliary" not in opts and _accepts(space.build_network, "auxiliary"):
-        opts["auxiliary"] = False
-    return opts
-
-
 def inherit_from_supernet(space, supernet: nn.Module, arch: Architecture, network: nn.Module) -> list[str]:
     """:func:`attnas.search.export.inherit_path` with a user-facing error: copy ``arch``'s path
     of ``supernet`` into ``network``; returns the BN keys left at identity."""
@@ -199,6 +182,7 @@ def load_network(arch_spec: str | None = None, *, weights: str | None = None, fr
 
     if kind == "search":
         from attnas.search.evolution import recalibrate_bn, take_images
+        from attnas.search.export import supernet_network_options
         from attnas.from_run import load_search_run
 
         loaded = load_search_run(from_run, device="cpu")
@@ -216,7 +200,7 @@ def load_network(arch_spec: str | None = None, *, weights: str | None = None, fr
                               f"{json.dumps(loaded.cfg.space_options)}; leave out --space-options")
         sp = loaded.space
         sp.validate(arch)
-        net_opts = _supernet_network_options(sp, network_options or {})
+        net_opts = supernet_network_options(sp, network_options)
         try:
             network = sp.build_network(arch, loaded.data.num_classes, loaded.data.in_channels,
                                        loaded.data.image_size, **net_opts)

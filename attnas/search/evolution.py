@@ -203,12 +203,18 @@ class SupernetEvaluator:
         self.route(arch)
         if self.bn:
             recalibrate_bn(self.model, self.bn)
-        self.model.eval()
-        correct = total = 0
-        for x, y in self.valid:
-            correct += int((self.model(x).argmax(1) == y).sum())
-            total += len(y)
-        return correct / max(1, total)
+        return accuracy(self.model, self.valid)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) over ``batches``."""
+    model.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    return correct / max(1, total)
 
 
 # --------------------------------------------------------------------------- evolution

@@ -13,7 +13,8 @@ there (:func:`inherit_path`); any other missing or mis-shaped weight is an error
 """
 from __future__ import annotations
 
-from typing import Iterable
+import inspect
+from typing import Any, Iterable
 
 import torch
 import torch.nn as nn
@@ -102,17 +103,34 @@ def inherit_path(space: SearchSpace, supernet: nn.Module, arch: Architecture, ne
     return identity
 
 
+def supernet_network_options(space: SearchSpace, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Network options (``given`` completed) that give the stand-alone network the supernet's
+    layout: the space's ``C`` and ``layers`` where ``build_network`` takes them (DARTS evaluates
+    20 cells of C=36 by default, its supernet has the space's 8 of C=16), no auxiliary head."""
+    opts = dict(given or {})
+    params = inspect.signature(space.build_network).parameters
+    for name in ("C", "layers"):
+        if name not in opts and name in params and hasattr(space, name):
+            opts[name] = getattr(space, name)
+    if "auxiliary" not in opts and "auxiliary" in params:
+        opts["auxiliary"] = False
+    return opts
+
+
 def export_subnet(space: SearchSpace, supernet: nn.Module, arch: Architecture, num_classes: int,
                   in_channels: int, image_size: int,
-                  bn_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
+                  bn_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                  network_options: dict[str, Any] | None = None) -> nn.Module:
     """The stand-alone network of ``arch`` with inherited weights; with ``bn_batches`` its
     BN statistics are then recomputed on them.  ``supernet`` is the SuperNet's ``net``
-    (a :class:`attnas.strategies.base.SuperNet` is unwrapped)."""
+    (a :class:`attnas.strategies.base.SuperNet` is unwrapped); the network has the
+    supernet's layout (:func:`supernet_network_options`, ``network_options`` added)."""
     from attnas.search.evolution import recalibrate_bn
 
     net_module = getattr(supernet, "net", supernet)
     device = next((p.device for p in net_module.parameters()), torch.device("cpu"))
-    network = space.build_network(arch, num_classes, in_channels, image_size).to(device)
+    network = space.build_network(arch, num_classes, in_channels, image_size,
+                                  **supernet_network_options(space, network_options)).to(device)
     inherit_path(space, net_module, arch, network)
     if bn_batches is not None:
         recalibrate_bn(network, bn_batches)
