@@ -106,14 +106,16 @@ def inherit_path(space: SearchSpace, supernet: nn.Module, arch: Architecture, ne
 def supernet_network_options(space: SearchSpace, given: dict[str, Any] | None = None) -> dict[str, Any]:
     """Network options (``given`` completed) that give the stand-alone network the supernet's
     layout: the space's ``C`` and ``layers`` where ``build_network`` takes them (DARTS evaluates
-    20 cells of C=36 by default, its supernet has the space's 8 of C=16), no auxiliary head."""
+    20 cells of C=36 by default, its supernet has the space's 8 of C=16), no auxiliary head, and
+    the supernet's CIFAR stem whatever the image size (no ImageNet stem)."""
     opts = dict(given or {})
     params = inspect.signature(space.build_network).parameters
     for name in ("C", "layers"):
         if name not in opts and name in params and hasattr(space, name):
             opts[name] = getattr(space, name)
-    if "auxiliary" not in opts and "auxiliary" in params:
-        opts["auxiliary"] = False
+    for name in ("auxiliary", "imagenet"):
+        if name not in opts and name in params:
+            opts[name] = False
     return opts
 
 
