@@ -15,8 +15,9 @@ Quick use::
 from attnas.predictors.baselines import GCNConfig, GCNPredictor, MLPConfig, MLPPredictor
 from attnas.predictors.encoders import (ArchEncoder, ChainEncoder, EdgeCellEncoder, EncodedBatch, NB101Encoder,
                                         encoder_for, normalized_laplacian, positional_encoding)
-from attnas.predictors.guided_search import (SearchResult, TrainingEvaluator, nb201_evaluator,
-                                             predictor_guided_search, random_search, regularized_evolution)
+from attnas.predictors.guided_search import (InheritedWeightsEvaluator, SearchResult, TrainingEvaluator,
+                                             nb201_evaluator, predictor_guided_search, random_search,
+                                             regularized_evolution, sample_pool)
 from attnas.predictors.kendall import load_bench_data, run_kendall, split_indices
 from attnas.predictors.registry import get_predictor, predictor_names, register_predictor
 from attnas.predictors.self_evolution import SelfEvolution, SelfEvolutionConfig, lagrangian
@@ -31,5 +32,5 @@ __all__ = [
     "FitConfig", "NeuralPredictor", "get_predictor", "predictor_names", "register_predictor",
     "run_kendall", "load_bench_data", "split_indices",
     "predictor_guided_search", "random_search", "regularized_evolution", "SearchResult", "nb201_evaluator",
-    "TrainingEvaluator",
+    "TrainingEvaluator", "InheritedWeightsEvaluator", "sample_pool",
 ]

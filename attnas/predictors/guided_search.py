@@ -7,11 +7,13 @@ unevaluated candidates and evaluate the ``batch`` best predicted, until the
 evaluation budget is spent.
 
 Candidates come either from an enumerable list (a tabular benchmark: every
-unevaluated architecture is a candidate) or from a search space (a fresh
-random pool of ``pool_size`` architectures per round).  An evaluation is any
-callable ``arch -> score`` (higher is better): a benchmark look-up
-(:func:`nb201_evaluator`) or training with the library's engine
-(:class:`TrainingEvaluator`).  Each distinct architecture is evaluated once;
+unevaluated architecture is a candidate; or a fixed pool of random architectures
+of a space, :func:`sample_pool`) or from a search space (a fresh random pool of
+``pool_size`` architectures per round).  An evaluation is any callable
+``arch -> score`` (higher is better): a benchmark look-up
+(:func:`nb201_evaluator`), the accuracy with weights inherited from a search
+run's supernet (:class:`InheritedWeightsEvaluator`) or training with the
+library's engine (:class:`TrainingEvaluator`).  Each distinct architecture is evaluated once;
 the result records the order of evaluations, so "best architecture found
 against the number of evaluations" is :attr:`SearchResult.best_curve`.
 """
@@ -136,6 +138,14 @@ def _sample_new(space: Any, rng: random.Random, n: int, exclude: Callable[[Any],
         keys.add(k)
         out.append(a)
     return out
+
+
+def sample_pool(space: Any, n: int, seed: int = 0) -> list[Any]:
+    """``n`` distinct random architectures of ``space`` drawn with ``seed`` (``space.sample``,
+    so cell spaces keep their topology rule); fewer only when the space has fewer."""
+    if n < 1:
+        raise ConfigError(f"the pool must hold at least one architecture, got {n}")
+    return _sample_new(space, random.Random(seed), n, lambda arch: False)
 
 
 def predictor_guided_search(evaluate: Evaluator, make_predictor: Callable[[int], NeuralPredictor], budget: int,
@@ -294,6 +304,67 @@ def nb201_evaluator(data_dir: str | None = None, dataset: str = "cifar10", split
     return lambda arch: float(acc[nb201_index(arch)])
 
 
+class InheritedWeightsEvaluator:
+    """Evaluate an architecture with the weights it inherits from a search run's supernet.
+
+    ``run_dir`` is an ``attnas search`` run folder (any method whose supernet keeps one set
+    of weights per candidate of each choice point: DARTS, SPOS, FairNAS, random, ...; not
+    EnTranNAS), re-opened as ``attnas evolve`` re-opens it
+    (:func:`attnas.from_run.load_search_run`: config, data split, last checkpoint, read with
+    ``weights_only=True``).  Per architecture, the stand-alone network of the supernet's
+    layout inherits the weights of its path (:func:`attnas.search.export.export_subnet`),
+    its batch-norm statistics are recomputed on ``bn_images`` training images of the run's
+    weight split (SPOS Sec. 3.4, :func:`attnas.search.evolution.recalibrate_bn`), and the
+    score is its accuracy on ``eval_images`` images of the run's validation split, which the
+    supernet's weights never trained on (0 = every image of the split, for both counts).  On
+    a single-path supernet (SPOS) this is the fitness of ``attnas evolve``: the routed
+    supernet computes what the exported network computes.  ``space`` (a name), when given,
+    must be the space the run searched.
+    """
+
+    def __init__(self, run_dir: str | Path, space: str | None = None, bn_images: int = 512,
+                 eval_images: int = 0, device: str | None = None) -> None:
+        from attnas.from_run import load_search_run, selection_context
+        from attnas.search.evolution import take_images
+
+        for label, v in (("bn_images", bn_images), ("eval_images", eval_images)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{label} must be a non-negative integer (0 = all), got {v!r}")
+        run = load_search_run(run_dir, device=device)
+        if space is not None and run.cfg.space != space:
+            raise ConfigError(f"'{run_dir}' searched space '{run.cfg.space}', not '{space}'")
+        context = selection_context(run.task)
+        self.valid = take_images(context.validation, eval_images)
+        if not self.valid:
+            raise ConfigError(f"'{run_dir}' has no validation images to score architectures on "
+                              "(its method trains on the whole training set)")
+        self.bn = take_images(context.train, bn_images)
+        self.run_dir, self.cfg, self.space, self.model = Path(run_dir), run.cfg, run.space, run.model
+        self.shape = (run.data.num_classes, run.data.in_channels, run.data.image_size)
+        self.epochs_done = run.epochs_done
+        self._network(self.space.sample(random.Random(0)), bn=False)  # can this supernet be inherited from?
+
+    def _network(self, arch: Architecture, bn: bool = True):
+        from attnas.search.export import export_subnet
+
+        try:
+            return export_subnet(self.space, self.model, arch, *self.shape, bn_batches=self.bn if bn else None)
+        except ArchitectureError as e:
+            raise ConfigError(f"cannot evaluate architectures with the weights of '{self.run_dir}' "
+                              f"({self.cfg.method} on {self.cfg.space}): {e}") from None
+
+    def __call__(self, arch: Architecture) -> float:
+        from attnas.search.evolution import accuracy
+
+        return accuracy(self._network(arch), self.valid)
+
+    def describe(self) -> dict[str, Any]:
+        """What the scores depend on: the run, its supernet epochs, the images used."""
+        return {"supernet": str(self.run_dir), "supernet_method": self.cfg.method, "dataset": self.cfg.dataset,
+                "space_options": dict(self.cfg.space_options), "supernet_epochs": self.epochs_done,
+                "bn_images": sum(len(y) for _, y in self.bn), "eval_images": sum(len(y) for _, y in self.valid)}
+
+
 class TrainingEvaluator:
     """Evaluate an architecture by training it with the library's engine (``attnas.api.train``).
 
@@ -305,12 +376,17 @@ class TrainingEvaluator:
 
     def __init__(self, out_root: str | None = None, metric: str = "test_acc", progress: bool = False,
                  **train_options: Any) -> None:
-        from attnas.config import TrainConfig
+        from attnas.config import TrainConfig, check_config
 
-        known = set(TrainConfig.__dataclass_fields__)
-        bad = sorted(set(train_options) - known - {"arch", "out"})
+        known = set(TrainConfig.__dataclass_fields__) - {"arch", "out"}
+        own = sorted({"arch", "out"} & set(train_options))
+        if own:
+            raise ConfigError(f"training option(s) {own} are set by the evaluator (one run folder per "
+                              "architecture under out_root)")
+        bad = sorted(set(train_options) - known)
         if bad:
             raise ConfigError(f"unknown training option(s) {bad}; expected some of {sorted(known)}")
+        check_config(TrainConfig(**train_options))  # types and ranges, before anything is trained
         self.out_root = Path(out_root or tempfile.mkdtemp(prefix="attnas-guided-"))
         self.metric, self.progress, self.train_options = metric, progress, train_options
         self.count = 0
@@ -331,3 +407,7 @@ class TrainingEvaluator:
             raise ConfigError(f"training result has no '{self.metric}'; it has {sorted(result)}")
         (run / "score.json").write_text(json_dumps({"score": result[self.metric]}))
         return float(result[self.metric])
+
+    def describe(self) -> dict[str, Any]:
+        """What the scores depend on: the training options and the metric."""
+        return {"training": dict(self.train_options), "metric": self.metric}
