@@ -36,6 +36,11 @@ the selected channels are updated in place, so BN recalibration
 (:func:`attnas.search.evolution.recalibrate_bn`) of a routed supernet gives exactly the
 statistics of that path.  :meth:`TrioSuperBlock.subnet_state` returns the stand-alone
 :class:`TrioBlock`'s state dict cut from the supernet (export with inherited weights).
+
+Elastic depth (Appendix A): a block past its stage's smallest depth is ``skippable``; a path
+that skips it routes it to :data:`SKIPPED` and the block returns its input untouched (no
+weight read, no BN statistic updated), as the stand-alone network has an ``nn.Identity``
+there.
 """
 from __future__ import annotations
 
@@ -50,6 +55,9 @@ from attnas.ops.trio import (AxialAttention2d, ConvOp, LocalSelfAttention2d, _po
                              local_attention)
 
 SHARING_MODES = ("multihead", "prefix")
+#: the routing index of a block that the active path leaves out ("none": skipped by elastic
+#: depth) -- :data:`attnas.strategies.random_search.ABSENT`, which this layer cannot import
+SKIPPED = -1
 
 
 @dataclass(frozen=True)
@@ -160,13 +168,20 @@ class TrioSuperBlock(nn.Module):
 
     ``options``: the candidates (parsed) of the layer; ``route``: a single-path mixer
     (:class:`attnas.strategies.random_search.SinglePathMixer`) whose ``arch.module.active[key]``
-    is the index of the active candidate.  ``sharing``: "multihead" (Alg. 1) or "prefix"."""
+    is the index of the active candidate, or :data:`SKIPPED` when elastic depth skips the
+    block (``skippable``: a block of unchanged shape past its stage's smallest depth) -- the
+    block is then the identity and computes nothing.  ``sharing``: "multihead" (Alg. 1) or
+    "prefix"."""
 
     def __init__(self, key: str, candidates: tuple[str, ...], options: tuple[TrioOp, ...], C_in: int,
-                 C_out: int, stride: int, span: int, route: nn.Module, sharing: str = "multihead") -> None:
+                 C_out: int, stride: int, span: int, route: nn.Module, sharing: str = "multihead",
+                 skippable: bool = False) -> None:
         super().__init__()
         if sharing not in SHARING_MODES:
             raise ConfigError(f"unknown weight sharing '{sharing}'; expected one of {list(SHARING_MODES)}")
+        if skippable and (stride != 1 or C_in != C_out):
+            raise ConfigError(f"{key}: a block that changes the stride or the width cannot be skipped")
+        self.skippable = skippable
         self.key, self.candidates, self.options = key, candidates, options
         self.C_in, self.C_out, self.stride, self.span, self.sharing = C_in, C_out, stride, span, sharing
         self.mixer = route
@@ -200,8 +215,14 @@ class TrioSuperBlock(nn.Module):
             self.axial_bn = nn.BatchNorm2d(v)
 
     # ----- slicing -------------------------------------------------------------
-    def active_option(self) -> TrioOp:
-        return self.options[self.mixer.arch.module.active[self.key]]
+    def active_option(self) -> TrioOp | None:
+        """The option the routed path runs, or None when elastic depth skips the block."""
+        i = self.mixer.arch.module.active[self.key]
+        if i == SKIPPED:
+            if not self.skippable:
+                raise ArchitectureError(f"{self.key} cannot be skipped (the first blocks of a stage always run)")
+            return None
+        return self.options[i]
 
     def indices(self, o: TrioOp) -> dict[str, torch.Tensor]:
         """Channel index sets of option ``o``: ``mid`` (prefix), ``q`` and ``v`` (Alg. 1 or prefix)."""
@@ -239,6 +260,8 @@ class TrioSuperBlock(nn.Module):
     # ----- forward ---------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = self.active_option()
+        if o is None:  # skipped by elastic depth: the identity
+            return x
         ix = self.indices(o)
         mid = len(ix["mid"])
         y = F.conv2d(x, self.conv1.weight[:mid])
@@ -304,4 +327,5 @@ class TrioSuperBlock(nn.Module):
         return {k: v.detach().clone() for k, v in state.items()}
 
     def extra_repr(self) -> str:
-        return f"key={self.key!r}, {self.C_in}->{self.C_out}, stride={self.stride}, sharing={self.sharing}"
+        return (f"key={self.key!r}, {self.C_in}->{self.C_out}, stride={self.stride}, sharing={self.sharing}"
+                + (", skippable" if self.skippable else ""))

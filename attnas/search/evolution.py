@@ -9,7 +9,11 @@ top-k 10, 25 mutations + 25 crossovers per generation, mutation probability 0.1)
    parents; ``mutations`` children copy a random parent and redraw each choice
    point uniformly with probability ``mutation_prob``; ``crossovers`` children
    take each choice point from one of two random parents (probability 1/2
-   each); random architectures fill the population up to ``population``;
+   each); random architectures fill the population up to ``population``.  Where a space's
+   choices depend on each other (TrioNet's elastic depth: the blocks past a stage's depth are
+   "none") the drawn child is made consistent by ``space.conform``: a mutated or crossed-over
+   depth skips the blocks past it, and a block it runs that was "none" is drawn afresh (mutation)
+   or taken from the parent that runs it (crossover);
 3. the answer is the best architecture evaluated in any of the ``generations + 1``
    populations (the initial one and one per generation, as the SPOS code evaluates).
 
@@ -250,6 +254,7 @@ class EvolutionSearch:
             raise ConfigError(f"evolution option 'mutation_prob' must be in [0, 1], got {cfg.mutation_prob}")
         self.space, self.cfg, self.rng = space, cfg, rng
         self.points = space.choice_points()
+        self._candidates = {p.key: p.candidates for p in self.points}
         self.evaluate_fn, self.constraint = evaluate, constraint
         self.cache = dict(evaluated or {})       # scores known before this run (replay)
         self.scores: dict[Architecture, float] = {}  # evaluated in this run
@@ -310,17 +315,36 @@ class EvolutionSearch:
                 self.scores[arch] = self.cache[arch]
 
     # ----- operators -----------------------------------------------------------
+    def _draw(self, key: str) -> str:
+        """A candidate of choice point ``key``, uniformly (a subclass may draw differently)."""
+        return self.rng.choice(self._candidates[key])
+
+    def _conform(self, arch: Architecture, fill: Callable[[str], str]) -> Architecture:
+        """``arch`` made consistent where the space's choices depend on each other
+        (``space.conform``: TrioNet's elastic depth, whose blocks past a stage's depth are "none"
+        and whose blocks within it that were "none" get ``fill(key)``); other spaces: as drawn."""
+        conform = getattr(self.space, "conform", None)
+        return arch if conform is None else conform(arch, fill)
+
     def _random(self) -> Architecture:
-        return Architecture(self.space.name, {p.key: self.rng.choice(p.candidates) for p in self.points})
+        return self._conform(Architecture(self.space.name, {p.key: self._draw(p.key) for p in self.points}),
+                             self._draw)
 
     def _mutate(self, parent: Architecture) -> Architecture:
-        choices = {p.key: (self.rng.choice(p.candidates) if self.rng.random() < self.cfg.mutation_prob
+        choices = {p.key: (self._draw(p.key) if self.rng.random() < self.cfg.mutation_prob
                            else parent.choices[p.key]) for p in self.points}
-        return Architecture(self.space.name, choices)
+        return self._conform(Architecture(self.space.name, choices), self._draw)
 
     def _crossover(self, a: Architecture, b: Architecture) -> Architecture:
-        return Architecture(self.space.name, {p.key: self.rng.choice((a.choices[p.key], b.choices[p.key]))
-                                              for p in self.points})
+        child = Architecture(self.space.name, {p.key: self.rng.choice((a.choices[p.key], b.choices[p.key]))
+                                               for p in self.points})
+
+        def other_parent(key: str) -> str:
+            """A block the child's depth runs, taken from the parent that skips it: the other
+            parent's (the one whose depth the child has runs it)."""
+            return a.choices[key] if a.choices[key] in self._candidates[key] else b.choices[key]
+
+        return self._conform(child, other_parent)
 
     def _collect(self, n: int, make: Callable[[], Architecture]) -> list[Architecture]:
         """Draw up to ``n`` legal candidates (rejection sampling), then score them."""

@@ -11,6 +11,13 @@ Sampling distribution Gamma (``sampling``):
 * ``"uniform"``: every block's candidate uniformly among all 70 (SPOS), so operators are
   drawn 6/70, 48/70, 16/70 of the time.
 
+Elastic depth (Appendix A; the space's ``depth:<s>`` choice points): under either sampling
+each stage's depth is drawn uniformly among its choices (the paper's 1-2, 2-3, 3-6, 1-3
+blocks) at the top of the hierarchy -- depth, then each block's operator, then its
+configuration; the draws are independent, so the operator of a block that the depth skips
+is drawn and unused.  A stage of depth d runs its first d blocks; the others are "none"
+(the identity, :meth:`TrioNetSpace.conform`).
+
 Sandwich rule (Sec. 3.4, ``sandwich``): every step trains the smallest, the biggest and
 ``sandwich_random`` (2) random sub-networks on the same batch, gradients accumulated, ONE
 optimizer step.  The paper adopts it "after the operator for each block is selected": under
@@ -21,7 +28,8 @@ they are the least / most costly of all the block's candidates.  Cost = the bloc
 the layout's nominal resolution (:meth:`TrioNetSpace.candidate_size`); ties -- the number
 of heads changes neither FLOPs nor parameters -- go to fewer heads for the smallest and more
 heads for the biggest.  (attnas's interpretation; the paper does not define them across
-operators.)
+operators.)  With elastic depth the smallest sub-network has every stage at its smallest
+depth and the biggest at its greatest (all blocks); the random ones draw their depths.
 
 Weight sharing (``sharing``): ``"multihead"`` (Multi-Head Sharing, Sec. 3.5, Alg. 1) or
 ``"prefix"`` (the default sharing the paper ablates); applied to the supernet blocks in
@@ -35,6 +43,8 @@ supernet block the slices of its option (:meth:`TrioSuperBlock.usage_masks`: the
 rows of ``conv1``, the Multi-Head-Sharing channels of the attention projections, the centred
 kernel of the convolution, ...), the stem and classifier whole -- and to no other entry: not to
 the unused channels of a shared tensor, nor to the operators the biggest path does not run.
+The biggest path runs every block (greatest depths), so with elastic depth the decay reaches
+the blocks the smaller paths skip too; a block a path skips has no slices in its targets.
 Without the sandwich (or with ``decay_biggest_only=false``) the optimizer decays every trained
 weight, as SPOS.
 
@@ -43,7 +53,10 @@ preset's population / generations / FLOPs budget, candidates scored by validatio
 after BN recalibration.  The paper does not describe its evolution's sampling; here its
 random initial population and its mutations draw a block's candidate with the training
 sampler (:class:`HierarchicalEvolution`: operator first under ``sampling="hierarchical"``,
-uniform over the 70 candidates under ``"uniform"``), crossover as SPOS.  The winner is
+uniform over the 70 candidates under ``"uniform"``; a depth uniformly among its choices),
+crossover as SPOS -- depths included: a child takes each stage's depth and each block from
+either parent, and a block its depth runs that the parent it came from skipped is the other
+parent's (:class:`~attnas.search.evolution.EvolutionSearch`).  The winner is
 exported with inherited weights (``attnas evolve RUN --export``) or retrained from scratch
 (``attnas train --arch``).
 """
@@ -70,26 +83,17 @@ SAMPLING_MODES = ("hierarchical", "uniform")
 class HierarchicalEvolution(EvolutionSearch):
     """SPOS evolution whose random candidates and mutations draw a block's candidate
     hierarchically (operator uniformly, then its configuration, Eq. 4) when
-    ``cfg.sampling`` is "hierarchical"; crossover, selection and budget as SPOS."""
+    ``cfg.sampling`` is "hierarchical"; depths uniformly; crossover, selection and budget as SPOS."""
 
     def __init__(self, *args, groups: dict[str, dict[str, list[str]]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._groups = groups
 
     def _draw(self, key: str) -> str:
-        groups = self._groups[key]
+        groups = self._groups.get(key)
+        if self.cfg.sampling != "hierarchical" or groups is None:  # uniform; a stage's depth
+            return super()._draw(key)
         return self.rng.choice(groups[self.rng.choice(sorted(groups))])
-
-    def _random(self) -> Architecture:
-        if self.cfg.sampling != "hierarchical":
-            return super()._random()
-        return Architecture(self.space.name, {p.key: self._draw(p.key) for p in self.points})
-
-    def _mutate(self, parent: Architecture) -> Architecture:
-        if self.cfg.sampling != "hierarchical":
-            return super()._mutate(parent)
-        return Architecture(self.space.name, {p.key: (self._draw(p.key) if self.rng.random() < self.cfg.mutation_prob
-                                                      else parent.choices[p.key]) for p in self.points})
 
 
 @register_strategy("trionet")
@@ -122,11 +126,13 @@ class TrioNetStrategy(SPOSStrategy):
         if isinstance(c.warmup_epochs, bool) or not isinstance(c.warmup_epochs, int) or c.warmup_epochs < 0:
             raise ConfigError(f"warmup_epochs must be a non-negative integer, got {c.warmup_epochs!r}")
         specs = space.layer_specs()
+        #: the blocks' choice points, and the stages' depths (elastic depth; else none)
+        self.layer_points, self.depth_points = space.layer_points(), space.depth_points()
         #: per layer: operator -> its candidates (Eq. 4's second stage)
         self.by_op: dict[str, dict[str, list[str]]] = {}
         #: per layer and operator ("*" = all): (smallest, biggest) candidate
         self.extremes: dict[str, dict[str, tuple[str, str]]] = {}
-        for p, L in zip(self.points, specs):
+        for p, L in zip(self.layer_points, specs):
             groups: dict[str, list[str]] = {}
             for cand in p.candidates:
                 groups.setdefault(operator_of(cand), []).append(cand)
@@ -173,42 +179,54 @@ class TrioNetStrategy(SPOSStrategy):
     # ----- sampling ----------------------------------------------------------------
     def sample_operators(self) -> dict[str, str]:
         """Eq. 4, first stage: one operator per block, uniformly among those the block offers."""
-        return {p.key: self.rng.choice(sorted(self.by_op[p.key])) for p in self.points}
+        return {p.key: self.rng.choice(sorted(self.by_op[p.key])) for p in self.layer_points}
+
+    def sample_depths(self) -> dict[str, str]:
+        """Elastic depth: every stage's depth uniformly among its choices (none at fixed depth)."""
+        return {p.key: self.rng.choice(p.candidates) for p in self.depth_points}
 
     def sample_arch(self, ops: dict[str, str] | None = None) -> Architecture:
-        """One sub-network: hierarchical (operator, then configuration; ``ops`` fixes the
-        operators) or uniform over all candidates."""
+        """One sub-network: hierarchical (depths, operators, then configurations; ``ops`` fixes
+        the operators) or uniform over all candidates (and depths); the blocks past a stage's
+        depth are "none"."""
         if self.cfg.sampling == "uniform" and ops is None:
-            return Architecture(self.space.name, {p.key: self.rng.choice(p.candidates) for p in self.points})
-        ops = ops or self.sample_operators()
-        return Architecture(self.space.name, {p.key: self.rng.choice(self.by_op[p.key][ops[p.key]])
-                                              for p in self.points})
+            choices = {p.key: self.rng.choice(p.candidates) for p in self.points}
+        else:
+            ops = ops or self.sample_operators()
+            choices = {**self.sample_depths(), **{p.key: self.rng.choice(self.by_op[p.key][ops[p.key]])
+                                                  for p in self.layer_points}}
+        return self.space.conform(Architecture(self.space.name, choices))
 
     def sample_paths(self, model: SuperNet | None = None) -> list[Architecture]:
-        """The paths of one step: one sample, or the sandwich (smallest, biggest, random ...)."""
+        """The paths of one step: one sample, or the sandwich (smallest: every stage at its
+        smallest depth, biggest: at its greatest, then the random ones)."""
         if not self.cfg.sandwich:
             return [self.sample_arch()]
         if self.cfg.sampling == "hierarchical":
             ops = self.sample_operators()
-            which = {p.key: ops[p.key] for p in self.points}
+            which = {p.key: ops[p.key] for p in self.layer_points}
         else:
-            ops, which = None, {p.key: "*" for p in self.points}
-        small = Architecture(self.space.name, {k: self.extremes[k][w][0] for k, w in which.items()})
-        big = Architecture(self.space.name, {k: self.extremes[k][w][1] for k, w in which.items()})
-        return [small, big] + [self.sample_arch(ops) for _ in range(self.cfg.sandwich_random)]
+            ops, which = None, {p.key: "*" for p in self.layer_points}
+        small = {**{p.key: p.candidates[0] for p in self.depth_points},
+                 **{k: self.extremes[k][w][0] for k, w in which.items()}}
+        big = {**{p.key: p.candidates[-1] for p in self.depth_points},
+               **{k: self.extremes[k][w][1] for k, w in which.items()}}
+        return ([self.space.conform(Architecture(self.space.name, small)), Architecture(self.space.name, big)]
+                + [self.sample_arch(ops) for _ in range(self.cfg.sandwich_random)])
 
     def _count(self, arch: Architecture) -> None:
         super()._count(arch)
-        from attnas.spaces.trionet import operator_of
-        for v in arch.choices.values():
-            self.op_counts[operator_of(v)] += 1
+        from attnas.spaces.trionet import SKIP, operator_of
+        for p in self.layer_points:
+            if arch.choices[p.key] != SKIP:
+                self.op_counts[operator_of(arch.choices[p.key])] += 1
 
     # ----- training ----------------------------------------------------------------
     def decay_targets(self, model: SuperNet, arch: Architecture) -> list[tuple[nn.Parameter, torch.Tensor | None]]:
         """``(parameter, mask)`` of every weight path ``arch`` uses: a supernet block's parameters
         with the 0/1 mask of the slices its option takes, every other parameter (stem,
         classifier) whole (mask None)."""
-        from attnas.spaces.trionet import parse_trio_op
+        from attnas.spaces.trionet import SKIP, parse_trio_op
 
         out: list[tuple[nn.Parameter, torch.Tensor | None]] = []
         in_blocks: set[int] = set()
@@ -217,6 +235,8 @@ class TrioNetStrategy(SPOSStrategy):
                 continue
             in_blocks.update(id(p) for p in m.parameters())
             name = arch.choices[m.key]
+            if name == SKIP:  # skipped by elastic depth: no weight of the block is used
+                continue
             cache = m.__dict__.setdefault("_usage_cache", {})  # per block: candidate -> masks
             masks = cache.get(name)
             if masks is None or any(mk is not None and mk.device != p.device for p, mk in masks.items()):
