@@ -135,6 +135,8 @@ def test_flops_are_twice_the_macs_as_in_the_trionet_paper(capsys) -> None:
     assert res["layers"][1]["choice"] == "conv_k3_e0.25"
     text = "\n".join(out[:-1])
     assert "FLOPs = 2 x MACs" in text and "layers.7" in text and "total" in text and "4.685 G" in text
+    # the input line says which sizes were given and where the others came from
+    assert "3x224x224 input (given, the rest from the space's nominal input), 1000 classes" in text
 
 
 def test_profile_of_a_run_folder_and_errors(tmp_path, capsys) -> None:

@@ -87,15 +87,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     given = (args.in_channels, args.image_size, args.num_classes)
     input_from = "given"
     if not all(v is not None for v in given):
+        input_from = "given, the rest from " if any(v is not None for v in given) else ""
         dataset = cfg.get("dataset") or meta.get("dataset")
         if dataset:
             found = dataset_dims(str(dataset), data_dir, cfg.get("image_size"),
                                  train_subset=cfg.get("train_subset"), test_subset=cfg.get("test_subset"))
-            input_from = f"dataset {dataset}"
+            input_from += f"dataset {dataset}"
         elif callable(getattr(space, "default_input", None)):
-            found, input_from = space.default_input(), "the space's nominal input"
+            found = space.default_input()
+            input_from += "the space's nominal input"
         else:
-            found, input_from = DEFAULT_DIMS, "CIFAR defaults"
+            found = DEFAULT_DIMS
+            input_from += "CIFAR defaults"
         given = tuple(g if g is not None else f for g, f in zip(given, found))
     c, s, k = (int(v) for v in given)
     if min(c, s, k) < 1:

@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="teacher_command", metavar="ACTION")
     t = tsub.add_parser("train", help="train a teacher with the library's engine; writes RUN/teacher.pt")
     t.add_argument("--class", dest="teacher_class", default=None,
-                   help=f"registered teacher class 'module:Class' (default {DEFAULT_CLASS}; others are "
-                        f"added from Python with attnas.teacher.register_teacher)")
+                   help=f"registered teacher class: a short name (resnet20, pyramidnet110: NOS's "
+                        f"PyramidNet-110, alpha 84) or 'module:Class' (default {DEFAULT_CLASS}; others "
+                        f"are added from Python with attnas.teacher.register_teacher)")
     t.add_argument("--teacher-options", help="JSON constructor options, e.g. '{\"depth\": 20, \"width\": 16}'")
     t.add_argument("--stages", help="comma-separated module names of the 3 stages to match "
                                     "(default: the class's 'stages' attribute)")
