@@ -376,6 +376,8 @@ class TrioNetPreset(SPOSPreset):
     "crossovers": 25}`` (1,050 candidates: ~3.6 h at 12 s per candidate for the paper-size
     supernet on 8x8 digits on 2 CPU cores).
     Ablations: ``sampling`` "uniform", ``sandwich`` false, ``sharing`` "prefix".
+    Elastic depth (Appendix A) is the space's (``depth:<s>``; the paper's depths at size
+    "paper"): sampled uniformly, the sandwich's extremes at the least / greatest depths.
     Budgets as the paper's: ``flops_budget`` in FLOPs = 2 x MACs (TrioNet-A: 2e9)."""
 
     epochs: int = 540

@@ -346,11 +346,21 @@ def test_cli_search_evolve_profile_and_train_with_depths(tmp_path, capsys) -> No
     assert arch.choices == saved["choices"] and {"depth:0", "depth:1"} <= set(saved["choices"])
     assert saved["meta"]["flops"] == space.cost_table(4, 3, 16).of(arch).flops <= 1.6e6
     capsys.readouterr()
+    assert cli_main(["evolve", str(run), "--flops-budget", "1.5e6", "--export", "--quiet", "--json"]) == 0
+    evolved = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert evolved["flops"] <= 1.5e6 and (run / "evolve" / "subnet.pt").exists()
+    space.validate(space.parse_native(evolved["architecture"]))
     assert cli_main(["profile", "--arch", str(run / "architecture.json"), "--json"]) == 0
     prof = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert prof["flops"] == saved["meta"]["flops"]
     assert [r["choice"] for r in prof["layers"] if r["name"].startswith("layers.")] == \
         [v for k, v in arch.choices.items() if k.startswith("layer:") and v != SKIP]
+    # TorchScript of the derived network with the weights it inherits from the elastic supernet
+    assert cli_main(["export", "--from-run", str(run), "--format", "torchscript", "-o", str(tmp_path / "n.pt"),
+                     "--json"]) == 0
+    exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exported["weights"] == "inherited" and exported["params"] == saved["meta"]["params"]
+    assert exported["max_abs_diff"] <= exported["tolerance"]
     code = cli_main(["train", "--arch", str(run / "architecture.json"), "--dataset", "synthetic:3,16,4,64,32",
                      "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "t"), "--quiet"])
     assert code == 0
