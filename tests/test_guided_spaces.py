@@ -218,6 +218,17 @@ def test_cli_errors_are_one_line_and_write_nothing(case, argv, expected, darts_r
     assert sorted(p.name for p in tmp_path.iterdir()) == before and not out.parent.exists()
 
 
+def test_cli_rejects_a_supernet_without_candidate_weights(tmp_path: Path, capsys) -> None:
+    """EnTranNAS shares operations across a node's edges: no path to inherit, said before any search."""
+    run = _search(tmp_path / "entrannas", "--space", "darts", "--method", "entrannas",
+                  "--space-options", json.dumps({"C": 8, "layers": 3}))
+    out = tmp_path / "out" / "g.json"
+    assert main(["guided", "--space", "darts", "--supernet", str(run), "--pool", "20", "--budget", "6",
+                 "--initial", "3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no per-choice-point candidate weights" in err[0] and not out.parent.exists()
+
+
 def test_python_api_checks_the_supernet_run(darts_run: Path) -> None:
     from attnas.errors import ConfigError
 
