@@ -165,14 +165,15 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
                 rec.update(bench(arch))
         return rec
 
-    task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, device, on_epoch)
+    task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, device, on_epoch,
+                      amp=bool(getattr(cfg, "amp", False)))
     engine = Engine(out, cfg.epochs, cfg.seed, progress, label="search", stop_after=stop_after,
                     tensorboard=tensorboard, kind="search")
     t0 = time.time()
     metrics = engine.run(task)
     distributed.debug_dump("search", task.model, {"strategy": strategy.state_dict()})
     result: dict[str, Any] = {"run_dir": str(out), "space": cfg.space, "method": cfg.method,
-                              "epochs_done": len(metrics), "epochs": cfg.epochs}
+                              "epochs_done": len(metrics), "epochs": cfg.epochs, **task.accel.describe()}
     if len(metrics) < cfg.epochs:
         result["status"] = "stopped"
         return result

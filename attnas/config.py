@@ -34,6 +34,8 @@ class SearchConfig:
     test_subset: int | None = None
     image_size: int | None = None
     device: str = "auto"
+    #: mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU): attnas.training.accel
+    amp: bool = False
 
 
 #: What ``attnas search`` with no arguments runs (``make search``): IT-NAS on the NAS-Bench-201

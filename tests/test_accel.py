@@ -58,3 +58,23 @@ def test_unknown_compile_backend_is_a_one_line_error(tmp_path: Path, capsys):
     assert main([*TRAIN, "--out", str(tmp_path / "bad"), "--compile", "no_such_backend"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "--compile no_such_backend" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_cli_search_amp_is_recorded_and_kept_on_resume(tmp_path: Path, capsys):
+    """``attnas search --amp``: the search step runs under bfloat16 autocast on CPU (the supernet's
+    weights stay float32), config.json records it and ``--resume`` keeps it."""
+    search = ["search", "--space", "nb201", "--method", "darts", "--space-options", '{"C": 4, "N": 1}',
+              "--dataset", "synthetic:3,8,4,64,32", "--epochs", "2", "--batch-size", "16", "--quiet", "--json"]
+    runs = {}
+    for name, extra in (("eager", []), ("amp", ["--amp"])):
+        assert main([*search, "--out", str(tmp_path / name), *extra, "--stop-after", "1"]) == 0
+        capsys.readouterr()
+        assert main(["search", "--resume", str(tmp_path / name), "--quiet", "--json"]) == 0
+        runs[name] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert runs["amp"]["amp"] == "bfloat16" and runs["eager"]["amp"] is None
+    assert json.loads((tmp_path / "amp" / "config.json").read_text())["amp"] is True
+    loss = {n: [json.loads(l)["train_loss"] for l in (tmp_path / n / "metrics.jsonl").read_text().splitlines()]
+            for n in runs}
+    # bfloat16 changes the numbers a little (so it really ran), not the training
+    assert loss["amp"] != loss["eager"] and loss["amp"] == pytest.approx(loss["eager"], rel=0.05)
+    assert main(["search", "--resume", str(tmp_path / "amp"), "--amp"]) == 2  # a new-run option

@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", metavar="CKPT",
                    help="teacher for attention-guided NOS search: a checkpoint file or an "
                         "'attnas teacher train' run folder (method option teacher_checkpoint)")
+    p.add_argument("--amp", action="store_true", default=None,
+                   help="mixed precision: float16 with loss scaling on CUDA, bfloat16 on CPU")
     add_data_flags(p)
     add_tensorboard_flag(p)
     add_json_flag(p)
@@ -45,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 #: options that define a new run: refused with --resume (the run keeps its recorded ones)
 RUN_OPTIONS = ("space", "method", "out", "force", "space_options", "method_options", "flops_budget", "macs_budget",
-               "params_budget", "teacher", "dataset", "data_dir", "epochs", "batch_size", "seed", "config",
+               "params_budget", "teacher", "amp", "dataset", "data_dir", "epochs", "batch_size", "seed", "config",
                "train_subset", "test_subset", "image_size", "device")
 
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             SearchConfig, args.config, space=args.space, method=args.method, dataset=args.dataset,
             data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size, seed=args.seed,
             out=args.out, train_subset=args.train_subset, test_subset=args.test_subset,
-            image_size=args.image_size, device=args.device,
+            image_size=args.image_size, device=args.device, amp=args.amp,
             space_options=space_options,
             method_options=_with_budgets(parse_json_option(args.method_options, "--method-options"), args))
         result = api.search(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard,
