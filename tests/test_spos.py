@@ -237,6 +237,31 @@ def test_evolution_respects_budget_and_finds_good_architecture() -> None:
         EvolutionSearch(space, cfg, random.Random(0), fitness, Constraint(space, 10, 3, 32, flops_budget=1e6)).run()
 
 
+def test_tight_budget_population_is_moved_into_the_budget() -> None:
+    """Under a budget that 30 of the 6,561 NAS-Bench-Macro networks meet (uniform draws find
+    about one in 200), the initial population is still full, every member is within the budget
+    and distinct, and a budget nothing meets is still a clear error.  A loose budget draws
+    exactly as plain rejection sampling does."""
+    space = get_space("macro")
+    budget = 2e7
+    con = Constraint(space, 10, 3, 32, macs_budget=budget)
+    cfg = _evolution_cfg(population=20, generations=0, top_k=5, mutations=0, crossovers=0)
+    search = EvolutionSearch(space, cfg, random.Random(0), lambda a: 0.0, con)
+    plain = search._collect(20, search._random)
+    assert len(plain) < 5  # rejection sampling alone comes up short
+    res = EvolutionSearch(space, cfg, random.Random(0), lambda a: 0.0, con).run()
+    assert len(res.evaluated) == 20 and all(con.cost(a).macs <= budget for a in res.evaluated)
+    # (20 distinct networks of the 30 that fit: the moves do not collapse onto the cheapest one)
+    # a budget with room: the same draws as rejection sampling alone
+    loose = Constraint(space, 10, 3, 32, macs_budget=9e7)
+    a = EvolutionSearch(space, cfg, random.Random(3), lambda a: 0.0, loose)
+    b = EvolutionSearch(space, cfg, random.Random(3), lambda a: 0.0, loose)
+    assert list(a.run().evaluated) == b._collect(20, b._random)
+    with pytest.raises(ConfigError, match="raise the budget"):
+        EvolutionSearch(space, cfg, random.Random(0), lambda a: 0.0,
+                        Constraint(space, 10, 3, 32, macs_budget=5e6)).run()
+
+
 def test_spos_derive_restores_supernet_state() -> None:
     torch.manual_seed(0)
     space = get_space("macro", **TINY_MACRO)
