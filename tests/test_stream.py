@@ -93,6 +93,20 @@ def test_choice_by_size_and_forcing(folder, shards, monkeypatch):
     assert isinstance(aug, PassThrough)
     x = torch.randn(2, 3, 16, 16)
     assert aug(x, generator=torch.Generator()) is x and aug(x, train=False) is x
+    # cutout (the DARTS retrain recipe) on streamed training batches: one zero square per image,
+    # capped at half the side; evaluation batches untouched; a torchrun slice stays a slice
+    cut = default_augment(forced, cutout=16)
+    assert cut.cutout == 8
+    x = torch.randn(4, 3, 16, 16).abs() + 1.0
+    y = cut(x.clone(), generator=torch.Generator().manual_seed(0))
+    zeros = (y == 0).all(1)  # (N, H, W): pixels zero in every channel
+    assert all(4 * 4 <= int(z.sum()) <= 8 * 8 for z in zeros)  # a square, clipped at the border
+    assert torch.equal(y[~zeros.unsqueeze(1).expand_as(y)], x[~zeros.unsqueeze(1).expand_as(x)])
+    assert torch.equal(cut(x.clone(), train=False), x)
+    sl = x.clone().as_subclass(st.LocalSlice)
+    sl.attnas_slice = (0, 4, 8, None)
+    out = cut(sl, generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, st.LocalSlice) and out.attnas_slice == (0, 4, 8, None) and torch.equal(out, y)
 
 
 # --------------------------------------------------------------------------- ordering

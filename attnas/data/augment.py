@@ -119,16 +119,21 @@ class BatchAugment:
 
     def _cutout_keep(self, n: int, h: int, w: int, generator: torch.Generator | None,
                      device: torch.device) -> torch.Tensor:
-        """(N, H, W) float mask: 0 inside each sample's cutout square, 1 elsewhere."""
-        size = self.cutout
-        cy = self._randint(h, (n, 1), generator, device)
-        cx = self._randint(w, (n, 1), generator, device)
-        y0, x0 = cy - size // 2, cx - size // 2
-        ys = torch.arange(h, device=device).view(1, h)
-        xs = torch.arange(w, device=device).view(1, w)
-        in_y = (ys >= y0) & (ys < y0 + size)  # (N, H)
-        in_x = (xs >= x0) & (xs < x0 + size)  # (N, W)
-        return (~(in_y.unsqueeze(2) & in_x.unsqueeze(1))).to(torch.float32)
+        return cutout_keep(self.cutout, n, h, w, generator, device)
+
+
+def cutout_keep(size: int, n: int, h: int, w: int, generator: torch.Generator | None,
+                device: torch.device) -> torch.Tensor:
+    """(N, H, W) float mask: 0 inside each sample's ``size`` x ``size`` cutout square (centred
+    uniformly on the image, clipped at its border), 1 elsewhere."""
+    cy = BatchAugment._randint(h, (n, 1), generator, device)
+    cx = BatchAugment._randint(w, (n, 1), generator, device)
+    y0, x0 = cy - size // 2, cx - size // 2
+    ys = torch.arange(h, device=device).view(1, h)
+    xs = torch.arange(w, device=device).view(1, w)
+    in_y = (ys >= y0) & (ys < y0 + size)  # (N, H)
+    in_x = (xs >= x0) & (xs < x0 + size)  # (N, W)
+    return (~(in_y.unsqueeze(2) & in_x.unsqueeze(1))).to(torch.float32)
 
 
 def crop_padding_for(image_size: int) -> int:
@@ -153,20 +158,26 @@ def effective_cutout(cutout: int, image_size: int, explicit: bool = False) -> in
 class PassThrough:
     """The "augmentation" of a streamed dataset: its batches come out of the DataLoader workers
     already augmented (training) or resized and centre-cropped (evaluation), and normalised, so
-    the batch is returned as it is (``generator`` and ``train`` are accepted and unused)."""
+    the batch is returned as it is -- except for ``cutout`` (a side > 0), which training batches
+    get here, on the batch's device, after the workers' augmentation (as the DARTS recipe applies
+    it after normalisation).  The batch is changed in place, so a process's slice of a global
+    batch under torchrun (:class:`attnas.data.stream.LocalSlice`) stays one."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], cutout: int = 0) -> None:
         self.mean, self.std = tuple(mean), tuple(std)
-        self.crop_padding, self.flip, self.cutout = 0, False, 0
+        self.crop_padding, self.flip, self.cutout = 0, False, int(cutout)
 
     def __repr__(self) -> str:
-        return f"PassThrough(mean={self.mean}, std={self.std})"
+        return f"PassThrough(mean={self.mean}, std={self.std}, cutout={self.cutout})"
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None,
                  train: bool = True) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             raise ShapeError("a streamed batch must be float images (normalised in the workers), got "
                              f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+        if train and self.cutout > 0 and x.dim() == 4 and len(x):
+            n, _, h, w = x.shape
+            x.mul_(cutout_keep(self.cutout, n, h, w, generator, x.device).unsqueeze(1))
         return x
 
 
@@ -181,13 +192,13 @@ def default_augment(data: ImageData, cutout: int = 0) -> BatchAugment | PassThro
     not mirror-symmetric).  ``cutout`` is the square's side (0 = off; DARTS uses 16).
 
     A streamed dataset (:mod:`attnas.data.stream`) is augmented in its DataLoader workers
-    (random-resized crop, flip, colour jitter, lighting): :class:`PassThrough` (``cutout`` is
-    not applied to it).
+    (random-resized crop, flip, colour jitter, lighting): :class:`PassThrough`, which adds only
+    the cutout.
     """
     from attnas.data.stream import is_streaming
 
     if is_streaming(data):
-        return PassThrough(data.mean, data.std)
+        return PassThrough(data.mean, data.std, cutout=effective_cutout(cutout, data.image_size))
     base = data.name.split(":", 1)[0].lower()
     return BatchAugment(data.mean, data.std, crop_padding=crop_padding_for(data.image_size),
                         flip=base not in NO_FLIP_DATASETS, cutout=effective_cutout(cutout, data.image_size))
