@@ -130,6 +130,10 @@ class ITNASPreset:
     #: the first ``round(warmup * epochs)`` epochs train only the supernet, under the initial
     #: uniform attention (a departure; PC-DARTS warms up 15 of 50 epochs, i.e. 0.3)
     warmup: float = 0.3
+    #: after the warm-up, the transformer weights' updates rise linearly from 0 to full over
+    #: ``round(transformer_ramp * epochs)`` epochs (a departure: the usual learning-rate
+    #: warm-up of transformers; SGD only, by scaling their gradients); 0 = off
+    transformer_ramp: float = 0.0
     transformer_lr: float = 3e-4
     transformer_betas: tuple[float, float] = (0.5, 0.999)
     transformer_weight_decay: float = 1e-3

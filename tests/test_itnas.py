@@ -795,6 +795,40 @@ def test_warmup_epochs_train_the_supernet_under_uniform_attention(optim):
         get_strategy("itnas", get_space("nb201", **TINY_NB201), {"warmup": 1.0})
 
 
+def test_transformer_ramp_scales_the_first_updates_after_the_warmup():
+    """``transformer_ramp`` (a departure, off by default): after the warm-up the transformer's
+    SGD updates rise linearly, step by step, to full size; the supernet's are not scaled.  The
+    first step's update of a zero-initialised key projection is exactly 1/ramp_steps of the
+    unramped one (momentum buffers start empty, no weight decay on a zero tensor)."""
+    updates = {}
+    for ramp in (0.0, 0.4):
+        st = get_strategy("itnas", get_space("nb201", **TINY_NB201),
+                          {"warmup": 0.2, "transformer_ramp": ramp, "transformer_optim": "sgd"})
+        torch.manual_seed(0)
+        model = st.build(4, 3, 8)
+        opt = st.optimizers(model, 10, 5)                 # 10 steps x 5 epochs: 1 of warm-up, ramp 2 epochs
+        keys = [m.transformer.key.weight for m in indicator_mixers(model)]
+        conv = next(p for n, p in model.net.named_parameters() if "transformer" not in n and p.dim() == 4)
+        before_k, before_c = [k.detach().clone() for k in keys], conv.detach().clone()
+        search_step(st, model, opt, _batch(seed=1), None, 1, 0)   # the first step after the warm-up
+        updates[ramp] = ([k.detach() - b for k, b in zip(keys, before_k)], conv.detach() - before_c)
+        if ramp:
+            assert st.ramp_steps == 20 and st._ramp == pytest.approx(1 / 20)
+            st.begin_step(model, 2, 9)
+            assert st._ramp == pytest.approx(20 / 20)         # full from step 20 of the ramp on
+            st.begin_step(model, 0, 3)
+            assert st._ramp == 1.0                            # warm-up: not scaled (not trained)
+    full, ramped = updates[0.0], updates[0.4]
+    assert any(float(d.abs().sum()) > 0 for d in full[0])
+    for d_full, d_ramp in zip(full[0], ramped[0]):
+        assert torch.allclose(d_ramp, d_full / 20, atol=1e-9)
+    assert torch.allclose(ramped[1], full[1])                 # the supernet's step is the same
+    with pytest.raises(ConfigError, match="transformer_ramp"):
+        get_strategy("itnas", get_space("nb201", **TINY_NB201), {"transformer_ramp": 0.2, "transformer_optim": "adam"})
+    with pytest.raises(ConfigError, match="transformer_ramp"):
+        get_strategy("itnas", get_space("nb201", **TINY_NB201), {"transformer_ramp": 1.5})
+
+
 def test_warmup_epochs_derive_no_architecture(tmp_path, monkeypatch):
     """The per-epoch trajectory has no architecture for warm-up epochs (uniform attention picks
     nothing); the epochs after it and the final result do."""

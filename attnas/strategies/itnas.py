@@ -276,6 +276,13 @@ class ITNASStrategy(Strategy):
         if not 0.0 <= float(cfg.warmup) < 1.0:
             raise ConfigError(f"itnas option 'warmup' (a fraction of the epochs) must be in [0, 1), got {cfg.warmup}")
         self.warmup_epochs = 0  # set from the run's epochs by optimizers()
+        if not 0.0 <= float(cfg.transformer_ramp) < 1.0:
+            raise ConfigError(f"itnas option 'transformer_ramp' (a fraction of the epochs) must be in [0, 1), "
+                              f"got {cfg.transformer_ramp}")
+        if float(cfg.transformer_ramp) > 0 and (cfg.transformer_optim != "sgd" or cfg.update != "mono"):
+            raise ConfigError("itnas option 'transformer_ramp' scales the transformer's SGD updates: it needs "
+                              "transformer_optim='sgd' and update='mono'")
+        self.ramp_steps, self.steps_per_epoch, self._ramp = 0, 1, 1.0  # set by optimizers() / begin_step()
         if int(cfg.patterns) < 0 or int(cfg.bootstrap) < 1:
             raise ConfigError("itnas options 'patterns' must be >= 0 and 'bootstrap' >= 1")
         if not (float(cfg.transformer_lr) > 0):
@@ -321,6 +328,8 @@ class ITNASStrategy(Strategy):
         settings same as DARTS"), see the module docstring for the evidence."""
         cfg = self.cfg
         self.warmup_epochs = int(round(float(cfg.warmup) * epochs))
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self.ramp_steps = int(round(float(cfg.transformer_ramp) * epochs)) * self.steps_per_epoch
         if cfg.transformer_optim == "sgd":
             opt, sched = weight_optimizer(model.net.parameters(), cfg.weights, steps_per_epoch, epochs)
             return {"weights": opt, "schedulers": [sched]}
@@ -355,6 +364,8 @@ class ITNASStrategy(Strategy):
         model.arch.mode = "train"
         model.arch.forward_id += 1
         model.arch.selected.fill_(False)
+        t = (epoch - self.warmup_epochs) * self.steps_per_epoch + step  # steps since the warm-up
+        self._ramp = min(1.0, (t + 1) / self.ramp_steps) if self.ramp_steps and t >= 0 else 1.0
         if self.sampling == "all":
             self._step_active: dict[str, list[int]] = {}
         else:
@@ -362,6 +373,14 @@ class ITNASStrategy(Strategy):
             self._step_active = {p.key: sorted(self.rng.sample(range(len(p.candidates)), min(k, len(p.candidates))))
                                  for p in self.points}
         model.arch.active = self._step_active
+
+    def after_backward(self, model: SuperNet, phase: Phase, paths) -> None:
+        """``transformer_ramp``: the transformer weights' gradients scaled by the ramp (with
+        one SGD, the same as a ramp of their learning rate; weight decay is not scaled)."""
+        if self._ramp < 1.0:
+            for p in self.transformer_parameters(model):
+                if p.grad is not None:
+                    p.grad.mul_(self._ramp)
 
     def sample_paths(self, model: SuperNet | None = None) -> list[dict[str, list[int]]]:
         """The step's active candidates (one path, shared by the phases of the step)."""
