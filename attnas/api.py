@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 
-from attnas.run_dir import ARCHITECTURE, CONFIG, RESULT, SCORES, WEIGHTS
+from attnas.run_dir import ARCHITECTURE, CHECKPOINT, CONFIG, RESULT, SCORES, WEIGHTS
 from attnas.spaces.io import is_dir, load_architecture, resolve_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig, check_config, check_stop_after
 from attnas.data.datasets import ImageData, load_dataset
@@ -237,13 +237,17 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
     check_data_dir(cfg.data_dir)
     if not resume:  # a relative folder would be read against the working directory of a resume
         cfg.data_dir, cfg.dataset = absolute_data_dir(cfg.data_dir), absolute_dataset(cfg.dataset)
+        if cfg.init_from is not None:  # read again by a resume that finds no checkpoint
+            cfg.init_from = str(Path(cfg.init_from).absolute())
     arch = (resolve_architecture(cfg.arch, validate=False) if is_dir(Path(cfg.arch))  # a run folder
             else load_architecture(cfg.arch))
     cfg.recipe = cfg.recipe or recipe_for_method(arch.meta.get("method"), fine_tune=cfg.init_from is not None)
     rcfg = override(retrain_recipe(cfg.recipe), cfg.options)
     check_retrain_schedule(rcfg)
     init = None
-    if cfg.init_from is not None and not resume:  # a resumed run's checkpoint holds its weights
+    # a resumed run's checkpoint holds its weights; one killed before its first checkpoint starts
+    # again from the initial weights
+    if cfg.init_from is not None and not (resume and (Path(cfg.out) / CHECKPOINT).is_file()):
         init = initial_weights(cfg.init_from, cfg.arch, cfg.space_options or None, cfg.network_options or None)
         cfg.space_options = init.space_options if init.space_options is not None else cfg.space_options
         cfg.network_options = init.network_options if init.network_options is not None else cfg.network_options

@@ -364,3 +364,28 @@ def test_trionet_fine_tunes_a_searched_sub_network_from_its_supernet(tmp_path, c
     trained = torch.load(out / "weights.pt", weights_only=True)
     convs = conv_weights(inherited_state(run))
     assert convs and all(torch.equal(trained[k], v) for k, v in convs.items())
+
+
+def test_a_fine_tune_killed_before_its_first_checkpoint_resumes_from_the_initial_weights(search_run, tmp_path,
+                                                                                         capsys, monkeypatch):
+    """Killed during epoch 1 (config.json written, no checkpoint.pt yet): the resumed run starts
+    again from --init-from's weights, not from fresh ones, even from another working directory."""
+    weights = tmp_path / "subnet.pt"
+    inherited = inherited_state(search_run)
+    torch.save(inherited, weights)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "tuned"
+    argv = ["train", "--arch", search_run, "--init-from", "subnet.pt", *TINY, "--epochs", "2",
+            "--options", FROZEN, "--out", out, "--stop-after", "1"]
+    assert run_cli(argv, capsys)[0] == 0
+    (out / "checkpoint.pt").unlink()  # as if killed before the first epoch ended
+    (out / "metrics.jsonl").write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli(["train", "--resume", out, "--quiet"], capsys)
+    assert code == 0, err
+    trained = torch.load(out / "weights.pt", weights_only=True)
+    convs = conv_weights(inherited)
+    assert convs and all(torch.equal(trained[k], v) for k, v in convs.items())
+    assert len(metrics_of(out)) == 2
