@@ -389,3 +389,20 @@ def test_a_fine_tune_killed_before_its_first_checkpoint_resumes_from_the_initial
     convs = conv_weights(inherited)
     assert convs and all(torch.equal(trained[k], v) for k, v in convs.items())
     assert len(metrics_of(out)) == 2
+
+
+@pytest.mark.parametrize("options, expected", [
+    ('{"lr_schedule": "exponential"}', "unknown lr_schedule 'exponential'"),
+    ('{"nesterov": true, "weights": {"momentum": 0}}', "'nesterov'"),
+    ('{"weights": {"lr": 0.01, "lr_min": 0.1}}', "'weights.lr_min'"),
+])
+def test_a_teacher_with_a_bad_schedule_is_one_line_and_writes_nothing(options, expected, tmp_path, capsys):
+    """attnas teacher train is trained by the retraining task: its schedule is checked before the
+    run folder is written."""
+    out = tmp_path / "teacher"
+    code, stdout, err = run_cli(["teacher", "train", "--dataset", SYN, "--epochs", "1", "--quiet",
+                                 "--options", options, "--out", out], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("attnas: error:"), err
+    assert expected in lines[0]
+    assert not out.exists()

@@ -87,8 +87,10 @@ def train_teacher(cfg: dict[str, Any], resume: bool = False, progress: bool = Tr
     from attnas.teacher import import_class, instantiate
     from attnas.training.engine import seed_everything
     from attnas.run_dir import check_new_run_dir, open_run_dir
+    from attnas.training.schedules import check_retrain_schedule
 
     tcfg = override(get_preset("teacher"), cfg["options"])
+    check_retrain_schedule(tcfg)  # before the run folder is written (RetrainTask builds it later)
     epochs = cfg["epochs"] if cfg["epochs"] is not None else tcfg.epochs
     batch = cfg["batch_size"] if cfg["batch_size"] is not None else tcfg.batch_size
     if epochs < 1 or batch < 1:
