@@ -238,3 +238,12 @@ def test_python_api_checks_the_supernet_run(darts_run: Path) -> None:
     assert ev.describe()["eval_images"] == 8 and ev.describe()["bn_images"] == 16
     arch = get_space("darts").sample(random.Random(5))
     assert ev(arch) == ev(arch) and 0.0 <= ev(arch) <= 1.0  # deterministic: BN recomputed the same way
+
+
+def test_cli_supernet_alone_searches_the_runs_space(darts_run: Path, capsys) -> None:
+    """--supernet without --space: the space the run searched (not the nb201 default of look-ups)."""
+    assert main(["guided", "--supernet", str(darts_run), "--pool", "20", "--budget", "4", "--initial", "2",
+                 "--batch", "2", "--bn-images", "16", "--eval-images", "16", "--predictor", "mlp",
+                 "--options", '{"epochs": 1, "min_steps": 5}', "--quiet", "--json"]) == 0
+    res = _json_result(capsys)
+    assert res["space"] == "darts" and res["evaluator"] == "supernet" and res["evaluations"] == 4

@@ -67,7 +67,8 @@ ONLY_FOR = {"supernet": ("supernet", "bn_images", "eval_images", "device"),
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("guided", help="predictor-guided search (TNASP): NAS-Bench-201 look-ups, or a pool of "
                                       "DARTS / ProxylessNAS architectures scored by a supernet or by training")
-    p.add_argument("--space", help="nb201 (default), darts, proxyless, or another space with a predictor encoder")
+    p.add_argument("--space", help="nb201 (default; with --supernet: the space of that run), darts, proxyless, "
+                                   "or another space with a predictor encoder")
     p.add_argument("--bench", help="nb201: the same as --space nb201 with look-ups (the flag before --space)")
     p.add_argument("--evaluator", choices=EVALUATORS,
                    help="lookup (nb201's table; the default there), supernet (inherited weights of --supernet; "
@@ -145,15 +146,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----- options ------------------------------------------------------------------------------------
-def _resolve(args: argparse.Namespace) -> tuple[str, str]:
-    """The space and the evaluator, every option checked against them (before anything runs)."""
+def _resolve(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The space and the evaluator, every option checked against them (before anything runs);
+    the space is None when ``--supernet`` alone names it (the run's)."""
     if args.bench is not None and args.bench not in LOOKUP_SPACES:
         raise ConfigError(f"--bench takes a benchmark with a complete table ({', '.join(LOOKUP_SPACES)}), not "
                           f"'{args.bench}'; for other spaces use --space with --evaluator supernet or train")
     if args.bench is not None and args.space is not None and args.space != args.bench:
         raise ConfigError(f"--bench {args.bench} and --space {args.space} disagree; give one of them")
-    space = args.space or args.bench or "nb201"
     kind = args.evaluator
+    # --supernet RUN_DIR without --space: the space that run searched (None here; the run says)
+    by_run = args.supernet is not None and kind in (None, "supernet") and not (args.space or args.bench)
+    space = args.space or args.bench or (None if by_run else "nb201")
     if kind is None:
         kind = "supernet" if args.supernet else "lookup" if space in LOOKUP_SPACES else None
     if kind is None:
@@ -219,7 +223,7 @@ def _lookup_setup(args: argparse.Namespace) -> Setup:
                  extra_key="test_acc", extra=lambda a: float(test[nb201_index(a)]))
 
 
-def _pool_setup(args: argparse.Namespace, space_name: str, kind: str, cleanup: contextlib.ExitStack) -> Setup:
+def _pool_setup(args: argparse.Namespace, space_name: str | None, kind: str, cleanup: contextlib.ExitStack) -> Setup:
     from attnas.predictors.guided_search import InheritedWeightsEvaluator, TrainingEvaluator, sample_pool
     from attnas.spaces.registry import get_space
 
