@@ -247,3 +247,15 @@ def test_cli_supernet_alone_searches_the_runs_space(darts_run: Path, capsys) -> 
                  "--options", '{"epochs": 1, "min_steps": 5}', "--quiet", "--json"]) == 0
     res = _json_result(capsys)
     assert res["space"] == "darts" and res["evaluator"] == "supernet" and res["evaluations"] == 4
+
+
+def test_cli_train_evaluator_space_options_in_train_options(tmp_path: Path, capsys) -> None:
+    """The space options given inside --train-options are the pool's too (a 2-stage TrioNet here:
+    a pool of the default 3-stage space would not fit the training)."""
+    space = {"depths": [1, 1], "width": 8, "heads": [1, 2]}
+    assert main(["guided", "--space", "trionet", "--evaluator", "train", "--dataset", SYN, "--train-options",
+                 json.dumps({"epochs": 1, "batch_size": 32, "space_options": space}),
+                 "--pool", "10", "--budget", "2", "--initial", "2", "--batch", "1", "--predictor", "mlp",
+                 "--options", '{"epochs": 1, "min_steps": 5}', "--quiet", "--json"]) == 0
+    res = _json_result(capsys)
+    assert res["evaluations"] == 2 and res["best_arch"].count(",") == 1  # two blocks

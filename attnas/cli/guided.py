@@ -241,7 +241,11 @@ def _pool_setup(args: argparse.Namespace, space_name: str | None, kind: str, cle
                 raise ConfigError(f"{flag} and --train-options' '{key}' disagree; give one of them")
             if value is not None:
                 train[key] = value
-        space = get_space(space_name, data_dir=args.data_dir, **space_options)
+        # the pool is drawn from the space the candidates are trained in (options from either flag)
+        pool_options = train.get("space_options") or {}
+        if not isinstance(pool_options, dict):
+            raise ConfigError(f"--train-options' 'space_options' must be a JSON object, got {pool_options!r}")
+        space = get_space(space_name, data_dir=train.get("data_dir"), **pool_options)
         runs = args.runs_dir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="attnas-guided-"))
         evaluate = TrainingEvaluator(runs, progress=False, **train)
     pool = sample_pool(space, args.pool or DEFAULT_POOL, args.seed)
