@@ -78,3 +78,37 @@ def test_cli_search_amp_is_recorded_and_kept_on_resume(tmp_path: Path, capsys):
     # bfloat16 changes the numbers a little (so it really ran), not the training
     assert loss["amp"] != loss["eager"] and loss["amp"] == pytest.approx(loss["eager"], rel=0.05)
     assert main(["search", "--resume", str(tmp_path / "amp"), "--amp"]) == 2  # a new-run option
+
+
+@pytest.mark.parametrize("method, space_name, space_options, method_options", [
+    ("darts-2nd", "nb201", {"C": 4, "N": 1}, {}),
+    ("trionet", "trionet", {"layout": "cifar", "depths": [1, 1], "width": 8, "heads": [1, 2]},
+     {"weights": {"weight_decay": 0.5}}),  # a decay large enough to see
+])
+def test_loss_scaling_leaves_a_search_step_unchanged(method, space_name, space_options, method_options):
+    """Under float16 loss scaling (``attnas search --amp`` on CUDA; here a CPU GradScaler with
+    autocast off, so every number stays float32 and a power-of-two scale is exact) a search step
+    moves every parameter as without it: the gradient a phase sets itself (DARTS's second-order
+    alpha gradient, never scaled) and the decay a strategy adds after backward (TrioNet's
+    biggest-path decay) are not divided by the scale."""
+    from attnas.strategies.base import get_strategy
+    from attnas.training.step import StepExecutor
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, 8, 8, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+    x2, y2 = torch.randn(8, 3, 8, 8, generator=gen), torch.randint(0, 4, (8,), generator=gen)
+
+    def after_one_step(scale: float | None) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        st = get_strategy(method, get_space(space_name, **space_options), method_options)
+        model = st.build(4, 3, 8)
+        opt = st.optimizers(model, 10, 5)
+        accel = Accelerator(model, torch.device("cpu"))
+        if scale is not None:
+            accel.scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+        StepExecutor(st, model, opt, accel)({"weights": (x, y), "arch": (x2, y2)}, 0, 0)
+        return [p.detach().clone() for p in model.parameters()]
+
+    plain, scaled = after_one_step(None), after_one_step(2.0 ** 12)
+    for a, b in zip(plain, scaled):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)

@@ -208,7 +208,8 @@ class Strategy(ABC):
         """Make ``path`` (one of :meth:`sample_paths`) the supernet's active path."""
 
     def after_backward(self, model: SuperNet, phase: Phase, paths: Sequence[Any]) -> None:
-        """After a phase's backward passes, before sync/clip/step (e.g. a decay on some slices)."""
+        """After a phase's backward passes, on the synced (torchrun) and unscaled (float16 loss
+        scaling) gradients, before clip/step (e.g. a decay on some slices)."""
 
     def end_step(self, model: SuperNet, epoch: int, step: int) -> dict[str, float]:
         """After a step's phases; extra metrics to log."""

@@ -86,9 +86,10 @@ class Accelerator:
             for o in opts:
                 self.scaler.unscale_(o)
 
-    def step(self, opts) -> None:
-        """Step every optimizer of ``opts`` (skipping inf/NaN steps under a scaler)."""
-        if self.scaler is None:
+    def step(self, opts, scaled: bool = True) -> None:
+        """Step every optimizer of ``opts`` (skipping inf/NaN steps under a scaler; ``scaled``
+        False: gradients that no loss scaling produced, stepped as they are)."""
+        if self.scaler is None or not scaled:
             for o in opts:
                 o.step()
             return

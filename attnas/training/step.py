@@ -68,12 +68,16 @@ class StepExecutor:
                     for k, v in rec.items():
                         sums[phase.prefix + k] = sums.get(phase.prefix + k, 0.0) + float(v)
                 n = len(paths)
+                distributed.sync_grads(params)  # torchrun: average over processes
+                self.accel.unscale(opts)
+                # on the true gradients, so that what a strategy adds (a decay) is not divided by the scale
                 strategy.after_backward(model, phase, paths)
-        distributed.sync_grads(params)  # torchrun: average over processes
-        self.accel.unscale(opts)
+        if phase.gradient is not None:
+            distributed.sync_grads(params)
         if phase.clip > 0:
             nn.utils.clip_grad_norm_(params, phase.clip)
-        self.accel.step(opts)
+        # a gradient the phase set itself was never loss-scaled: not stepped through the scaler
+        self.accel.step(opts, scaled=phase.gradient is None)
         return {k: v / n for k, v in sums.items()}
 
 
