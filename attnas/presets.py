@@ -488,9 +488,11 @@ def retrain_recipe(name: str) -> RetrainPreset:
 def recipe_for_method(method: Any, fine_tune: bool = False) -> str:
     """The name of the recipe that retrains (``fine_tune``: fine-tunes from inherited weights)
     an architecture found by ``method`` (None or a method without its own recipe: ``darts``)."""
+    if not isinstance(method, str):  # None, or whatever an architecture file's meta holds
+        return DEFAULT_RECIPE
     if fine_tune and method in FINETUNE_RECIPES:
         return FINETUNE_RECIPES[method]
-    return METHOD_RECIPES.get(method, DEFAULT_RECIPE) if isinstance(method, str) else DEFAULT_RECIPE
+    return METHOD_RECIPES.get(method, DEFAULT_RECIPE)
 
 
 def register_preset(name: str, preset: Any) -> None:

@@ -406,3 +406,11 @@ def test_a_teacher_with_a_bad_schedule_is_one_line_and_writes_nothing(options, e
     assert code == 2 and len(lines) == 1 and lines[0].startswith("attnas: error:"), err
     assert expected in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("method", [None, ["trionet"], {"name": "nos"}, 3])
+def test_a_method_that_is_not_a_name_takes_the_darts_recipe(method):
+    """An architecture file's meta "method" is whatever JSON holds: anything but a name is darts."""
+    from attnas.presets import recipe_for_method
+
+    assert recipe_for_method(method) == recipe_for_method(method, fine_tune=True) == "darts"
