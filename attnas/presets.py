@@ -440,7 +440,10 @@ class TrioNetFinetunePreset(TrioNetRetrainPreset):
     of the paper's five datasets): ``epochs`` 16; for N training images give ``--epochs``
     round(128000 / N).  Left open by the paper: the schedule of the fine-tuning (cosine to 0, no
     warm-up: a 10-epoch warm-up would fill most of it); Nesterov momentum and label smoothing 0.1
-    as the retraining (:class:`TrioNetRetrainPreset`)."""
+    as the retraining (:class:`TrioNetRetrainPreset`).  Not applied: the small-dataset recipe's
+    dropout 0.1, attention-dropout 0.1 and "strong color jittering" (TrioNet's networks have no
+    dropout layers here, and the in-memory augmentation has no colour jitter; streamed image
+    folders jitter colour in their workers)."""
 
     epochs: int = 16
     weights: WeightOptim = field(default_factory=lambda: WeightOptim(

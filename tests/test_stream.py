@@ -103,10 +103,14 @@ def test_choice_by_size_and_forcing(folder, shards, monkeypatch):
     assert all(4 * 4 <= int(z.sum()) <= 8 * 8 for z in zeros)  # a square, clipped at the border
     assert torch.equal(y[~zeros.unsqueeze(1).expand_as(y)], x[~zeros.unsqueeze(1).expand_as(x)])
     assert torch.equal(cut(x.clone(), train=False), x)
-    sl = x.clone().as_subclass(st.LocalSlice)
-    sl.attnas_slice = (0, 4, 8, None)
-    out = cut(sl, generator=torch.Generator().manual_seed(0))
-    assert isinstance(out, st.LocalSlice) and out.attnas_slice == (0, 4, 8, None) and torch.equal(out, y)
+    # under torchrun each process's slice gets its rows of the global batch's squares (the
+    # same squares as one process would draw), and stays a slice
+    for lo, hi, kept in ((0, 2, None), (2, 4, None), (2, 4, (1,))):
+        sl = x[lo:hi].clone()[list(kept) if kept else slice(None)].as_subclass(st.LocalSlice)
+        sl.attnas_slice = (lo, hi, 4, kept)
+        out = cut(sl, generator=torch.Generator().manual_seed(0))
+        want = y[lo:hi][list(kept) if kept else slice(None)]
+        assert isinstance(out, st.LocalSlice) and out.attnas_slice == (lo, hi, 4, kept) and torch.equal(out, want)
 
 
 # --------------------------------------------------------------------------- ordering

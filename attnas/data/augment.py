@@ -176,8 +176,15 @@ class PassThrough:
             raise ShapeError("a streamed batch must be float images (normalised in the workers), got "
                              f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
         if train and self.cutout > 0 and x.dim() == 4 and len(x):
-            n, _, h, w = x.shape
-            x.mul_(cutout_keep(self.cutout, n, h, w, generator, x.device).unsqueeze(1))
+            _, _, h, w = x.shape
+            part = getattr(x, "attnas_slice", None)
+            if part is None:
+                keep = cutout_keep(self.cutout, len(x), h, w, generator, x.device)
+            else:  # torchrun: the squares of the whole global batch, this process's rows of them
+                lo, hi, n, kept = part
+                keep = cutout_keep(self.cutout, n, h, w, generator, x.device)[lo:hi]
+                keep = keep if kept is None else keep[list(kept)]
+            x.mul_(keep.unsqueeze(1))
         return x
 
 
