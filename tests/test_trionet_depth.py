@@ -368,11 +368,3 @@ def test_cli_search_evolve_profile_and_train_with_depths(tmp_path, capsys) -> No
     trained = {k.split(".")[1] for k in state if k.startswith("layers.")}
     assert trained == {k.split(":")[1] for k, v in arch.choices.items() if k.startswith("layer:") and v != SKIP}
 
-
-def test_skipped_block_marker_is_the_absent_candidate_marker():
-    """The supernet's "skip this block" index must equal the single-path strategies' "no
-    candidate active" index (ops cannot import strategies, so it is spelled twice)."""
-    from attnas.ops.trio_supernet import SKIPPED
-    from attnas.strategies.random_search import ABSENT
-
-    assert SKIPPED == ABSENT
