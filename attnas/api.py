@@ -92,6 +92,8 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
             cfg.method_options = {**cfg.method_options,
                                   "teacher_checkpoint": str(Path(teacher).expanduser().absolute())}
     space = get_space(cfg.space, data_dir=cfg.data_dir, **cfg.space_options)
+    if not resume:  # the space's resolved defaults, so that the run reopens as this space
+        cfg.space_options = {**space.recorded_options(), **(cfg.space_options or {})}
     strategy = get_strategy(cfg.method, space, cfg.method_options)
     preset = strategy.cfg
     cfg.epochs = cfg.epochs if cfg.epochs is not None else preset.epochs

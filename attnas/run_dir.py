@@ -95,6 +95,17 @@ def legacy_budget_units(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def legacy_space_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A TrioNet search run written before elastic depth (its space options do not say
+    ``elastic_depth``; runs since record it) searched fixed depths: it reopens with
+    ``elastic_depth: false``, unless it gave ``depth_choices``.  In place."""
+    opts = cfg.get("space_options")
+    if cfg.get("space") == "trionet" and isinstance(opts, dict) and "elastic_depth" not in opts \
+            and opts.get("depth_choices") is None:
+        cfg["space_options"] = {**opts, "elastic_depth": False}
+    return cfg
+
+
 def read_run_config(run_dir: str | os.PathLike, kind: str, resume: bool = False) -> dict[str, Any]:
     """The ``config.json`` of a ``kind`` run (``search`` / ``train``) as keyword arguments of
     :class:`attnas.config.SearchConfig` / :class:`~attnas.config.TrainConfig` (the resolved
@@ -116,6 +127,7 @@ def read_run_config(run_dir: str | os.PathLike, kind: str, resume: bool = False)
     cls = SearchConfig if kind == "search" else TrainConfig
     if kind == "search":
         legacy_budget_units(cfg)
+        legacy_space_options(cfg)
     cfg.pop("resolved_method_options" if kind == "search" else "resolved_options", None)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(cfg) - known)

@@ -452,7 +452,8 @@ def test_cli_search_resume_evolve_and_retrain(tmp_path, capsys) -> None:
                       "--dataset", "synthetic:3,16,4,64,32", "--epochs", "1", "--batch-size", "16",
                       "--out", str(tmp_path / "t"), "--quiet", "--json"], capsys)
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["status"] == "done"
-    assert json.loads((tmp_path / "t" / "config.json").read_text())["space_options"] == TINY
+    # the search's options, with the elastic_depth it resolved (recorded by the search run)
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["space_options"] == {**TINY, "elastic_depth": False}
 
 
 def test_table2_standalone_networks_match_the_paper() -> None:

@@ -340,6 +340,16 @@ def test_cli_search_evolve_profile_and_train_with_depths(tmp_path, capsys) -> No
                      "--epochs", "1", "--batch-size", "16", "--seed", "1", "--flops-budget", "1.6e6",
                      "--out", str(run), "--quiet"])
     assert code == 0
+    # the run records the resolved elastic_depth, so a later change of default cannot reopen it
+    # as another space; a TrioNet run recorded before elastic depth reopens at fixed depth
+    from attnas.run_dir import read_run_config
+
+    assert json.loads((run / "config.json").read_text())["space_options"]["elastic_depth"] is True
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.json").write_text(json.dumps({"space": "trionet", "method": "trionet",
+                                                    "space_options": {"size": "paper"}}))
+    assert read_run_config(legacy, "search")["space_options"] == {"size": "paper", "elastic_depth": False}
     saved = json.loads((run / "architecture.json").read_text())
     space = _space()
     arch = space.parse_native(saved["native"])

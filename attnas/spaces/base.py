@@ -190,6 +190,11 @@ class SearchSpace(ABC):
         """The space's own notation of ``arch``, or None."""
         return None
 
+    def recorded_options(self) -> dict[str, Any]:
+        """Options resolved from defaults that a run records beside the user's own, so that
+        reopening it builds the same space even if those defaults change (default: none)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """A short summary: number of choice points, candidates, cardinality."""
         pts = self.choice_points()

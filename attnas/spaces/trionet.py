@@ -561,6 +561,12 @@ class TrioNetSpace(ChainSpace):
                                         **{p.key: names[op] for p in self.layer_points()}})
 
     # ----- elastic depth ------------------------------------------------------------
+    def recorded_options(self) -> dict[str, Any]:
+        """Whether the depth is elastic (the default of size "paper" became elastic on 2026-12-04:
+        a run records it, and a search run recorded without it reopens at fixed depth,
+        :func:`attnas.run_dir.legacy_space_options`)."""
+        return {"elastic_depth": self.depth_choices is not None}
+
     def conform(self, arch: Architecture, fill: Callable[[str], str] | None = None) -> Architecture:
         """``arch`` with the blocks past each stage's depth set to ``"none"`` and those within it
         that are ``"none"`` given ``fill(key)`` (e.g. a fresh draw; after a mutation raised a
