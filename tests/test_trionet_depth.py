@@ -371,6 +371,14 @@ def test_cli_search_evolve_profile_and_train_with_depths(tmp_path, capsys) -> No
     exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert exported["weights"] == "inherited" and exported["params"] == saved["meta"]["params"]
     assert exported["max_abs_diff"] <= exported["tolerance"]
+    # the options the search was given are its options (the recorded elastic_depth resolved
+    # from them); other ones are refused
+    assert cli_main(["export", "--from-run", str(run), "--space-options", json.dumps(opts), "--format",
+                     "torchscript", "-o", str(tmp_path / "n2.pt")]) == 0
+    assert cli_main(["export", "--from-run", str(run), "--space-options", json.dumps({**opts, "width": 16}),
+                     "--format", "torchscript", "-o", str(tmp_path / "n3.pt")]) == 2
+    assert not (tmp_path / "n3.pt").exists()
+    capsys.readouterr()
     code = cli_main(["train", "--arch", str(run / "architecture.json"), "--dataset", "synthetic:3,16,4,64,32",
                      "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / "t"), "--quiet"])
     assert code == 0

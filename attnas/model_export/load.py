@@ -195,7 +195,9 @@ def load_network(arch_spec: str | None = None, *, weights: str | None = None, fr
                 raise ConfigError(f"inherited weights fix the input to {want[0]} channels, {want[1]}x{want[1]} "
                                   f"images and {want[2]} classes (the run's data); leave out "
                                   "--in-channels/--image-size/--num-classes")
-        if space_options is not None and dict(space_options) != dict(loaded.cfg.space_options):
+        # (compared as resolved: the run records the space's resolved defaults beside the user's)
+        if space_options is not None and {**loaded.space.recorded_options(), **dict(space_options)} != \
+                dict(loaded.cfg.space_options):
             raise ConfigError(f"inherited weights fix the space options to the run's "
                               f"{json.dumps(loaded.cfg.space_options)}; leave out --space-options")
         sp = loaded.space
