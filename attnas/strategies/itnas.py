@@ -264,7 +264,8 @@ class ITNASStrategy(Strategy):
             raise ConfigError("itnas options 'ffn_ratio' must be >= 1 and 'qk_dim' >= 0 (0 = token width)")
         if self.sampling == "uniform":   # chain spaces: the paper's one-shot protocol (preset.chain)
             ch = cfg.chain
-            self.cfg = cfg = replace(cfg, weights=ch.weights, train_portion=ch.train_portion, sample_k=ch.sample_k)
+            self.cfg = cfg = replace(cfg, weights=ch.weights, train_portion=ch.train_portion, sample_k=ch.sample_k,
+                                     transformer_ramp=ch.transformer_ramp)
             if int(cfg.sample_k) < 1:
                 raise ConfigError(f"itnas option 'chain.sample_k' must be at least 1, got {cfg.sample_k}")
         if cfg.update not in ("mono", "bi"):
@@ -279,9 +280,6 @@ class ITNASStrategy(Strategy):
         if not 0.0 <= float(cfg.transformer_ramp) < 1.0:
             raise ConfigError(f"itnas option 'transformer_ramp' (a fraction of the epochs) must be in [0, 1), "
                               f"got {cfg.transformer_ramp}")
-        if float(cfg.transformer_ramp) > 0 and (cfg.transformer_optim != "sgd" or cfg.update != "mono"):
-            raise ConfigError("itnas option 'transformer_ramp' scales the transformer's SGD updates: it needs "
-                              "transformer_optim='sgd' and update='mono'")
         self.ramp_steps, self.steps_per_epoch, self._ramp = 0, 1, 1.0  # set by optimizers() / begin_step()
         if int(cfg.patterns) < 0 or int(cfg.bootstrap) < 1:
             raise ConfigError("itnas options 'patterns' must be >= 0 and 'bootstrap' >= 1")
@@ -329,7 +327,10 @@ class ITNASStrategy(Strategy):
         cfg = self.cfg
         self.warmup_epochs = int(round(float(cfg.warmup) * epochs))
         self.steps_per_epoch = max(1, int(steps_per_epoch))
-        self.ramp_steps = int(round(float(cfg.transformer_ramp) * epochs)) * self.steps_per_epoch
+        # the ramp scales the one SGD's transformer updates (Adam's steps do not scale with the
+        # gradient; update="bi" has its own optimizer): it applies to transformer_optim "sgd", mono only
+        sgd_mono = cfg.transformer_optim == "sgd" and cfg.update == "mono"
+        self.ramp_steps = int(round(float(cfg.transformer_ramp) * epochs)) * self.steps_per_epoch if sgd_mono else 0
         if cfg.transformer_optim == "sgd":
             opt, sched = weight_optimizer(model.net.parameters(), cfg.weights, steps_per_epoch, epochs)
             return {"weights": opt, "schedulers": [sched]}
