@@ -144,10 +144,9 @@ def shard(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     w, r = world_size(), rank()
     pre = getattr(tensors[0], "attnas_slice", None)
     if pre is not None:  # streamed data: the images are already this process's slice (attnas.data.stream)
-        lo, hi, n, keep = pre
+        lo, hi, n, _ = pre
         _state.shard_weight = (hi - lo) * w / n
-        rest = tuple(t[lo:hi] if keep is None else t[lo:hi][list(keep)] for t in tensors[1:])
-        return (tensors[0].as_subclass(torch.Tensor),) + rest
+        return local_pair(*tensors)
     n = len(tensors[0])
     if n < w:
         raise ConfigError(f"a batch of {n} images cannot be split over {w} processes; "
@@ -165,9 +164,14 @@ def local_pair(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     pre = getattr(tensors[0], "attnas_slice", None)
     if pre is None:
         return tensors
-    lo, hi, _, keep = pre
-    rest = tuple(t[lo:hi] if keep is None else t[lo:hi][list(keep)] for t in tensors[1:])
-    return (tensors[0].as_subclass(torch.Tensor),) + rest
+    return (tensors[0].as_subclass(torch.Tensor),) + tuple(slice_rows(t, pre) for t in tensors[1:])
+
+
+def slice_rows(t: torch.Tensor, part: tuple[int, int, int, tuple[int, ...] | None]) -> torch.Tensor:
+    """The rows of a whole-global-batch tensor ``t`` that a process's streamed slice ``part``
+    (``attnas_slice``: ``lo, hi, n, keep``) holds: ``t[lo:hi]``, then the decoded ones."""
+    lo, hi, _, keep = part
+    return t[lo:hi] if keep is None else t[lo:hi][list(keep)]
 
 
 def shard_batches(batches: Iterable[Any]) -> Iterator[Any]:

@@ -181,9 +181,9 @@ class PassThrough:
             if part is None:
                 keep = cutout_keep(self.cutout, len(x), h, w, generator, x.device)
             else:  # torchrun: the squares of the whole global batch, this process's rows of them
-                lo, hi, n, kept = part
-                keep = cutout_keep(self.cutout, n, h, w, generator, x.device)[lo:hi]
-                keep = keep if kept is None else keep[list(kept)]
+                from attnas.distributed import slice_rows
+
+                keep = slice_rows(cutout_keep(self.cutout, part[2], h, w, generator, x.device), part)
             x.mul_(keep.unsqueeze(1))
         return x
 
