@@ -302,6 +302,33 @@ def test_recomputed_blocks_record_one_row_per_step():
     assert all(float(m.train_count[0]) == 8 for m in indicator_mixers(model))
 
 
+def test_recompute_is_exact_and_recomputes_each_block_once(monkeypatch):
+    """Activation checkpointing of IT blocks: same gradients as without, and each checkpointed
+    block runs its forward once more in the backward pass (not once per autograd.grad call of
+    the layer's backward: the checkpoint's hooks must not pack the layer's small graph)."""
+    from attnas.ops import lite_transformer as lt
+    calls = []
+    forward = lt._ITLayerFunction.forward
+
+    def counted(ctx, layer, *args):
+        calls.append(layer)
+        return forward(ctx, layer, *args)
+
+    monkeypatch.setattr(lt._ITLayerFunction, "forward", staticmethod(counted))
+    grads = []
+    for policy in ("none", "all"):
+        torch.manual_seed(0)
+        st = get_strategy("itnas", get_space("nb201", **TINY_NB201), {"recompute": policy, "warmup": 0})
+        model = st.build(4, 3, 8)
+        calls.clear()
+        x, y = _batch()
+        F.cross_entropy(model(x), y).backward()
+        blocks = len(indicator_mixers(model))
+        assert len(calls) == blocks * (2 if policy == "all" else 1)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
 def test_selection_pass_eq6_and_darts_two_inputs_rule():
     space = get_space("darts", **TINY_DARTS)
     st = get_strategy("itnas", space, {"warmup": 0})   # the first step trains the attention
