@@ -170,7 +170,7 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
     task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, device, on_epoch,
                       amp=bool(getattr(cfg, "amp", False)))
     engine = Engine(out, cfg.epochs, cfg.seed, progress, label="search", stop_after=stop_after,
-                    tensorboard=tensorboard, kind="search")
+                    tensorboard=tensorboard, kind="search", checkpoint_every=cfg.checkpoint_every)
     t0 = time.time()
     metrics = engine.run(task)
     distributed.debug_dump("search", task.model, {"strategy": strategy.state_dict()})
@@ -211,13 +211,15 @@ def _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strate
 
 
 def resume_search(run_dir: str | Path, progress: bool = True, stop_after: int | None = None,
-                  tensorboard: bool = False) -> dict[str, Any]:
+                  tensorboard: bool = False, checkpoint_every: int | None = None) -> dict[str, Any]:
     """Continue a search run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise RunFolderError(f"'{run_dir}' is not a search run folder (no config.json)")
     cfg = SearchConfig(**read_run_config(run_dir, "search", resume=True))
     cfg.out = str(run_dir)  # RUN_DIR is the run, wherever it was moved or resumed from
+    if checkpoint_every is not None:  # how often to checkpoint does not change the run's results
+        cfg.checkpoint_every = checkpoint_every
     tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()
     return search(cfg, resume=True, progress=progress, stop_after=stop_after, tensorboard=tensorboard)
 
@@ -311,7 +313,7 @@ def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data,
     task = RetrainTask(net, data, rcfg, cfg.epochs, cfg.batch_size, cfg.seed, device,
                        amp=cfg.amp, compile_backend=cfg.compile)
     metrics = Engine(out, cfg.epochs, cfg.seed, progress, label="train", stop_after=stop_after,
-                     tensorboard=tensorboard, kind="train").run(task)
+                     tensorboard=tensorboard, kind="train", checkpoint_every=cfg.checkpoint_every).run(task)
     distributed.debug_dump("train", net)
     n_params = sum(p.numel() for n, p in net.named_parameters() if "auxiliary" not in n)
     result = {"run_dir": str(out), "space": arch.space, "epochs_done": len(metrics), "epochs": cfg.epochs,
@@ -330,7 +332,7 @@ def _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data,
 
 
 def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | None = None,
-                 tensorboard: bool = False) -> dict[str, Any]:
+                 tensorboard: bool = False, checkpoint_every: int | None = None) -> dict[str, Any]:
     """Continue a training run (TensorBoard logging goes on if the run logged to it)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
@@ -339,6 +341,8 @@ def resume_train(run_dir: str | Path, progress: bool = True, stop_after: int | N
     data.setdefault("recipe", "darts")  # a run recorded before the per-method recipes trained with DARTS's
     data["arch"] = str(run_dir / ARCHITECTURE)
     data["out"] = str(run_dir)  # RUN_DIR is the run, wherever it was moved or resumed from
+    if checkpoint_every is not None:  # how often to checkpoint does not change the run's results
+        data["checkpoint_every"] = checkpoint_every
     tensorboard = tensorboard or (run_dir / TENSORBOARD).is_dir()
     return train(TrainConfig(**data), resume=True, progress=progress, stop_after=stop_after,
                  tensorboard=tensorboard)

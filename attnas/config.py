@@ -36,6 +36,8 @@ class SearchConfig:
     device: str = "auto"
     #: mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU): attnas.training.accel
     amp: bool = False
+    #: also checkpoint after every this many training steps of an epoch (0: at epoch ends only)
+    checkpoint_every: int = 0
 
 
 #: What ``attnas search`` with no arguments runs (``make search``): IT-NAS on the NAS-Bench-201
@@ -78,6 +80,8 @@ class TrainConfig:
     device: str = "auto"
     #: mixed precision (float16 + loss scaling on CUDA, bfloat16 on CPU): attnas.training.accel
     amp: bool = False
+    #: also checkpoint after every this many training steps of an epoch (0: at epoch ends only)
+    checkpoint_every: int = 0
     #: torch.compile backend of the training forward ("inductor", "aot_eager", ...); None = eager
     compile: str | None = None
     recipe: str | None = None
@@ -142,6 +146,10 @@ def check_config(cfg) -> None:
                 raise ConfigError(f"{_flag(name)} must be a positive integer, got {v!r}")
     if getattr(cfg, "image_size", None) is not None and cfg.image_size > MAX_IMAGE_SIZE:
         raise ConfigError(f"--image-size must be at most {MAX_IMAGE_SIZE}, got {cfg.image_size}")
+    v = getattr(cfg, "checkpoint_every", 0)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ConfigError(f"--checkpoint-every must be a non-negative integer (training steps; 0 = at epoch "
+                          f"ends only), got {v!r}")
     if "seed" in names:
         v = cfg.seed
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_SEED:

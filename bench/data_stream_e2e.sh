@@ -4,12 +4,15 @@
 # into epoch 2, then --resume'd; the metrics (all but the times) must be identical.
 #   bash bench/data_stream_e2e.sh SHARDS_DIR IMAGE_FOLDER WORK_DIR
 # IMAGE_FOLDER should hold 50,000+ images so that it streams by size (else prefix it with stream:).
+# CKPT_EVERY=S: both runs also checkpoint after every S steps inside an epoch (--checkpoint-every), so B
+# resumes at the step after its last checkpoint, not at the start of epoch 2 (TRAIN_SUBSET: images, default 32).
 set -u
 SHARDS=$1; FOLDER=$2; WORK=$3; ONLY=${4:-.}
 PY=${PYTHON:-python}
 export ATTNAS_WORKERS=${ATTNAS_WORKERS:-1} OMP_NUM_THREADS=1
 SO='{"C": 4, "N": 1}'
-COMMON=(--space-options "$SO" --image-size 224 --train-subset 32 --test-subset 16 --epochs 2 --batch-size 8)
+COMMON=(--space-options "$SO" --image-size 224 --train-subset "${TRAIN_SUBSET:-32}" --test-subset 16 --epochs 2 --batch-size 8)
+[ -n "${CKPT_EVERY:-}" ] && COMMON+=(--checkpoint-every "$CKPT_EVERY")
 mkdir -p "$WORK" && cd "$WORK"
 run_pair() {  # name command args...
   local name=$1 cmd=$2; shift 2
@@ -25,6 +28,14 @@ run_pair() {  # name command args...
   local lines=$(wc -l < "$name-B/metrics.jsonl")
   [ $rc = 137 ] && [ "$lines" = 1 ] && echo "$name: B killed in epoch 2 (SIGKILL, 1 epoch checkpointed)" \
     || echo "$name: B NOT killed mid-epoch (rc $rc, $lines epochs done): no resume test"
+  $PY - "$name-B/checkpoint.pt" <<'PYEOF'
+import sys
+from attnas.training.checkpoint import load_checkpoint
+s = load_checkpoint(sys.argv[1])
+p = s.get("partial")
+print(f"{sys.argv[1]}: " + (f"inside epoch {s['epoch'] + 2}, resumes at step {p['step'] + 1}" if p
+                            else f"after epoch {s['epoch'] + 1}"))
+PYEOF
   $PY -m attnas.cli.main "$cmd" --resume "$name-B" --quiet > "$name-B2.log" 2>&1; echo "$name: resume rc $?"
   $PY - "$name" <<'PYEOF'
 import json, sys

@@ -61,7 +61,8 @@ def test_torchrun_search_and_train(tmp_path):
     """One torchrun launch (2 processes) runs, through ``python -m attnas.cli.main`` semantics:
     a DARTS search stopped after one epoch (then resumed here in ONE process), the resumption
     of an IT-NAS run started here in one process, DARTS 2nd order with uneven shards (batch 15
-    over 2 processes), SPOS single-path sampling, an evolutionary search whose candidates are
+    over 2 processes) and a checkpoint after every step (the processes average their running
+    metric sums for it), SPOS single-path sampling, an evolutionary search whose candidates are
     split over the processes, and a retraining.  Every job must end with
     identical parameters, buffers and architecture state on both ranks; rank 0 alone writes
     and prints."""
@@ -78,7 +79,7 @@ def test_torchrun_search_and_train(tmp_path):
         ["darts", ["search", *SPACE, "--method", "darts", *DATA, "--epochs", "2", "--stop-after", "1",
                    "--out", str(darts), "--quiet", "--json"]],
         ["itnas", ["search", "--resume", str(itnas), "--quiet"]],
-        ["darts2", ["search", "--method", "darts-2nd", *common, "--batch-size", "15",
+        ["darts2", ["search", "--method", "darts-2nd", *common, "--batch-size", "15", "--checkpoint-every", "1",
                     "--out", str(tmp_path / "darts2")]],
         ["spos", ["search", "--method", "spos", "--method-options", spos_opts, *common,
                   "--batch-size", "16", "--out", str(tmp_path / "spos")]],

@@ -44,6 +44,10 @@ def add_tensorboard_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="also log every epoch's metrics to RUN_DIR/tensorboard "
                         "(needs the tensorboard package: pip install 'attnas[tensorboard]')")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS", default=None,
+                   help="also checkpoint after every STEPS training steps inside an epoch, so that a killed "
+                        "run resumes at that step (default 0: at the end of every epoch only; with --resume: "
+                        "changes the run's recorded value)")
 
 
 def is_main_process() -> bool:

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     refuse_with_resume(args, RUN_OPTIONS)
     if args.resume:
         result = api.resume_search(args.resume, progress=progress, stop_after=args.stop_after,
+                                  checkpoint_every=args.checkpoint_every,
                                    tensorboard=args.tensorboard)
     else:
         space_options = parse_json_option(args.space_options, "--space-options")
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             SearchConfig, args.config, space=args.space, method=args.method, dataset=args.dataset,
             data_dir=args.data_dir, epochs=epochs, batch_size=args.batch_size, seed=args.seed,
             out=args.out, train_subset=args.train_subset, test_subset=args.test_subset,
-            image_size=args.image_size, device=args.device, amp=args.amp,
+            image_size=args.image_size, device=args.device, amp=args.amp, checkpoint_every=args.checkpoint_every,
             space_options=space_options,
             method_options=_with_budgets(parse_json_option(args.method_options, "--method-options"), args))
         result = api.search(cfg, progress=progress, stop_after=args.stop_after, tensorboard=args.tensorboard,

@@ -81,13 +81,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     refuse_with_resume(args, RUN_OPTIONS)
     if args.resume:
         result = api.resume_train(args.resume, progress=progress, stop_after=args.stop_after,
+                                  checkpoint_every=args.checkpoint_every,
                                   tensorboard=args.tensorboard)
     else:
         cfg = make_config(
             TrainConfig, args.config, arch=args.arch, dataset=args.dataset, data_dir=args.data_dir,
             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, out=args.out,
             train_subset=args.train_subset, test_subset=args.test_subset, image_size=args.image_size,
-            device=args.device, amp=args.amp, compile=args.compile, recipe=args.recipe, init_from=args.init_from,
+            device=args.device, amp=args.amp, checkpoint_every=args.checkpoint_every, compile=args.compile, recipe=args.recipe, init_from=args.init_from,
             space_options=parse_json_option(args.space_options, "--space-options"),
             network_options=parse_json_option(args.network_options, "--network-options"),
             options=parse_json_option(args.options, "--options"))

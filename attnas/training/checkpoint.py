@@ -87,12 +87,15 @@ def checkpoint_kind(obj: Any) -> str | None:
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
-    """An engine checkpoint (``{"epoch": int, "task": {...}}``), read safely and checked;
+    """An engine checkpoint (``{"epoch": int, "task": {...}}``, plus ``"partial"`` when it was taken
+    inside an epoch: :class:`attnas.training.engine.Engine`), read safely and checked;
     ``kind`` (``search`` / ``train``): also check it is a checkpoint of that kind of run."""
     obj = safe_torch_load(path)
     found = checkpoint_kind(obj)
     epoch = obj.get("epoch") if isinstance(obj, dict) else None
-    if found is None or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0 \
+    # a checkpoint taken inside the first epoch (``partial``) has no complete epoch yet: -1
+    lowest = -1 if found is not None and isinstance(obj.get("partial"), dict) else 0
+    if found is None or isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < lowest \
             or not isinstance(obj["task"].get("model"), dict):
         raise CheckpointError(f"'{path}' is not an attnas checkpoint (expected the 'epoch' and 'task' "
                               "state that attnas search / attnas train write)")

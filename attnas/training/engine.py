@@ -8,6 +8,17 @@ order depends only on ``(seed, epoch)``, so a run resumed from its last
 checkpoint continues exactly as the uninterrupted run would have: a killed
 run loses at most the epoch in progress.
 
+Checkpoints inside an epoch (``checkpoint_every`` steps; ``--checkpoint-every``): an epoch of a
+large dataset can take hours, so the engine can also checkpoint after every ``checkpoint_every``
+training steps.  Such a checkpoint (``"partial"``) adds where the epoch stands: the next step,
+the running sums of the step metrics, the elapsed time, every random generator's state (Python,
+NumPy, torch) and the task's data position (:meth:`Task.position`: the augmentation generator);
+the task then serves the epoch's batches from that step on (``batches(epoch, start, position)``:
+the loaders' ``epoch_from``, which skips the earlier batches without building them), so the
+resumed run continues at the right sample of the right epoch and ends exactly as the
+uninterrupted one (tests/test_engine_resume.py).  Under ``torchrun`` the running sums are
+averaged over the processes when the checkpoint is taken (the end-of-epoch average is the same).
+
 Under ``torchrun`` (:mod:`attnas.distributed`) every process runs the
 same epochs; the per-step metrics are averaged over the processes at the end
 of an epoch, the task state is checked to be identical on all of them, and
@@ -84,7 +95,11 @@ class Task(Protocol):
     """What the engine needs from a search or a retraining."""
 
     def steps_per_epoch(self) -> int: ...
-    def batches(self, epoch: int) -> Iterable[Any]: ...
+    def batches(self, epoch: int, start: int = 0, position: Any = None) -> Iterable[Any]:
+        """The epoch's steps from step ``start`` on; ``position`` (from :meth:`position`) is where
+        the task's own random draws stood at that step."""
+    def position(self) -> Any:
+        """The state of the task's per-epoch random draws (plain data or tensors), now."""
     def train_step(self, batch: Any, epoch: int, step: int) -> dict[str, float]: ...
     def end_epoch(self, epoch: int) -> dict[str, Any]: ...
     def state_dict(self) -> dict[str, Any]: ...
@@ -96,6 +111,26 @@ def seed_everything(seed: int, epoch: int = 0) -> None:
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python's, NumPy's and torch's global generator states as checkpointable data."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), int(pos), int(has_gauss), float(gauss)))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class Progress:
@@ -134,8 +169,10 @@ class Engine:
 
     def __init__(self, out_dir: str | Path, epochs: int, seed: int, progress: bool = True,
                  label: str = "epoch", stop_after: int | None = None, tensorboard: bool = False,
-                 kind: str | None = None) -> None:
+                 kind: str | None = None, checkpoint_every: int = 0) -> None:
         self.out = Path(out_dir)
+        #: also checkpoint after every this many training steps of an epoch (0: at epoch ends only)
+        self.checkpoint_every = int(checkpoint_every or 0)
         self.kind = kind  # "search" / "train": recorded in the checkpoint, checked on resume
         self.out.mkdir(parents=True, exist_ok=True)
         self.main = distributed.is_main()
@@ -154,52 +191,60 @@ class Engine:
             return 0
         return int(load_checkpoint(self.checkpoint_path, self.kind)["epoch"]) + 1
 
-    def _restore(self, task: Task) -> int:
+    def _restore(self, task: Task) -> tuple[int, dict[str, Any] | None]:
+        """``(first epoch to run, where inside it to resume or None)``."""
         if not self.checkpoint_path.exists():
             if self.main:
                 (self.out / METRICS).write_text("")
-            return 0
+            return 0, None
         state = load_checkpoint(self.checkpoint_path, self.kind)
         restore_task(task, state["task"], self.checkpoint_path, "this run (another space, method or options?)")
         start = int(state["epoch"]) + 1
+        partial = state.get("partial")
         # drop metrics of epochs that ran after the checkpoint (the killed one)
         path = self.out / METRICS
         if path.exists() and self.main:
             kept = [ln for ln in path.read_text().splitlines() if _epoch_of(ln) < start]
             path.write_text("".join(ln + "\n" for ln in kept))
-        return start
+        return start, partial
 
     def run(self, task: Task) -> list[dict[str, Any]]:
-        start = self._restore(task)
+        start, partial = self._restore(task)
         writer = None
         if self.tensorboard and self.main:
             writer = tensorboard_writer(self.out / TENSORBOARD, purge_step=start or None)
         try:
-            self._epochs(task, start, writer)
+            self._epochs(task, start, writer, partial)
         finally:
             if writer is not None:
                 writer.close()
         distributed.barrier()
         return read_metrics(self.out)
 
-    def _epochs(self, task: Task, start: int, writer) -> None:
+    def _epochs(self, task: Task, start: int, writer, partial: dict[str, Any] | None = None) -> None:
         ran = 0
         for epoch in range(start, self.epochs):
             if self.stop_after is not None and ran >= self.stop_after:
                 break
             seed_everything(self.seed, epoch)
-            t0 = time.time()
             n = task.steps_per_epoch()
             bar = Progress(f"{self.label} {epoch + 1}/{self.epochs}", n, self.progress)
-            sums: dict[str, float] = {}
-            count = 0
-            for step, batch in enumerate(task.batches(epoch)):
+            first, position, sums, count, t0 = 0, None, {}, 0, time.time()
+            if partial is not None:  # resume inside this epoch
+                first, position = int(partial["step"]), partial["position"]
+                sums, count = {k: float(v) for k, v in partial["sums"].items()}, int(partial["count"])
+                t0 -= float(partial["elapsed_s"])
+                set_rng_state(partial["rng"])
+                partial = None
+            for step, batch in enumerate(task.batches(epoch, first, position), start=first):
                 m = task.train_step(batch, epoch, step)
                 self._check_finite(m, epoch, step, n)
                 count += 1
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 bar.update(step, {k: v / count for k, v in sums.items()})
+                if self.checkpoint_every and (step + 1) % self.checkpoint_every == 0 and step + 1 < n:
+                    self._checkpoint_inside(task, epoch, step + 1, sums, count, time.time() - t0)
             bar.close()
             if distributed.is_distributed():
                 sums = distributed.average_dict(sums)
@@ -227,11 +272,36 @@ class Engine:
                                for k, v in shown.items()), file=sys.stderr)
             ran += 1
 
+    def _checkpoint_inside(self, task: Task, epoch: int, next_step: int, sums: dict[str, float], count: int,
+                           elapsed: float) -> None:
+        """A checkpoint inside ``epoch`` before step ``next_step`` (module docstring)."""
+        shared = distributed.average_dict(sums) if distributed.is_distributed() else sums
+        state = {"kind": self.kind, "epoch": epoch - 1, "task": task.state_dict(),
+                 "partial": {"step": next_step, "sums": dict(shared), "count": count, "elapsed_s": elapsed,
+                             "rng": rng_state(), "position": task.position()}}
+        self._check_weights(state["task"], epoch, next_step, inside=True)
+        if self.main:
+            atomic_torch_save(state, self.checkpoint_path)
+        distributed.barrier()
+
     def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
-        kept = (f"{self.checkpoint_path} keeps epoch {epoch}/{self.epochs}, the last good one" if epoch > 0
-                else "no checkpoint was written")
+        saved = self._saved_at()
+        kept = f"{self.checkpoint_path} keeps {saved}, the last good one" if saved else "no checkpoint was written"
         return TrainingDiverged(f"training diverged at epoch {epoch + 1}/{self.epochs} {what}; try a lower "
                                 f"learning rate; {kept}")
+
+    def _saved_at(self) -> str | None:
+        """Where the checkpoint on disk stands (``epoch 3/10``, or ``epoch 4/10, step 200`` inside an epoch), or None."""
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            state = load_checkpoint(self.checkpoint_path, self.kind)
+        except Exception:  # noqa: BLE001 - only for the message
+            return "an unreadable checkpoint"
+        partial = state.get("partial")
+        if isinstance(partial, dict):
+            return f"epoch {int(state['epoch']) + 2}/{self.epochs}, step {partial.get('step')}"
+        return f"epoch {int(state['epoch']) + 1}/{self.epochs}"
 
     def _check_finite(self, metrics: dict[str, Any], epoch: int, step: int, steps: int) -> None:
         """Stop on a non-finite step metric (the loss); under torchrun all processes stop together."""
@@ -245,13 +315,14 @@ class Engine:
         what = ", ".join(f"{k} is {v}" for k, v in bad) if bad else "a non-finite loss on another process"
         raise self._diverged(epoch, f"step {step + 1}/{steps}: {what}")
 
-    def _check_weights(self, task_state: dict[str, Any], epoch: int, steps: int) -> None:
+    def _check_weights(self, task_state: dict[str, Any], epoch: int, steps: int, inside: bool = False) -> None:
         """Never checkpoint non-finite network weights (a step that overflowed without a NaN loss)."""
         model = task_state.get("model") if isinstance(task_state, dict) else None
         for name, t in (model or {}).items():
             if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise self._diverged(epoch, f"step {steps}/{steps}: the network weight '{name}' is not "
-                                            "finite after the epoch")
+                where = f"step {steps}" if inside else f"step {steps}/{steps}"
+                raise self._diverged(epoch, f"{where}: the network weight '{name}' is not finite "
+                                            f"{'at the checkpoint' if inside else 'after the epoch'}")
 
 
 def _epoch_of(line: str) -> int:

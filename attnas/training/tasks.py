@@ -103,13 +103,24 @@ class SearchTask:
         x, y = batch
         return self.augment(x.to(self.device), generator=gen), y.to(self.device)
 
-    def batches(self, epoch: int, shard: bool = True):
-        """The epoch's steps: a dict split -> ``(x, y)`` of the splits the phases read (augmented;
-        under torchrun this process's slice of each global batch, or the whole global batches
-        with ``shard=False``, e.g. for selection passes; a streamed training split decodes only
-        this process's slice, so there ``shard=False`` gives that slice with its own labels)."""
-        gen = _epoch_generator(self.seed, epoch, 1)
-        for batch in zip(*(self.split_batches[s].epoch(epoch) for s in self.splits)):
+    def batches(self, epoch: int, start: int = 0, position: Any = None):
+        """The epoch's training steps from step ``start`` on (the engine's loop; ``position``: the
+        augmentation generator's state at that step, from :meth:`position`)."""
+        self._gen = _epoch_generator(self.seed, epoch, 1)
+        if position is not None:
+            self._gen.set_state(position)
+        return self._steps(epoch, True, start, self._gen)
+
+    def position(self) -> torch.Tensor:
+        """The augmentation generator's state in the engine's current epoch."""
+        return self._gen.get_state()
+
+    def _steps(self, epoch: int, shard: bool, start: int, gen: torch.Generator):
+        """A dict split -> ``(x, y)`` per step, of the splits the phases read (augmented; under
+        torchrun this process's slice of each global batch, or the whole global batches with
+        ``shard=False``, e.g. for selection passes; a streamed training split decodes only this
+        process's slice, so there ``shard=False`` gives that slice with its own labels)."""
+        for batch in zip(*(self.split_batches[s].epoch_from(epoch, start) for s in self.splits)):
             step = {}
             for s, b in zip(self.splits, batch):
                 b = self._prep(b, gen)
@@ -118,7 +129,7 @@ class SearchTask:
 
     def weight_batches(self, epoch: int = 0, shard: bool = False):
         """The weight split's augmented batches of ``epoch`` (BN recalibration, training passes)."""
-        return (b["weights"] for b in self.batches(epoch, shard=shard))
+        return (b["weights"] for b in self._steps(epoch, shard, 0, _epoch_generator(self.seed, epoch, 1)))
 
     def train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
         return self.executor(batch, epoch, step)
@@ -186,11 +197,22 @@ class RetrainTask:
     def steps_per_epoch(self) -> int:
         return len(self.train_batches)
 
-    def batches(self, epoch: int):
+    def batches(self, epoch: int, start: int = 0, position: Any = None):
+        """The epoch's training batches from step ``start`` on (``position``: the augmentation
+        generator's state at that step, from :meth:`position`)."""
         if hasattr(self.net, "set_drop_path"):
             self.net.set_drop_path(self.cfg.drop_path * epoch / max(1, self.epochs))
-        gen = _epoch_generator(self.seed, epoch, 2)
-        for x, y in self.train_batches.epoch(epoch):
+        self._gen = _epoch_generator(self.seed, epoch, 2)
+        if position is not None:
+            self._gen.set_state(position)
+        return self._batches(epoch, start, self._gen)
+
+    def position(self) -> torch.Tensor:
+        """The augmentation generator's state in the engine's current epoch."""
+        return self._gen.get_state()
+
+    def _batches(self, epoch: int, start: int, gen: torch.Generator):
+        for x, y in self.train_batches.epoch_from(epoch, start):
             x, y = self.augment(x.to(self.device), generator=gen), y.to(self.device)
             if distributed.is_distributed():
                 if len(y) < distributed.world_size():
