@@ -27,7 +27,7 @@ from typing import Any
 from attnas.run_dir import ARCHITECTURE, CHECKPOINT, CONFIG, RESULT, SCORES, WEIGHTS
 from attnas.spaces.io import is_dir, load_architecture, resolve_architecture, save_architecture
 from attnas.config import SearchConfig, TrainConfig, check_config, check_stop_after
-from attnas.data.datasets import ImageData, load_dataset
+from attnas.data.datasets import ImageData, dataset_family, load_dataset
 from attnas.data.augment import effective_cutout
 from attnas.data.paths import absolute_data_dir, absolute_dataset, check_data_dir
 from attnas.errors import AttnasError, ConfigError, RunFolderError
@@ -245,7 +245,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
             cfg.init_from = str(Path(cfg.init_from).absolute())
     arch = (resolve_architecture(cfg.arch, validate=False) if is_dir(Path(cfg.arch))  # a run folder
             else load_architecture(cfg.arch))
-    cfg.recipe = cfg.recipe or recipe_for_method(arch.meta.get("method"), fine_tune=cfg.init_from is not None)
+    cfg.recipe = cfg.recipe or recipe_for_method(arch.meta.get("method"), fine_tune=cfg.init_from is not None,
+                                                 family=dataset_family(cfg.dataset))
     rcfg = override(retrain_recipe(cfg.recipe), cfg.options)
     check_retrain_schedule(rcfg)
     init = None

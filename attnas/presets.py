@@ -361,6 +361,27 @@ class NOSImageNetRetrainPreset(RetrainPreset):
 
 
 @dataclass(frozen=True)
+class DartsImageNetRetrainPreset(RetrainPreset):
+    """DARTS evaluation on ImageNet, mobile setting (Liu et al. 2019, Sec. 3.3 / A.2; recipe
+    ``darts-imagenet``): 250 epochs, batch 128, SGD 0.1 decayed by 0.97 after every epoch, weight
+    decay 3e-5; from DARTS's ``train_imagenet.py``: momentum 0.9, label smoothing 0.1, auxiliary
+    weight 0.4, gradient clip 5, no drop-path, no cutout (14 cells, 48 initial channels, 224x224:
+    ``--network-options`` / ``--image-size``)."""
+
+    epochs: int = 250
+    batch_size: int = 128
+    weights: WeightOptim = field(default_factory=lambda: WeightOptim(lr=0.1, lr_min=0.0, momentum=0.9,
+                                                                     weight_decay=3e-5))
+    lr_schedule: str = "step"
+    step_size: int = 1
+    step_gamma: float = 0.97
+    label_smoothing: float = 0.1
+    auxiliary_weight: float = 0.4
+    drop_path: float = 0.0
+    cutout: int = 0
+
+
+@dataclass(frozen=True)
 class TrioNetPreset(SPOSPreset):
     """TrioNet supernet training and search (Pi et al., BMVC 2021, Sec. 3.3-3.5, Appendix A).
 
@@ -470,6 +491,7 @@ PRESETS: dict[str, Any] = {
 #: the retraining recipes of ``attnas train`` (``--recipe NAME``; ``darts`` is also :data:`PRESETS`'s "retrain")
 RETRAIN_RECIPES: dict[str, RetrainPreset] = {
     "darts": RetrainPreset(),
+    "darts-imagenet": DartsImageNetRetrainPreset(),
     "nos": NOSRetrainPreset(),
     "nos-cifar100": NOSCifar100RetrainPreset(),
     "nos-imagenet": NOSImageNetRetrainPreset(),
@@ -481,6 +503,11 @@ METHOD_RECIPES: dict[str, str] = {"nos": "nos", "trionet": "trionet"}
 #: ... and the one that fine-tunes it from inherited weights (``attnas train --init-from``)
 FINETUNE_RECIPES: dict[str, str] = {"trionet": "trionet-finetune"}
 DEFAULT_RECIPE = "darts"
+#: the recipe a method's paper uses on another kind of data (:func:`attnas.data.datasets.dataset_family`:
+#: "cifar100", or "imagenet" for image folders and shards -- ImageNet-scale data); the method's own
+#: recipe (or darts) elsewhere.  TrioNet's own recipe is already its ImageNet one.
+DATASET_RECIPES: dict[tuple[str, str], str] = {
+    ("nos", "cifar100"): "nos-cifar100", ("nos", "imagenet"): "nos-imagenet", ("darts", "imagenet"): "darts-imagenet"}
 
 
 def retrain_recipe(name: str) -> RetrainPreset:
@@ -491,14 +518,16 @@ def retrain_recipe(name: str) -> RetrainPreset:
         raise ConfigError(f"unknown recipe {name!r}; expected one of {sorted(RETRAIN_RECIPES)}") from None
 
 
-def recipe_for_method(method: Any, fine_tune: bool = False) -> str:
+def recipe_for_method(method: Any, fine_tune: bool = False, family: str | None = None) -> str:
     """The name of the recipe that retrains (``fine_tune``: fine-tunes from inherited weights)
-    an architecture found by ``method`` (None or a method without its own recipe: ``darts``)."""
+    an architecture found by ``method`` (None or a method without its own recipe: ``darts``) on data
+    of ``family`` (:data:`DATASET_RECIPES`; None: CIFAR-10-like)."""
     if not isinstance(method, str):  # None, or whatever an architecture file's meta holds
-        return DEFAULT_RECIPE
+        method = None
     if fine_tune and method in FINETUNE_RECIPES:
         return FINETUNE_RECIPES[method]
-    return METHOD_RECIPES.get(method, DEFAULT_RECIPE)
+    own = METHOD_RECIPES.get(method, DEFAULT_RECIPE) if method is not None else DEFAULT_RECIPE
+    return DATASET_RECIPES.get((own, family), own) if isinstance(family, str) else own
 
 
 def register_preset(name: str, preset: Any) -> None:

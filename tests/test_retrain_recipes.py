@@ -414,3 +414,56 @@ def test_a_method_that_is_not_a_name_takes_the_darts_recipe(method):
     from attnas.presets import recipe_for_method
 
     assert recipe_for_method(method) == recipe_for_method(method, fine_tune=True) == "darts"
+
+
+@pytest.mark.parametrize("method, dataset, fine_tune, recipe", [
+    ("nos", "cifar10", False, "nos"),
+    ("nos", "cifar100", False, "nos-cifar100"),
+    ("nos", "imagefolder:/data/imagenet", False, "nos-imagenet"),
+    ("nos", "stream:shards:/data/imagenet-shards", False, "nos-imagenet"),
+    ("darts", "shards:/data/imagenet-shards", False, "darts-imagenet"),
+    ("itnas", "memory:imagefolder:/data/flowers", False, "darts-imagenet"),   # a method without its own
+    (None, "cifar100", False, "darts"),                                       # DARTS has no CIFAR-100 recipe
+    ("trionet", "imagefolder:/data/imagenet", False, "trionet"),              # TrioNet's own is ImageNet's
+    ("trionet", "imagefolder:/data/pets", True, "trionet-finetune"),
+    ("nos", None, False, "nos"),
+])
+def test_recipe_follows_the_kind_of_data(method, dataset, fine_tune, recipe):
+    from attnas.data.datasets import dataset_family
+    from attnas.presets import recipe_for_method
+
+    assert recipe_for_method(method, fine_tune=fine_tune, family=dataset_family(dataset)) == recipe
+
+
+def test_darts_imagenet_recipe_is_the_papers(tmp_path):
+    """DARTS's ImageNet schedule: lr 0.1 x 0.97 after every epoch (the step schedule with step 1)."""
+    from attnas.training.schedules import retrain_optimizer
+
+    cfg = RETRAIN_RECIPES["darts-imagenet"]
+    assert (cfg.epochs, cfg.batch_size, cfg.weights.weight_decay, cfg.label_smoothing) == (250, 128, 3e-5, 0.1)
+    opt, sched = retrain_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg, cfg.epochs)
+    lrs = []
+    for _ in range(3):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.1, 0.097, 0.1 * 0.97 ** 2])
+
+
+def test_an_image_folder_retraining_takes_the_imagenet_recipe(tmp_path, capsys):
+    """End to end: a NOS architecture retrained on an image folder records the NOS ImageNet recipe."""
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    for split in ("train", "test"):
+        for c in range(2):
+            (root / split / f"c{c}").mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (12, 12), (40 * c + 10 * i, 90, 200 - 30 * c)).save(root / split / f"c{c}" / f"{i}.png")
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(["train", "--arch", arch_file(tmp_path, "nos"), *TINY[:2], "--dataset",
+                                 f"imagefolder:{root}", "--image-size", "8", "--batch-size", "4", "--epochs", "1",
+                                 "--out", out, "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(stdout.strip().splitlines()[-1])["recipe"] == "nos-imagenet"
+    assert config_of(out)["resolved_options"]["lr_schedule"] == "linear"

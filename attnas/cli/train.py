@@ -14,8 +14,10 @@ DESCRIPTION = """\
 Retrain an architecture and report its test accuracy every epoch.
 
 Recipes (--recipe NAME; default: the recipe of the method that found the architecture, named in
-its architecture.json, else darts; the resolved recipe is in RUN/config.json):
+its architecture.json, else darts -- in its CIFAR-100 or ImageNet form for --dataset cifar100 or an
+image folder / shards where the paper has one; the resolved recipe is in RUN/config.json):
   darts             DARTS evaluation: 600 epochs, batch 96, SGD 0.025 cosine, drop-path 0.2, cutout 16
+  darts-imagenet    DARTS on ImageNet: 250 epochs, batch 128, SGD 0.1 x 0.97 per epoch, label smoothing 0.1
   nos               NOS on CIFAR-10: 600 epochs, batch 128, SGD 0.25 cosine, wd 3e-4, drop-path 0.3
   nos-cifar100      NOS on CIFAR-100: as nos with weight decay 5e-4
   nos-imagenet      NOS on ImageNet: 300 epochs, batch 512, SGD 0.25 linear, 5 warm-up epochs
@@ -50,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network-options", help="JSON object for the evaluation network, "
                                              "e.g. '{\"C\": 36, \"layers\": 20, \"auxiliary\": true}'")
     p.add_argument("--recipe", metavar="NAME",
-                   help="retraining recipe: darts, nos, nos-cifar100, nos-imagenet, trionet, trionet-finetune "
+                   help="retraining recipe: darts, darts-imagenet, nos, nos-cifar100, nos-imagenet, trionet, trionet-finetune "
                         "(default: the method's; see above)")
     p.add_argument("--options", help="JSON object overriding the recipe (lr_schedule, warmup_epochs, weights, "
                                      "drop_path, cutout, ...)")

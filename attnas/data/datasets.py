@@ -130,6 +130,20 @@ def dataset_names() -> list[str]:
     return sorted([*_LOADERS, "shards"])
 
 
+def dataset_family(name: Any) -> str | None:
+    """What kind of data ``name`` is, for choosing a retraining recipe: ``"cifar100"``,
+    ``"imagenet"`` for image folders and shards (the ImageNet-style streamed pipeline: random-resized
+    crops at 224 by default), else the loader's name (``"cifar10"``, ``"digits"``, ...); None when
+    ``name`` is not a dataset name."""
+    if not isinstance(name, str) or not name.strip():
+        return None
+    base, _, option = name.strip().partition(":")
+    base = base.lower()
+    if base in ("stream", "memory"):
+        base = option.partition(":")[0].lower()
+    return "imagenet" if base in ("imagefolder", "shards") else base
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
                  train_subset: int | None = None, test_subset: int | None = None,
                  seed: int = 0, image_size: int | None = None) -> ImageData:
