@@ -281,6 +281,37 @@ def test_positional_encoding_switch() -> None:
     assert not torch.equal(net_on(b), net_on(b2))
 
 
+def test_unused_edge_tokens_can_be_masked() -> None:
+    """none_tokens="mask": the 20 unused ('none') edge tokens of a DARTS genotype neither attend,
+    nor are attended to, nor are read out; with "keep" they are ordinary tokens."""
+    from attnas.benchmarks.darts214 import genotype_to_architecture
+
+    geno = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
+            "('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], "
+            "normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), "
+            "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), "
+            "('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])")
+    enc = encoder_for("darts")
+    assert enc.vocab[enc.unused_token_id - 1] == "none"
+    assert encoder_for("nb101").unused_token_id == -1 and encoder_for(ToyChain()).unused_token_id == -1
+    b = enc.encode([genotype_to_architecture(geno)])
+    unused = b.ops[0] == enc.unused_token_id
+    assert int(unused.sum()) == 2 * (14 - 8)  # 14 candidate edges per cell, 8 used
+    small = {"d_model": 32, "d_ff": 64, "mlp_hidden": 32}
+    masked = TNASPNet(enc, TNASPConfig(none_tokens="mask", **small)).eval()
+    assert masked.token_mask(b)[0].tolist() == (~unused).tolist()
+    # an unused token whose inputs change (segment flipped, a made-up position) changes nothing when masked
+    seg2 = torch.where(unused[None], 1 - b.seg, b.seg)
+    pos2 = b.pos.clone()
+    pos2[0, unused] = torch.randn(int(unused.sum()), pos2.shape[-1])
+    b2 = EncodedBatch(b.ops, b.adj, b.mask, seg2, pos2)
+    assert torch.equal(masked(b), masked(b2))
+    kept = TNASPNet(enc, TNASPConfig(none_tokens="keep", **small)).eval()
+    assert not torch.equal(kept(b), kept(b2))
+    with pytest.raises(ConfigError, match="none_tokens"):
+        get_predictor("tnasp", enc, 0, none_tokens="drop")
+
+
 # ----------------------------------------------------------------------------- self-evolution
 def test_lagrangian_gradients_follow_eq_11_to_13() -> None:
     V = 4

@@ -157,13 +157,16 @@ class ArchEncoder(ABC):
     """Turns architectures of one space into :class:`EncodedBatch` tensors.
 
     ``vocab``: token labels (id = position + 1; 0 is padding); ``max_tokens``:
-    N; ``num_segments``: number of cell types.
+    N; ``num_segments``: number of cell types; ``unused_token_id``: the token id
+    of an unused edge (``none``: a token that is not wired), -1 where the
+    encoding has no such tokens (chains, NAS-Bench-101).
     """
 
     space: str
     vocab: tuple[str, ...]
     max_tokens: int
     num_segments: int = 1
+    unused_token_id: int = -1
 
     def __init__(self, pe: str = "laplacian") -> None:
         if pe not in PE_KINDS:
@@ -301,6 +304,7 @@ class EdgeCellEncoder(ArchEncoder):
             self._const[s, d] = 1.0
         self._op_ids = {k: np.array([ids[o] for o in self.candidates[k]]) for k in self.edge_keys}
         self._none_id = ids.get("none", -1)
+        self.unused_token_id = self._none_id
 
     def _edge_ops(self, arch: Any) -> list[int]:
         a = _check_space(arch, self.space)
