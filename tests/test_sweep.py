@@ -146,6 +146,24 @@ def test_a_folder_holding_another_run_is_refused_before_anything_runs(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["nb201-random-s0"]
 
 
+
+def test_a_run_recorded_before_a_config_field_existed_is_the_same_run(tmp_path):
+    """A finished run whose config.json predates a field (here amp and checkpoint_every) has that
+    field's default: the sweep keeps it as its own finished run instead of refusing the folder."""
+    out = tmp_path / "out"
+    spec = write_sweep(tmp_path / "grid.yaml", {**BASE, "method": "random"}, {"seed": [0]})
+    run = out / "nb201-random-s0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({**BASE, "method": "random", "seed": 0, "device": "auto"}))
+    (run / "result.json").write_text(json.dumps({"status": "done"}))
+    code, stdout, stderr = cli(["sweep", str(spec), "--out", str(out), "--json"])
+    assert code == 0, stderr
+    assert json.loads(stdout.strip().splitlines()[-1])["skipped"] == 1
+    # a recorded value that is not the default is still a different run
+    (run / "config.json").write_text(json.dumps({**BASE, "method": "random", "seed": 0, "checkpoint_every": 3}))
+    code, _, stderr = cli(["sweep", str(spec), "--out", str(out)])
+    assert code == 2 and "checkpoint_every: 3 there, 0 in the sweep" in stderr
+
 BAD = [
     ("top-key", {"base": BASE, "grid": {"seed": [0]}, "nope": 1}, "unknown key 'nope'"),
     ("base-key", {"base": {**BASE, "epoch": 3}, "grid": {"seed": [0]}}, "'base': unknown key 'epoch'"),

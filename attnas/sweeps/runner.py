@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from attnas.config import SearchConfig, TrainConfig
 from attnas.run_dir import CONFIG, RESULT
 from attnas.errors import AttnasError, ConfigError, RunFolderError
 from attnas.jsonio import dumps
@@ -92,11 +93,22 @@ def run_state(run_dir: Path, run: PlannedRun) -> str:
     return "done"
 
 
-def _differences(planned: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+def _differences(planned: dict[str, Any], recorded: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
     """Fields the sweep sets whose value differs from the recorded config's (None and an empty
-    option dict mean "the default", which the run may have resolved: not compared)."""
-    return [f"{k}: {json.dumps(recorded.get(k), default=str)} there, {json.dumps(v, default=str)} in the sweep"
-            for k, v in planned.items() if v is not None and v != {} and recorded.get(k) != v]
+    option dict mean "the default", which the run may have resolved: not compared; a field the
+    run did not record -- one added to attnas after it started -- has its default, ``defaults``)."""
+    def there(k: str) -> Any:
+        return recorded[k] if k in recorded else defaults.get(k)
+    return [f"{k}: {json.dumps(there(k), default=str)} there, {json.dumps(v, default=str)} in the sweep"
+            for k, v in planned.items() if v is not None and v != {} and there(k) != v]
+
+
+def _config_defaults(cls) -> dict[str, Any]:
+    from dataclasses import MISSING, fields
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+_DEFAULTS = {"search": _config_defaults(SearchConfig), "train": _config_defaults(TrainConfig)}
 
 
 def check_existing(out: Path, runs: list[PlannedRun]) -> None:
@@ -110,7 +122,7 @@ def check_existing(out: Path, runs: list[PlannedRun]) -> None:
             if recorded is None:
                 raise RunFolderError(f"cannot read '{path}' (run {r.name} of the sweep); remove that folder or "
                                      "give the sweep another --out")
-            diff = _differences(planned, recorded)
+            diff = _differences(planned, recorded, _DEFAULTS["train" if sub else "search"])
             if diff:
                 raise RunFolderError(f"'{path.parent}' holds a run with other settings than the sweep's run "
                                      f"{r.name} ({'; '.join(diff[:3])}); give the sweep another --out or remove "
