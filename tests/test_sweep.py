@@ -300,6 +300,21 @@ def test_leaderboard_uses_benchmark_accuracy_and_ranks_the_mean(tmp_path):
         assert f"{itnas['rank_of_mean']}/15625" in stdout
 
 
+
+def test_leaderboard_variants_ignore_checkpointing_and_fields_a_run_predates(tmp_path):
+    """Runs that differ only in how often they checkpointed, or that were recorded before a config
+    field existed (its default then), are one row; a real difference (amp on) is another."""
+    for seed in (0, 1, 2):
+        _fake_run(tmp_path / "runs" / f"a-s{seed}", "itnas", seed, 93.0 + seed, 10.0)
+    cfg = json.loads((tmp_path / "runs" / "a-s1" / "config.json").read_text())
+    (tmp_path / "runs" / "a-s1" / "config.json").write_text(json.dumps({**cfg, "checkpoint_every": 5, "amp": False}))
+    cfg = json.loads((tmp_path / "runs" / "a-s2" / "config.json").read_text())
+    (tmp_path / "runs" / "a-s2" / "config.json").write_text(json.dumps({**cfg, "amp": True}))
+    code, stdout, stderr = cli(["leaderboard", str(tmp_path / "runs"), "--json"])
+    assert code == 0, stderr
+    rows = json.loads(stdout.strip().splitlines()[-1])["spaces"][0]["rows"]
+    assert sorted((r["runs"], r["variant"]) for r in rows) == [(1, "amp=true"), (2, "amp=false")]
+
 @pytest.mark.parametrize("make,extra,expected", [
     (lambda p: p / "missing", [], "does not exist"),
     (lambda p: p, [], "no finished search run"),

@@ -25,17 +25,19 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from attnas.config import SearchConfig
 from attnas.run_dir import CONFIG, RESULT
 from attnas.errors import AttnasError, ConfigError
 
 MEASURES = {"benchmark": "benchmark test accuracy", "retrained": "retrained test accuracy",
             "supernet": "supernet validation accuracy"}
-#: config fields that never make a variant (run identity, paths, resolved presets)
-NOT_VARIANT = ("seed", "out", "data_dir", "device", "method", "space", "resolved_method_options")
+#: config fields that never make a variant (run identity, paths, resolved presets, how often a run
+#: checkpoints -- which does not change its results)
+NOT_VARIANT = ("seed", "out", "data_dir", "device", "method", "space", "resolved_method_options", "checkpoint_every")
 
 
 @dataclass
@@ -106,11 +108,15 @@ def found_accuracy(run: Run) -> tuple[float, str, str | None] | None:
 
 
 def _variants(runs: list[Run]) -> dict[Path, str]:
+    # a field a run did not record (added to attnas after it ran) has its default
+    defaults = {f.name: f.default for f in fields(SearchConfig) if f.default is not MISSING}
+
+    def value(r: Run, k: str) -> str:
+        return json.dumps(r.config[k] if k in r.config else defaults.get(k), sort_keys=True, default=str)
+
     keys = sorted({k for r in runs for k in r.config} - set(NOT_VARIANT))
-    canon = {k: {json.dumps(r.config.get(k), sort_keys=True, default=str) for r in runs} for k in keys}
-    varying = [k for k in keys if len(canon[k]) > 1]
-    return {r.path: ", ".join(f"{k}={json.dumps(r.config.get(k), sort_keys=True, default=str)}"
-                              for k in varying) for r in runs}
+    varying = [k for k in keys if len({value(r, k) for r in runs}) > 1]
+    return {r.path: ", ".join(f"{k}={value(r, k)}" for k in varying) for r in runs}
 
 
 class _RankTables:
