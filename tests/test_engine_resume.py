@@ -122,3 +122,21 @@ def test_bad_checkpoint_every_is_a_one_line_error(value, tmp_path, capsys):
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert err.startswith("attnas: error:") and "checkpoint-every" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_divergence_names_the_checkpoint_inside_the_epoch(tmp_path, capsys, monkeypatch):
+    from attnas.training.tasks import SearchTask
+
+    original = SearchTask.train_step
+
+    def poisoned(self, batch, epoch, step):
+        if epoch == 1 and step == 3:
+            with torch.no_grad():
+                next(self.model.parameters()).fill_(float("nan"))
+        return original(self, batch, epoch, step)
+
+    monkeypatch.setattr(SearchTask, "train_step", poisoned)
+    code, out, err = _cli([*SEARCH, "--method", "darts", "--epochs", "3", "--out", tmp_path / "run",
+                           "--checkpoint-every", "2"], capsys)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "training diverged at epoch 2/3" in err and "keeps epoch 2/3, step 2, the last good one" in err

@@ -173,6 +173,8 @@ class Engine:
         self.out = Path(out_dir)
         #: also checkpoint after every this many training steps of an epoch (0: at epoch ends only)
         self.checkpoint_every = int(checkpoint_every or 0)
+        #: where the checkpoint on disk stands, for error messages (set by _restore and every save)
+        self._saved: str | None = None
         self.kind = kind  # "search" / "train": recorded in the checkpoint, checked on resume
         self.out.mkdir(parents=True, exist_ok=True)
         self.main = distributed.is_main()
@@ -201,6 +203,7 @@ class Engine:
         restore_task(task, state["task"], self.checkpoint_path, "this run (another space, method or options?)")
         start = int(state["epoch"]) + 1
         partial = state.get("partial")
+        self._saved = self._where(start - 1, partial["step"] if isinstance(partial, dict) else None)
         # drop metrics of epochs that ran after the checkpoint (the killed one)
         path = self.out / METRICS
         if path.exists() and self.main:
@@ -265,6 +268,7 @@ class Engine:
                     for tag, value in scalars(record):
                         writer.add_scalar(tag, value, epoch)
                     writer.flush()
+            self._saved = self._where(epoch)
             distributed.barrier()
             if self.progress:
                 shown = {k: v for k, v in record.items() if isinstance(v, (int, float))}
@@ -282,26 +286,21 @@ class Engine:
         self._check_weights(state["task"], epoch, next_step, inside=True)
         if self.main:
             atomic_torch_save(state, self.checkpoint_path)
+        self._saved = self._where(epoch - 1, next_step)
         distributed.barrier()
 
     def _diverged(self, epoch: int, what: str) -> TrainingDiverged:
-        saved = self._saved_at()
-        kept = f"{self.checkpoint_path} keeps {saved}, the last good one" if saved else "no checkpoint was written"
+        kept = (f"{self.checkpoint_path} keeps {self._saved}, the last good one" if self._saved
+                else "no checkpoint was written")
         return TrainingDiverged(f"training diverged at epoch {epoch + 1}/{self.epochs} {what}; try a lower "
                                 f"learning rate; {kept}")
 
-    def _saved_at(self) -> str | None:
-        """Where the checkpoint on disk stands (``epoch 3/10``, or ``epoch 4/10, step 200`` inside an epoch), or None."""
-        if not self.checkpoint_path.exists():
-            return None
-        try:
-            state = load_checkpoint(self.checkpoint_path, self.kind)
-        except Exception:  # noqa: BLE001 - only for the message
-            return "an unreadable checkpoint"
-        partial = state.get("partial")
-        if isinstance(partial, dict):
-            return f"epoch {int(state['epoch']) + 2}/{self.epochs}, step {partial.get('step')}"
-        return f"epoch {int(state['epoch']) + 1}/{self.epochs}"
+    def _where(self, last_epoch: int, next_step: int | None = None) -> str:
+        """A checkpoint's place: ``epoch 3/10`` (after epoch index ``last_epoch``), or ``epoch 4/10, step
+        200`` (inside the next epoch, before step index ``next_step``)."""
+        if next_step is None:
+            return f"epoch {last_epoch + 1}/{self.epochs}"
+        return f"epoch {last_epoch + 2}/{self.epochs}, step {next_step}"
 
     def _check_finite(self, metrics: dict[str, Any], epoch: int, step: int, steps: int) -> None:
         """Stop on a non-finite step metric (the loss); under torchrun all processes stop together."""

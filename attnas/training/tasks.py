@@ -21,8 +21,12 @@ from attnas.training.step import StepExecutor
 from attnas import distributed
 
 
-def _epoch_generator(seed: int, epoch: int, salt: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 7_919 + epoch * 104_729 + salt) % (2**63 - 1))
+def _epoch_generator(seed: int, epoch: int, salt: int, position: Any = None) -> torch.Generator:
+    """The generator of an epoch's random draws; ``position``: a state it had (resuming inside the epoch)."""
+    gen = torch.Generator().manual_seed((seed * 7_919 + epoch * 104_729 + salt) % (2**63 - 1))
+    if position is not None:
+        gen.set_state(position)
+    return gen
 
 
 @torch.no_grad()
@@ -106,9 +110,7 @@ class SearchTask:
     def batches(self, epoch: int, start: int = 0, position: Any = None):
         """The epoch's training steps from step ``start`` on (the engine's loop; ``position``: the
         augmentation generator's state at that step, from :meth:`position`)."""
-        self._gen = _epoch_generator(self.seed, epoch, 1)
-        if position is not None:
-            self._gen.set_state(position)
+        self._gen = _epoch_generator(self.seed, epoch, 1, position)
         return self._steps(epoch, True, start, self._gen)
 
     def position(self) -> torch.Tensor:
@@ -202,9 +204,7 @@ class RetrainTask:
         generator's state at that step, from :meth:`position`)."""
         if hasattr(self.net, "set_drop_path"):
             self.net.set_drop_path(self.cfg.drop_path * epoch / max(1, self.epochs))
-        self._gen = _epoch_generator(self.seed, epoch, 2)
-        if position is not None:
-            self._gen.set_state(position)
+        self._gen = _epoch_generator(self.seed, epoch, 2, position)
         return self._batches(epoch, start, self._gen)
 
     def position(self) -> torch.Tensor:
