@@ -7,7 +7,7 @@ resolved config is written to ``RUN_DIR/config.json``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,12 @@ class TrainConfig:
     compile: str | None = None
     recipe: str | None = None
     init_from: str | None = None
+
+
+def config_defaults(cls) -> dict[str, Any]:
+    """The plain default of every field of a config dataclass (the value a run recorded before the
+    field existed had)."""
+    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

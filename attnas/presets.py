@@ -526,8 +526,8 @@ def recipe_for_method(method: Any, fine_tune: bool = False, family: str | None =
         method = None
     if fine_tune and method in FINETUNE_RECIPES:
         return FINETUNE_RECIPES[method]
-    own = METHOD_RECIPES.get(method, DEFAULT_RECIPE) if method is not None else DEFAULT_RECIPE
-    return DATASET_RECIPES.get((own, family), own) if isinstance(family, str) else own
+    own = METHOD_RECIPES.get(method, DEFAULT_RECIPE)
+    return DATASET_RECIPES.get((own, family), own)
 
 
 def register_preset(name: str, preset: Any) -> None:

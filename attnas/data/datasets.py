@@ -137,11 +137,22 @@ def dataset_family(name: Any) -> str | None:
     ``name`` is not a dataset name."""
     if not isinstance(name, str) or not name.strip():
         return None
+    base = _split_name(name)[0]
+    return "imagenet" if base in ("imagefolder", "shards") else base
+
+
+def _split_name(name: str) -> tuple[str, str, bool | None]:
+    """``(loader, option, force)`` of a dataset name: ``"stream:imagefolder:PATH"`` gives
+    ``("imagefolder", "PATH", True)``; ``force`` is None unless ``stream:`` / ``memory:`` forces the
+    choice by size."""
     base, _, option = name.strip().partition(":")
     base = base.lower()
+    force: bool | None = None
     if base in ("stream", "memory"):
-        base = option.partition(":")[0].lower()
-    return "imagenet" if base in ("imagefolder", "shards") else base
+        force = base == "stream"
+        base, _, option = option.partition(":")
+        base = base.lower()
+    return base, option, force
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
@@ -157,13 +168,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"dataset name must be a non-empty string, got {name!r}; "
                           f"known: {_known_text()}")
-    base, _, option = name.strip().partition(":")
-    base = base.lower()
-    force: bool | None = None  # "stream:NAME" / "memory:NAME" override the choice by size
-    if base in ("stream", "memory"):
-        force = base == "stream"
-        base, _, option = option.partition(":")
-        base = base.lower()
+    base, option, force = _split_name(name)  # force: "stream:NAME" / "memory:NAME" override the choice by size
     if base not in _LOADERS and base != "shards":
         raise ConfigError(f"unknown dataset '{name}'; known: {_known_text()}")
     for label, value in (("train_subset", train_subset), ("test_subset", test_subset),

@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnas.config import SearchConfig
+from attnas.config import SearchConfig, config_defaults
 from attnas.run_dir import CONFIG, RESULT
 from attnas.errors import AttnasError, ConfigError
 
@@ -109,7 +109,7 @@ def found_accuracy(run: Run) -> tuple[float, str, str | None] | None:
 
 def _variants(runs: list[Run]) -> dict[Path, str]:
     # a field a run did not record (added to attnas after it ran) has its default
-    defaults = {f.name: f.default for f in fields(SearchConfig) if f.default is not MISSING}
+    defaults = config_defaults(SearchConfig)
 
     def value(r: Run, k: str) -> str:
         return json.dumps(r.config[k] if k in r.config else defaults.get(k), sort_keys=True, default=str)

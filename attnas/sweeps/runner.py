@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from attnas.config import SearchConfig, TrainConfig
+from attnas.config import SearchConfig, TrainConfig, config_defaults
 from attnas.run_dir import CONFIG, RESULT
 from attnas.errors import AttnasError, ConfigError, RunFolderError
 from attnas.jsonio import dumps
@@ -103,12 +103,7 @@ def _differences(planned: dict[str, Any], recorded: dict[str, Any], defaults: di
             for k, v in planned.items() if v is not None and v != {} and there(k) != v]
 
 
-def _config_defaults(cls) -> dict[str, Any]:
-    from dataclasses import MISSING, fields
-    return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
-
-
-_DEFAULTS = {"search": _config_defaults(SearchConfig), "train": _config_defaults(TrainConfig)}
+_DEFAULTS = {"search": config_defaults(SearchConfig), "train": config_defaults(TrainConfig)}
 
 
 def check_existing(out: Path, runs: list[PlannedRun]) -> None:
