@@ -303,8 +303,7 @@ class EdgeCellEncoder(ArchEncoder):
         for s, d in const_edges:
             self._const[s, d] = 1.0
         self._op_ids = {k: np.array([ids[o] for o in self.candidates[k]]) for k in self.edge_keys}
-        self._none_id = ids.get("none", -1)
-        self.unused_token_id = self._none_id
+        self.unused_token_id = ids.get("none", -1)
 
     def _edge_ops(self, arch: Any) -> list[int]:
         a = _check_space(arch, self.space)
@@ -328,7 +327,7 @@ class EdgeCellEncoder(ArchEncoder):
         eops = np.array([self._edge_ops(a) for a in items], dtype=np.int64)  # (B, E)
         ops = np.repeat(self._base_ops[None], b, axis=0)
         ops[:, self._edge_tok] = eops
-        active = (eops != self._none_id).astype(np.float32)
+        active = (eops != self.unused_token_id).astype(np.float32)
         adj = np.repeat(self._const[None], b, axis=0)
         rows = np.arange(b)[:, None]
         adj[rows, self._src_tok[None, :], self._edge_tok[None, :]] = active
