@@ -8,8 +8,8 @@ evolution, GCN (Neural Predictor), GCN + self-evolution, MLP, and the TNASP
 ablation without positional encoding (``--ablation``, CIFAR-10 only).
 
 NAS-Bench-101 sample (``--bench nb101``): 100 training architectures, tau on
-the other 400 (self-evolution takes its 100 validation architectures from
-those 400).
+the other 400 (self-evolution takes its 200 validation architectures from
+those 400, as the slides' Table 1 protocol: 100 training, 200 validation).
 
 NAS-Bench-Macro (``--bench macro``): the same fractions of the benchmark as the
 NAS-Bench-201 sizes (1, 3 and 10 % of 6,561 architectures), tau on all of
@@ -46,6 +46,10 @@ SLIDES_NB201 = {"TNASP + SE (slides)": [0.565, 0.594, 0.642, 0.690, 0.726],
 SIZES = [78, 156, 469, 781, 1563]
 #: training sizes per benchmark (NAS-Bench-Macro: the NB201 sizes' fractions of its 6,561 architectures)
 BENCH_SIZES = {"nb201": SIZES, "nb101": [100], "darts": [100], "macro": [66, 197, 656]}
+#: validation architectures (self-evolution) per benchmark; a record without ``val_size`` predates the
+#: field and used LEGACY_VAL_SIZES (NAS-Bench-101 had 100 before it took the slides' 200)
+VAL_SIZES = {"nb201": 200, "nb101": 200, "darts": 50, "macro": 200}
+LEGACY_VAL_SIZES = {**VAL_SIZES, "nb101": 100}
 DATASETS = ["cifar10", "cifar100", "ImageNet16-120"]
 # (row name, predictor, self-evolution, pe); SE runs also give the row without SE
 RUNS = [("tnasp", "tnasp", True, None), ("gcn", "gcn", True, None), ("mlp", "mlp", False, None)]
@@ -54,8 +58,12 @@ ROW_NAMES = {"tnasp": "TNASP", "tnasp+se": "TNASP + SE", "gcn": "GCN (Neural Pre
              "gcn+se": "GCN + SE", "mlp": "MLP (one-hot)", "tnasp-no-pe": "TNASP without Laplacian PE"}
 
 
+def _val_size(r: dict) -> int:
+    return r.get("val_size", LEGACY_VAL_SIZES[r["bench"]])
+
+
 def _key(r: dict) -> tuple:
-    return (r["bench"], r["dataset"], r["row"], r["train_size"], r["seed"])
+    return (r["bench"], r["dataset"], r["row"], r["train_size"], r["seed"], _val_size(r))
 
 
 def load(path: Path) -> list[dict]:
@@ -83,14 +91,15 @@ def run(args: argparse.Namespace) -> None:
     data_cache: dict[str, object] = {}
     for ds, n, seed, (row, predictor, se, pe) in plan:
         rows = [row] + ([row + "+se"] if se else [])
-        if all((args.bench, _canon(ds), r, n, seed) in done for r in rows):
+        if all((args.bench, _canon(ds), r, n, seed, VAL_SIZES[args.bench]) in done for r in rows):
             continue
         if ds not in data_cache:
             data_cache[ds] = load_bench_data(args.bench, ds, args.data_dir)
         t0 = time.time()
         res = run_kendall(args.bench, train_size=n, seed=seed, predictor=predictor, self_evolution=se,
-                          data=data_cache[ds], pe=pe)
+                          data=data_cache[ds], pe=pe, val_size=VAL_SIZES[args.bench])
         base = {"bench": args.bench, "dataset": res["dataset"], "train_size": n, "seed": seed,
+                "val_size": res["val_size"],
                 "fit_time_s": res["fit_time_s"], "wall_s": round(time.time() - t0, 1)}
         lines = [{**base, "row": row, "kendall_tau": res.get("kendall_tau_base", res["kendall_tau"])}]
         if se:
@@ -110,7 +119,7 @@ def _canon(ds: str) -> str:
 
 
 def report(path: Path) -> str:
-    recs = load(path)
+    recs = [r for r in load(path) if _val_size(r) == VAL_SIZES[r["bench"]]]
     by = defaultdict(list)
     for r in recs:
         by[(r["bench"], r["dataset"], r["row"], r["train_size"])].append(r["kendall_tau"])

@@ -469,6 +469,8 @@ def test_predict_api_on_nb101_and_darts() -> None:
         r = run_kendall(bench, train_size=n, seed=0, predictor="gcn", data_dir=str(DATA),
                         overrides={"epochs": 1, "min_steps": 10})
         assert r["evaluated_on"] == {"nb101": 400, "darts": 164}[bench] and np.isfinite(r["kendall_tau"])
+        # NAS-Bench-101: the slides' Table 1 protocol, 100 training and 200 validation architectures
+        assert r["val_size"] == {"nb101": 200, "darts": 50}[bench]
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path: Path) -> None:

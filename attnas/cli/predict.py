@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default="cifar10", help="NAS-Bench-201 dataset: cifar10, cifar100, ImageNet16-120")
     p.add_argument("--train-size", type=int, required=True, help="number of training architectures N")
     p.add_argument("--val-size", type=int, help="validation architectures for self-evolution "
-                                                "(default 200 for nb201 and macro, 100 nb101, 50 darts)")
+                                                "(default 200 for nb201, nb101 and macro, 50 darts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--predictor", default="tnasp", help="tnasp (default), mlp or gcn")
     p.add_argument("--self-evolution", action="store_true", help="add self-evolution (slides Eq. 8-13)")
