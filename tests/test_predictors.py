@@ -24,6 +24,7 @@ from attnas.predictors import (ChainEncoder, EncodedBatch, NB101Encoder, SelfEvo
 from attnas.predictors.guided_search import (SearchResult, mutate, predictor_guided_search, random_search,
                                              regularized_evolution)
 from attnas.predictors.tnasp import TNASPConfig
+from attnas.predictors.train import override
 from attnas.spaces.base import ChoicePoint, SearchSpace
 from attnas.spaces.nb201 import NB201Space
 from attnas.spaces.registry import get_space, space_names
@@ -364,6 +365,47 @@ def test_self_evolution_updates_and_changes_predictions() -> None:
     assert not np.allclose(before, after)
     with pytest.raises(ConfigError, match="trained predictor"):
         SelfEvolution(get_predictor("mlp", enc)).evolve(archs[:5], y[:5], archs[5:9], y[5:9])
+
+
+def test_self_evolution_constraint_set_and_ybar_init() -> None:
+    space = ToyChain()
+    archs = space.all()
+    y = np.array([toy_score(a) for a in archs])
+    perm = np.random.default_rng(2).permutation(len(archs))
+    tr, va = perm[:40], perm[40:80]
+    Xt, Xv = [archs[i] for i in tr], [archs[i] for i in va]
+    enc = encoder_for(space)
+    p = get_predictor("mlp", enc, 0, **TINY_BASE)
+    p.fit(Xt, y[tr])
+    state = {k: v.clone() for k, v in p.net.state_dict().items()}
+    assert SelfEvolutionConfig().constraints == "all" and SelfEvolutionConfig().ybar_init == "prediction"
+
+    def evolve(**kw):
+        p.net.load_state_dict(state)
+        return SelfEvolution(p, SelfEvolutionConfig(**kw)).evolve(Xt, y[tr], Xv, y[va])
+
+    # "latest": each round has one multiplier, starting at 0; with one step per round round 1's λ is
+    # η_λ (0 - e^(1)) and is not updated again, while "all" keeps updating it in round 2
+    kw = {"rounds": 2, "steps": 1, "lr_lambda": 0.5}
+    latest, every = evolve(constraints="latest", **kw), evolve(**kw)
+    assert len(latest.lambdas) == 2 and len(every.lambdas) == 2
+    assert latest.lambdas[0] == pytest.approx(-0.5 * latest.errors[0], rel=1e-5)
+    assert every.lambdas[0] != pytest.approx(-0.5 * every.errors[0], rel=1e-3)
+    # round 2's multiplier: "latest" sees the full violation, "all" half of it (the 1/t of Eq. 10)
+    assert latest.lambdas[1] == pytest.approx(2 * every.lambdas[1], rel=1e-4)
+    # "sphere": ȳ starts on the first constraint's sphere (violation 0), and stays there with η_ȳ = 0
+    p.net.load_state_dict(state)
+    yhat1 = p.predict_standardized(Xv)
+    sph = evolve(ybar_init="sphere", rounds=1, steps=1, lr_ybar=0.0)
+    assert float((sph.ybar - yhat1).pow(2).mean()) == pytest.approx(sph.errors[0], rel=1e-4)
+    assert sph.lambdas[0] == pytest.approx(0.0, abs=1e-5)
+    pred = evolve(rounds=1, steps=1, lr_ybar=0.0)
+    assert torch.equal(pred.ybar, yhat1)
+    for bad in ({"constraints": "some"}, {"ybar_init": "labels"}):
+        with pytest.raises(ConfigError, match="self-evolution"):
+            SelfEvolutionConfig(**bad)
+        with pytest.raises(ConfigError):
+            override(SelfEvolutionConfig(), bad)
 
 
 # ----------------------------------------------------------------------------- guided search

@@ -19,8 +19,13 @@ After normal training (Algorithm 1, line 1), T rounds; in round t:
 The slides write sums over i and j; we use means (the same problem with α and
 the step sizes rescaled, independent of n and V).  Everything is in the
 standardized target units of the wrapped predictor.  The auxiliary targets
-start at the first round's predictions and the multipliers at 0.  The
-validation labels enter only through the errors ``e^(t)``, as in the slides.
+start at the first round's predictions (``ybar_init="prediction"``) or at a
+random point of the first constraint's sphere (``"sphere"``: ``ŷ^(1) +
+sqrt(e^(1)) z / rms(z)``, z Gaussian; the slides do not say where ȳ starts),
+and the multipliers at 0.  ``constraints="all"`` keeps every past round's
+constraint (the slides); ``"latest"`` only round t's, with its own multiplier
+starting at 0.  The validation labels enter only through the errors
+``e^(t)``, as in the slides.
 """
 from __future__ import annotations
 
@@ -55,6 +60,19 @@ class SelfEvolutionConfig:
     lr_ybar: float = 0.05      # η_ȳ
     lr_lambda: float = 0.1     # η_λ
     train_batch: int = 64      # training architectures per iteration (a random minibatch; all when fewer)
+    constraints: str = "all"   # "all": every past round's constraint (slides, Eq. 8); "latest": only round t's
+    ybar_init: str = "prediction"  # ȳ starts at ŷ^(1) ("prediction") or on the first sphere ("sphere")
+
+    def __post_init__(self) -> None:
+        if self.constraints not in CONSTRAINT_SETS:
+            raise ConfigError(f"self-evolution constraints must be one of {list(CONSTRAINT_SETS)}, "
+                              f"got {self.constraints!r}")
+        if self.ybar_init not in YBAR_INITS:
+            raise ConfigError(f"self-evolution ybar_init must be one of {list(YBAR_INITS)}, got {self.ybar_init!r}")
+
+
+CONSTRAINT_SETS = ("all", "latest")
+YBAR_INITS = ("prediction", "sphere")
 
 
 def lagrangian(pred_train: torch.Tensor, y_train: torch.Tensor, pred_val: torch.Tensor, ybar: torch.Tensor,
@@ -116,15 +134,22 @@ class SelfEvolution:
             errs: list[float] = []
             lam = torch.zeros(0)
             ybar: torch.Tensor | None = None
+            round_lams: list[float] = []                                       # "latest": λ at each round's end
             for t in range(cfg.rounds):
                 yhat = p.predict_standardized(vb).detach()                     # ŷ^(t)
                 errs.append(float((yhat - y_v).pow(2).mean()))                 # Eq. 9
                 yhats.append(yhat)                                             # line 4: new constraint
-                lam = torch.cat([lam, torch.zeros(1)])
+                if cfg.constraints == "all":
+                    lam = torch.cat([lam, torch.zeros(1)])
+                    Y, E = torch.stack(yhats), torch.tensor(errs)
+                else:                                                          # only round t's constraint
+                    lam = torch.zeros(1)
+                    Y, E = yhat.unsqueeze(0), torch.tensor(errs[-1:])
                 if ybar is None:
                     ybar = yhat.clone()
-                Y = torch.stack(yhats)
-                E = torch.tensor(errs)
+                    if cfg.ybar_init == "sphere":                              # a random point with violation 0
+                        z = torch.randn(len(yhat))
+                        ybar = ybar + (errs[0] ** 0.5) * z / z.pow(2).mean().sqrt()
                 p.net.train()
                 for _ in range(cfg.steps):                                     # lines 5-9
                     ybar_v = ybar.clone().requires_grad_(True)
@@ -142,11 +167,14 @@ class SelfEvolution:
                         ybar = ybar - cfg.lr_ybar * ybar_v.grad                 # Eq. 12
                         lam = lam + cfg.lr_lambda * lam_v.grad                  # Eq. 13
                 p.net.eval()
+                if cfg.constraints == "latest":
+                    round_lams.append(float(lam[0]))
                 self.trace.append({"round": t + 1, "error": errs[-1], "lagrangian": float(L.detach()),
                                    "lambda_mean": float(lam.mean())})
                 if self.log is not None:
                     self.log(f"self-evolution round {t + 1}/{cfg.rounds}: validation error {errs[-1]:.4f}, "
                              f"{time.time() - t0:.0f}s elapsed")
-        self.errors, self.lambdas, self.ybar = errs, lam.tolist(), ybar
+        self.errors, self.ybar = errs, ybar
+        self.lambdas = lam.tolist() if cfg.constraints == "all" else round_lams
         self.time_s = time.time() - t0
         return self
