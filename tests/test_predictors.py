@@ -164,6 +164,26 @@ def test_chain_encoder_on_a_fake_chain_space() -> None:
         enc.encode([Architecture("toychain", {**space.all()[0].choices, "layer:2": "conv7"})])
 
 
+def test_tnasp_auto_readout_flattens_chains_and_large_graph_sets() -> None:
+    """readout "auto": a chain's token slots are its layers, so TNASP keeps them apart (flatten) at
+    any training size; graph encodings pool by mean below flatten_min_train architectures."""
+    chain = ToyChain()
+    archs = chain.all()[:12]
+    y = np.linspace(80.0, 90.0, len(archs))
+    p = get_predictor("tnasp", encoder_for(chain), 0, epochs=1, min_steps=2)
+    assert encoder_for(chain).positional_slots and p.fit(archs, y).readout == "flatten"
+    enc = encoder_for("nb201")
+    cells = [NB201Space.parse_native(s) for s in (
+        "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+        "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|none~0|none~1|nor_conv_3x3~2|",
+        "|skip_connect~0|+|nor_conv_3x3~0|none~1|+|nor_conv_1x1~0|none~1|none~2|")]
+    assert not enc.positional_slots
+    small = get_predictor("tnasp", enc, 0, epochs=1, min_steps=2)
+    assert small.fit(cells, [70.0, 80.0, 90.0]).readout == "mean"
+    big = get_predictor("tnasp", enc, 0, epochs=1, min_steps=2, flatten_min_train=3)
+    assert big.fit(cells, [70.0, 80.0, 90.0]).readout == "flatten"
+
+
 def test_darts_genotype_encoding() -> None:
     from attnas.benchmarks.darts214 import genotype_to_architecture
 

@@ -159,7 +159,9 @@ class ArchEncoder(ABC):
     ``vocab``: token labels (id = position + 1; 0 is padding); ``max_tokens``:
     N; ``num_segments``: number of cell types; ``unused_token_id``: the token id
     of an unused edge (``none``: a token that is not wired), -1 where the
-    encoding has no such tokens (chains, NAS-Bench-101).
+    encoding has no such tokens (chains, NAS-Bench-101); ``positional_slots``:
+    token slot i is the same place (layer i) in every architecture, so a
+    readout may keep the slots apart (chains).
     """
 
     space: str
@@ -167,6 +169,7 @@ class ArchEncoder(ABC):
     max_tokens: int
     num_segments: int = 1
     unused_token_id: int = -1
+    positional_slots: bool = False
 
     def __init__(self, pe: str = "laplacian") -> None:
         if pe not in PE_KINDS:
@@ -342,6 +345,8 @@ class EdgeCellEncoder(ArchEncoder):
 # --------------------------------------------------------------------------- chains
 class ChainEncoder(ArchEncoder):
     """One token per layer (keys ``"layer:<i>"``), wired as a path ``0 -> 1 -> ...``."""
+
+    positional_slots = True
 
     def __init__(self, space: str, points: Sequence[Any], pe: str = "laplacian") -> None:
         super().__init__(pe)
