@@ -203,7 +203,8 @@ def report(path: Path, seeds: list[int] | None = None, title: str = "") -> str:
             base.update({s: r["tau_before"] for s, r in by[(n, v)].items()})
         b = np.array(list(base.values()))
         lines.append(f"\n**N = {n}{title}**: base TNASP tau {b.mean():.4f} ± {b.std(ddof=1) if len(b) > 1 else 0:.4f} "
-                     f"(std over seeds {sorted(base)})\n")
+                     f"(sample std; population std {b.std():.4f} as in predictor_kendall.py) over seeds "
+                     f"{sorted(base)}: " + ", ".join(f"{base[s]:.4f}" for s in sorted(base)) + "\n")
         lines.append("| variant | setting | θ steps | tau after | Δ vs base: mean ± sd [95 % CI] | "
                      "Δ vs control (paired) | e(1) → e after | ȳ err / e(1) | ȳ move / √e(1) | s |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
