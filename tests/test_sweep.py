@@ -7,8 +7,12 @@ import contextlib
 import html.parser
 import io
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -133,6 +137,35 @@ def test_stopped_run_is_resumed_and_finished_run_skipped(tmp_path):
     (row,) = board["spaces"][0]["rows"]
     if row["measure"] == "supernet":  # (benchmark look-ups when $ATTNAS_DATA_DIR has the tables)
         assert row["runs"] == 2 and row["acc_std"] is not None and "supernet validation accuracy" in stdout
+
+
+def test_sigterm_stops_the_sweep_and_the_run_it_started(tmp_path):
+    """``kill PID`` of a sweep stops its worker too (as Ctrl-C does): the run's folder is free at
+    once, not held by an orphan that runs on, and the stop is recorded."""
+    from attnas.run_dir import RunLock
+
+    spec = write_sweep(tmp_path / "grid.yaml", {**BASE, "epochs": 300, "method": "random"}, {"seed": [0]})
+    out, run = tmp_path / "out", tmp_path / "out" / "nb201-random-s0"
+    script = tmp_path / "sweep_cli.py"  # spawned workers re-import the main module: it needs the guard
+    script.write_text("import sys\nfrom attnas.cli.main import main\n"
+                      "if __name__ == '__main__':\n    sys.exit(main(sys.argv[1:]))\n")
+    proc = subprocess.Popen([sys.executable, str(script), "sweep", str(spec), "--out", str(out), "--threads", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().strip()):
+            assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "attnas: interrupted" in proc.stderr.read()
+    RunLock(run).acquire().release()  # no orphan worker holds the run folder
+    assert [e["event"] for e in events(out)][-1] == "interrupted"
+    assert not (run / "result.json").exists()
 
 
 def test_a_folder_holding_another_run_is_refused_before_anything_runs(tmp_path):

@@ -14,13 +14,17 @@ same run the sweep plans there (else a one-line error).  Then, in ``out``:
 
 A run whose ``result.json`` is there is skipped; one with ``config.json`` but no ``result.json``
 (stopped or killed) is resumed; a failure is recorded and the other runs go on.  ``out`` is locked
-(``out/.lock``) while the sweep runs.
+(``out/.lock``) while the sweep runs.  SIGTERM (``kill PID``) stops a sweep as Ctrl-C does: the runs
+going on are stopped with it (their checkpoints stay) instead of running on as orphans.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -228,9 +232,29 @@ def run_sweep(sweep_file: str | os.PathLike, out: str | os.PathLike, jobs: int =
         raise ConfigError(f"cannot create the sweep folder '{out}': {e.strerror or e}") from None
     lock = RunLock(out).acquire()
     try:
-        return _run_locked(sweep, out, states, summary, jobs, threads, backend, address, progress)
+        with _terminate_as_interrupt():
+            return _run_locked(sweep, out, states, summary, jobs, threads, backend, address, progress)
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """While the sweep runs, SIGTERM raises KeyboardInterrupt as Ctrl-C does, so that the executor
+    stops the worker processes (left alone, a terminated sweep's workers would run on as orphans,
+    holding their run folders).  Only in the main thread, where Python can install handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run_locked(sweep: Sweep, out: Path, states: list[dict[str, Any]], summary: dict[str, Any], jobs: int,
