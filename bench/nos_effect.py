@@ -18,24 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from effect_stats import ci95  # noqa: E402
+
 ATTNAS = str(Path(sys.executable).with_name("attnas"))
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def ci95(xs: list[float]) -> dict:
-    """Mean, sample std and the 95 % t-interval of the mean."""
-    n = len(xs)
-    m = statistics.fmean(xs)
-    sd = statistics.stdev(xs) if n > 1 else float("nan")
-    half = T975.get(n - 1, 1.96) * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"n": n, "mean": round(m, 4), "std": round(sd, 4), "ci95": [round(m - half, 4), round(m + half, 4)]}
 
 
 def rows(f: Path) -> list[dict]:
