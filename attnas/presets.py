@@ -195,6 +195,11 @@ class SPOSPreset:
     macs_budget: float | None = None
     bn_images: int = 20000
     eval_images: int = 0
+    #: activation checkpointing of the choice blocks (attnas engineering, not in the paper;
+    #: :func:`attnas.spaces.base.set_recompute`): "all" keeps only each block's input for the
+    #: backward pass and recomputes the rest -- same values and gradients, less memory, more
+    #: time (ProxylessNAS 224x224, batch 64: docs/benchmarks.md, "Speed against the peers")
+    recompute: str = "none"
 
 
 @dataclass(frozen=True)

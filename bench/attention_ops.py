@@ -1,6 +1,9 @@
 """Attention-operator benchmark (issue 19): forward + backward time of TrioNet's local and axial
-attention, the previous PyTorch implementations ("old") against the default C kernel ("new",
-:mod:`attnas.ops.local_kernel`), side by side in one process at the paper's shapes.
+attention, the previous PyTorch implementations ("old") against the defaults ("new": the C kernel
+of :mod:`attnas.ops.local_kernel`; for axial attention the implementation
+:func:`attnas.ops.trio.axial_impl` picks by channels per head, given in the window column --
+the kernel's column loops, its channel loops, or the batched products, i.e. "old", at 9-31
+channels per head), side by side in one process at the paper's shapes.
 
 Shapes (``attnas.spaces.trionet``, width 64 -- the paper's ResNet-26/50 widths): ImageNet
 layout at 224x224 input, the four stages at 56, 28, 14, 7 (block outputs 256 ... 2048):
@@ -60,7 +63,7 @@ def run(args) -> dict:
     import torch
 
     from attnas.ops import local_kernel
-    from attnas.ops.trio import axial_attention_1d, local_attention
+    from attnas.ops.trio import axial_attention_1d, axial_impl, local_attention
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -95,7 +98,7 @@ def run(args) -> dict:
         return time.perf_counter() - t, out
 
     rows = []
-    specs = shapes(args.quick)
+    specs = [sp for sp in shapes(args.quick) if args.op in ("all", sp["op"])]
     data = []
     for i, sp in enumerate(specs):
         tensors = make(sp, i)
@@ -104,7 +107,8 @@ def run(args) -> dict:
         _, new = timed(sp, tensors, go, "new")
         err = max((a - b).abs().max().item() for a, b in zip(old, new))
         data.append((tensors, go))
-        rows.append({**sp, "old_s": [], "new_s": [], "max_abs_diff": err})
+        impl = "kernel" if sp["op"] == "local" else axial_impl(sp["dq"] // sp["heads"])
+        rows.append({**sp, "impl": impl, "old_s": [], "new_s": [], "max_abs_diff": err})
     for r in range(args.rounds):
         for row, (tensors, go) in zip(rows, data):
             for impl in ("old", "new"):
@@ -127,6 +131,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--op", choices=("all", "local", "axial"), default="all", help="time only this operator")
     ap.add_argument("--quick", action="store_true", help="a few small shapes (smoke test)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
@@ -137,7 +142,7 @@ def main() -> None:
           "| max abs diff |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["rows"]:
-        window = f"{r['m']}x{r['m']}" if r["op"] == "local" else f"axis {r['side']} (h + w)"
+        window = f"{r['m']}x{r['m']}" if r["op"] == "local" else f"axis {r['side']} (h + w), {r['impl']}"
         print(f"| {r['op']} | {r['layout']} | `{r['name']}` | {r['B']} | {r['side']} | {r['dq']} / {r['dv']} / "
               f"{r['heads']} | {window} | {r['old_ms']} | {r['new_ms']} | {r['speedup']}x | {r['max_abs_diff']:.1e} |")
     if args.json:

@@ -14,7 +14,9 @@ Configurations:
 * ``attnas``: the library as is (channels-last layout, memory-efficient
   BN-activation-convolution segments);
 * ``plain``: the same network as plain PyTorch modules in NCHW layout (both
-  optimisations off), to show what they bring.
+  optimisations off), to show what they bring;
+* ``recompute``: the library with the preset's ``recompute: "all"`` option (activation
+  checkpointing of every choice block: less memory, more time).
 
 Reference: NNI 3.0 on this machine, same setting: 10.0 s/step and 7.4 GB.
 
@@ -48,7 +50,7 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     space = get_space("proxyless", variant="imagenet")
-    strategy = get_strategy("spos", space)
+    strategy = get_strategy("spos", space, {"recompute": "all"} if config == "recompute" else None)
     strategy.seed(seed)
     model = strategy.build(1000, 3, image)
     if config == "plain":

@@ -392,3 +392,31 @@ def test_files_written_before_the_units_are_read_as_macs(tmp_path: Path) -> None
         {"space": "macro", "method": "spos", "method_options": {"flops_budget": 3e5},
          "resolved_method_options": {**resolved, "flops_budget": 3e5, "macs_budget": None}}))
     assert read_run_config(run, "search")["method_options"] == {"flops_budget": 3e5}
+
+
+def test_spos_recompute_option_same_gradients_checkpointed_blocks() -> None:
+    """``recompute: "all"`` checkpoints every choice block of the single-path supernet (less memory,
+    docs/benchmarks.md) with the same loss and gradients as the default "none"; a bad policy is a
+    ConfigError before training."""
+    from attnas.spaces.base import ChoiceBlock
+    space = get_space("proxyless", variant="cifar")
+    arch = space.sample(random.Random(3))
+    results = []
+    for policy in ("none", "all"):
+        torch.manual_seed(0)
+        st = get_strategy("spos", space, {"recompute": policy})
+        model = st.build(10, 3, 16)
+        blocks = [m for m in model.modules() if isinstance(m, ChoiceBlock)]
+        assert blocks and all(b.recompute_min_side == (1 if policy == "all" else None) for b in blocks)
+        activate(model, arch, st.points)
+        x, y = _batches(1, size=4, classes=10, image=16)[0]
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (l0, g0), (l1, g1) = results
+    torch.testing.assert_close(l0, l1)
+    assert len(g0) == len(g1) > 0
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ConfigError, match="recompute"):
+        get_strategy("spos", space, {"recompute": "sometimes"}).build(10, 3, 16)

@@ -483,13 +483,18 @@ def test_table2_standalone_networks_match_the_paper() -> None:
 # --------------------------------------------------------------------------- fast kernels vs references
 
 
-def _paths(monkeypatch):
-    """The two implementations of the attention operators: the C kernel (when it builds on this
-    machine) and the PyTorch one (``ATTNAS_LOCAL_KERNEL=0``)."""
+def _paths(monkeypatch, axial: bool = False):
+    """The implementations of the attention operators: the C kernel (when it builds on this
+    machine) and the PyTorch one (``ATTNAS_LOCAL_KERNEL=0``); for axial attention the kernel's
+    two loop layouts (over columns, over channels) and the batched products, whatever the number
+    of channels per head would choose."""
     from attnas.ops import local_kernel
     out = ["pytorch"] + (["kernel"] if local_kernel.available() else [])
+    if axial and local_kernel.available():
+        out = ["pytorch", "kernel-columns", "kernel-products", "kernel-rows"]
     for path in out:
-        monkeypatch.setenv("ATTNAS_LOCAL_KERNEL", "1" if path == "kernel" else "0")
+        monkeypatch.setenv("ATTNAS_LOCAL_KERNEL", "0" if path == "pytorch" else "1")
+        monkeypatch.setenv("ATTNAS_AXIAL", path.split("-")[1] if "-" in path else "auto")
         yield path
 
 
@@ -535,7 +540,7 @@ def test_axial_attention_paths_values_and_gradients_match_the_loop_reference(mon
         ref = _ref_axial(*args, heads, axis)
         go = torch.randn(ref.shape, generator=g, dtype=torch.float64)
         ref_grads = torch.autograd.grad(ref, args, go)
-        for path in _paths(monkeypatch):
+        for path in _paths(monkeypatch, axial=True):
             out = axial_attention_1d(*args, heads, axis)
             torch.testing.assert_close(out, ref, msg=f"{path} {axis}")
             for got, want in zip(torch.autograd.grad(out, args, go), ref_grads):
@@ -554,24 +559,28 @@ def test_kernel_gradcheck_and_supernet_slices(monkeypatch) -> None:
     assert torch.autograd.gradcheck(lambda *a: local_attention(*a, 2), x + [torch.randn(
         4, 5, 5, generator=g, dtype=torch.float64).requires_grad_()])
     for axis in ("h", "w"):
-        assert torch.autograd.gradcheck(lambda *a, axis=axis: axial_attention_1d(*a, 2, axis), x + [torch.randn(
-            4, 5, generator=g, dtype=torch.float64).requires_grad_()])
+        for impl in ("columns", "rows"):
+            monkeypatch.setenv("ATTNAS_AXIAL", impl)
+            assert torch.autograd.gradcheck(lambda *a, axis=axis: axial_attention_1d(*a, 2, axis), x + [torch.randn(
+                4, 5, generator=g, dtype=torch.float64).requires_grad_()])
+    monkeypatch.delenv("ATTNAS_AXIAL")
     space, strat, model = _supernet()
     model.double()
     xb = torch.randn(2, 3, 16, 16, generator=g, dtype=torch.float64)
     for op in ("local", "axial"):
         arch = space.standalone(op)
         results = []
-        for path in _paths(monkeypatch):
+        for path in _paths(monkeypatch, axial=op == "axial"):
             activate(model, arch, strat.points)
             model.zero_grad()
             loss = model(xb).square().mean()
             loss.backward()
             results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
-        (l0, g0), (l1, g1) = results
-        torch.testing.assert_close(l0, l1)
-        for a, b in zip(g0, g1):
-            torch.testing.assert_close(a, b)
+        (l0, g0), *others = results
+        for l1, g1 in others:
+            torch.testing.assert_close(l0, l1)
+            for a, b in zip(g0, g1):
+                torch.testing.assert_close(a, b)
 
 
 def test_default_search_on_digits_learns(tmp_path) -> None:
@@ -584,3 +593,14 @@ def test_default_search_on_digits_learns(tmp_path) -> None:
     assert len(losses) == 17
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.1, losses
     assert rec["valid_acc"] > 0.3, rec
+
+
+def test_axial_implementation_choice_by_channels_per_head(monkeypatch) -> None:
+    """Axial attention picks its implementation by channels per head (the measured crossovers of
+    docs/benchmarks.md), and ``ATTNAS_AXIAL`` overrides it."""
+    from attnas.ops.trio import axial_impl
+    monkeypatch.delenv("ATTNAS_AXIAL", raising=False)
+    assert [axial_impl(d) for d in (2, 8, 16, 31, 32, 64)] == ["columns", "columns", "products", "products", "rows",
+                                                                "rows"]
+    monkeypatch.setenv("ATTNAS_AXIAL", "rows")
+    assert axial_impl(2) == "rows"
