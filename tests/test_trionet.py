@@ -526,11 +526,14 @@ def test_local_attention_paths_values_and_gradients_match_the_loop_reference(mon
 
 
 @pytest.mark.parametrize("B,dq,dv,H,W,heads,span", [(2, 4, 6, 5, 3, 2, 5), (1, 4, 2, 6, 4, 1, 3), (1, 6, 3, 1, 4, 3, 2),
-                                                    (2, 8, 8, 7, 7, 4, 7)])
+                                                    (2, 8, 8, 7, 7, 4, 7), (1, 4, 6, 17, 19, 2, 12),
+                                                    (1, 2, 4, 16, 33, 2, 40)])
 def test_axial_attention_paths_values_and_gradients_match_the_loop_reference(monkeypatch, B, dq, dv, H, W, heads,
                                                                               span) -> None:
-    """Both implementations of axial attention against the loop reference (float64), both axes,
-    with and without clipped offsets (span < axis length): values and gradients."""
+    """Every implementation of axial attention against the loop reference (float64), both axes,
+    with and without clipped offsets (span < axis length): values and gradients.  Maps 16 or more
+    columns wide (the last two shapes: 19 and 33 columns, not multiples of the 16-column chunk) run
+    the kernel's register-blocked column loops, narrower ones its plain loops."""
     g = torch.Generator().manual_seed(B * 100 + H * 10 + span)
     args = [torch.randn(B, dq, H, W, generator=g, dtype=torch.float64), torch.randn(B, dq, H, W, generator=g,
             dtype=torch.float64), torch.randn(B, dv, H, W, generator=g, dtype=torch.float64),

@@ -469,6 +469,192 @@ void axial_cl_backward_S(const T *restrict go, const T *restrict attn, const T *
     }
 }
 #undef KEYPOS
+
+/* The column loops of axial attention for maps at least CH columns wide, register-blocked:
+   every output chunk of CH columns is accumulated in registers over the contracted index
+   (channels, keys or queries) -- four partial sums, so that consecutive multiply-adds do not
+   wait for each other -- and stored once, instead of one load-add-store pass over the output per
+   term.  The last chunk of a row overlaps the one before it (x0 = W - CH), so there is no
+   remainder loop; that is why every chunked output here is a pure store. */
+#define CH 16
+#define CHUNKS for (long c_ = 0; c_ < W; c_ += CH) { const long x0 = c_ + CH > W ? W - CH : c_;
+#define END_CHUNKS }
+#define CONTRACT(n, TERM) \
+    T c0[CH], c1[CH], c2[CH], c3[CH], acc[CH]; \
+    _Pragma("omp simd") for (int t = 0; t < CH; t++) { c0[t] = 0; c1[t] = 0; c2[t] = 0; c3[t] = 0; } \
+    long u_ = 0; \
+    for (; u_ + 4 <= (n); u_ += 4) { \
+        _Pragma("omp simd") for (int t = 0; t < CH; t++) { \
+            c0[t] += TERM(u_, t); c1[t] += TERM(u_ + 1, t); c2[t] += TERM(u_ + 2, t); c3[t] += TERM(u_ + 3, t); } } \
+    for (; u_ < (n); u_++) { _Pragma("omp simd") for (int t = 0; t < CH; t++) c0[t] += TERM(u_, t); } \
+    _Pragma("omp simd") for (int t = 0; t < CH; t++) acc[t] = (c0[t] + c1[t]) + (c2[t] + c3[t]);
+#define ACC_STORE(dst) _Pragma("omp simd") for (int t = 0; t < CH; t++) (dst)[t] = acc[t];
+
+void axial_hv_forward_S(const T *restrict q, const T *restrict k, const T *restrict R, const T *restrict v,
+                        T *restrict attn, T *restrict out, T *restrict scratch,
+                        long BH, long heads, long d, long dv, long H, long W, int nt) {
+    long HW = H * W;
+    #pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (long bh = 0; bh < BH; bh++) {
+        const T *qb = q + bh * d * HW, *kb = k + bh * d * HW, *vb = v + bh * dv * HW, *Rb = R + (bh % heads) * d * H * H;
+        T *ob = out + bh * dv * HW, *mx = scratch + THREAD * 2 * W, *sum = mx + W;
+        for (long i = 0; i < H; i++) {
+            T *ai = attn + (bh * H + i) * HW;
+            for (long j = 0; j < H; j++) CHUNKS   /* logits q_i . (k_j + r_{j-i}) */
+                #define TERM(e, t) qb[((e) * H + i) * W + x0 + t] * (kb[((e) * H + j) * W + x0 + t] + Rb[((e) * H + i) * H + j])
+                CONTRACT(d, TERM)
+                #undef TERM
+                ACC_STORE(ai + j * W + x0)
+            END_CHUNKS
+            SOFTMAX(ai, H, W, mx, sum)
+            for (long e = 0; e < dv; e++) CHUNKS  /* out_i = sum_j attn[i, j] v_j */
+                #define TERM(j, t) ai[(j) * W + x0 + t] * vb[(e * H + (j)) * W + x0 + t]
+                CONTRACT(H, TERM)
+                #undef TERM
+                ACC_STORE(ob + (e * H + i) * W + x0)
+            END_CHUNKS
+        }
+    }
+}
+
+void axial_hv_backward_S(const T *restrict go, const T *restrict attn, const T *restrict q, const T *restrict k,
+                         const T *restrict R, const T *restrict v, T *restrict g_q, T *restrict g_k,
+                         T *restrict g_v, T *restrict g_R, T *restrict scratch,
+                         long BH, long heads, long d, long dv, long H, long W, int nt) {
+    long HW = H * W;
+    #pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (long bh = 0; bh < BH; bh++) {
+        const T *gob = go + bh * dv * HW, *vb = v + bh * dv * HW, *qb = q + bh * d * HW, *kb = k + bh * d * HW;
+        const T *Rb = R + (bh % heads) * d * H * H, *ab = attn + bh * H * HW;
+        T *gqb = g_q + bh * d * HW, *gkb = g_k + bh * d * HW, *gvb = g_v + bh * dv * HW, *gRb = g_R + bh * d * H * H;
+        T *gl = scratch + THREAD * (H * HW + W), *dot = gl + H * HW;   /* gl: (H, H, W) = [i][j][x] */
+        for (long i = 0; i < H; i++) {
+            for (long j = 0; j < H; j++) CHUNKS   /* g_attn[i, j] = go_i . v_j */
+                #define TERM(e, t) gob[((e) * H + i) * W + x0 + t] * vb[((e) * H + j) * W + x0 + t]
+                CONTRACT(dv, TERM)
+                #undef TERM
+                ACC_STORE(gl + (i * H + j) * W + x0)
+            END_CHUNKS
+            SOFTMAX_BACK(ab + i * HW, gl + i * HW, H, W, dot)
+        }
+        for (long e = 0; e < dv; e++) for (long j = 0; j < H; j++) CHUNKS   /* g_v_j = sum_i attn[i, j] go_i */
+            #define TERM(i, t) ab[((i) * H + j) * W + x0 + t] * gob[(e * H + (i)) * W + x0 + t]
+            CONTRACT(H, TERM)
+            #undef TERM
+            ACC_STORE(gvb + (e * H + j) * W + x0)
+        END_CHUNKS
+        for (long e = 0; e < d; e++) {
+            for (long i = 0; i < H; i++) CHUNKS   /* g_q_i = sum_j gl[i, j] (k_j + r_{j-i}) */
+                #define TERM(j, t) gl[(i * H + (j)) * W + x0 + t] * (kb[(e * H + (j)) * W + x0 + t] + Rb[(e * H + i) * H + (j)])
+                CONTRACT(H, TERM)
+                #undef TERM
+                ACC_STORE(gqb + (e * H + i) * W + x0)
+            END_CHUNKS
+            for (long j = 0; j < H; j++) CHUNKS   /* g_k_j = sum_i gl[i, j] q_i */
+                #define TERM(i, t) gl[((i) * H + j) * W + x0 + t] * qb[(e * H + (i)) * W + x0 + t]
+                CONTRACT(H, TERM)
+                #undef TERM
+                ACC_STORE(gkb + (e * H + j) * W + x0)
+            END_CHUNKS
+            for (long i = 0; i < H; i++) {        /* g_r[i, j] = sum_x gl[i, j] q_i */
+                const T *qe = qb + (e * H + i) * W;
+                for (long j = 0; j < H; j++) {
+                    const T *g = gl + (i * H + j) * W;
+                    T s = 0;
+                    _Pragma("omp simd reduction(+:s)") for (long x = 0; x < W; x++) s += g[x] * qe[x];
+                    gRb[(e * H + i) * H + j] = s;
+                }
+            }
+        }
+    }
+}
+
+void axial_wv_forward_S(const T *restrict q, const T *restrict k, const T *restrict R, const T *restrict v,
+                        T *restrict attn, T *restrict out, T *restrict scratch,
+                        long BH, long heads, long d, long dv, long H, long W, int nt) {
+    long HW = H * W;
+    #pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (long bh = 0; bh < BH; bh++) {
+        const T *qb = q + bh * d * HW, *kb = k + bh * d * HW, *vb = v + bh * dv * HW, *Rb = R + (bh % heads) * d * W * W;
+        T *ob = out + bh * dv * HW, *mx = scratch + THREAD * 2 * W, *sum = mx + W;
+        for (long i = 0; i < H; i++) {
+            T *ai = attn + (bh * H + i) * W * W;
+            for (long y = 0; y < W; y++) CHUNKS   /* logits[y][x] = q_x . (k_y + r_{y-x}) */
+                #define TERM(e, t) qb[((e) * H + i) * W + x0 + t] * (kb[((e) * H + i) * W + y] + Rb[((e) * W + y) * W + x0 + t])
+                CONTRACT(d, TERM)
+                #undef TERM
+                ACC_STORE(ai + y * W + x0)
+            END_CHUNKS
+            SOFTMAX(ai, W, W, mx, sum)
+            for (long e = 0; e < dv; e++) CHUNKS  /* out_x = sum_y attn[y][x] v_y */
+                #define TERM(y, t) ai[(y) * W + x0 + t] * vb[(e * H + i) * W + (y)]
+                CONTRACT(W, TERM)
+                #undef TERM
+                ACC_STORE(ob + (e * H + i) * W + x0)
+            END_CHUNKS
+        }
+    }
+}
+
+void axial_wv_backward_S(const T *restrict go, const T *restrict attn, const T *restrict q, const T *restrict k,
+                         const T *restrict R, const T *restrict v, T *restrict g_q, T *restrict g_k,
+                         T *restrict g_v, T *restrict g_R, T *restrict scratch,
+                         long BH, long heads, long d, long dv, long H, long W, int nt) {
+    long HW = H * W, WW = W * W;
+    #pragma omp parallel for num_threads(nt) schedule(dynamic)
+    for (long bh = 0; bh < BH; bh++) {
+        const T *gob = go + bh * dv * HW, *vb = v + bh * dv * HW, *qb = q + bh * d * HW, *kb = k + bh * d * HW;
+        const T *Rb = R + (bh % heads) * d * WW, *ab = attn + bh * H * WW;
+        T *gqb = g_q + bh * d * HW, *gkb = g_k + bh * d * HW, *gvb = g_v + bh * dv * HW, *gRb = g_R + bh * d * WW;
+        T *gl = scratch + THREAD * (H * WW + W), *dot = gl + H * WW;   /* gl: (H, W, W) = [i][y][x] */
+        for (long i = 0; i < H; i++) {
+            const T *ai = ab + i * WW;
+            for (long y = 0; y < W; y++) {
+                CHUNKS                            /* g_attn[y][x] = go_x . v_y */
+                    #define TERM(e, t) gob[((e) * H + i) * W + x0 + t] * vb[((e) * H + i) * W + y]
+                    CONTRACT(dv, TERM)
+                    #undef TERM
+                    ACC_STORE(gl + (i * W + y) * W + x0)
+                END_CHUNKS
+                for (long e = 0; e < dv; e++) {   /* g_v_y = sum_x attn[y][x] go_x */
+                    const T *ay = ai + y * W, *ge = gob + (e * H + i) * W;
+                    T s = 0;
+                    _Pragma("omp simd reduction(+:s)") for (long x = 0; x < W; x++) s += ay[x] * ge[x];
+                    gvb[(e * H + i) * W + y] = s;
+                }
+            }
+            SOFTMAX_BACK(ai, gl + i * WW, W, W, dot)
+        }
+        for (long e = 0; e < d; e++) {
+            for (long i = 0; i < H; i++) {
+                const T *qe = qb + (e * H + i) * W;
+                CHUNKS                            /* g_q_x = sum_y gl[y][x] (k_y + r_{y-x}) */
+                    #define TERM(y, t) gl[(i * W + (y)) * W + x0 + t] * (kb[(e * H + i) * W + (y)] + Rb[(e * W + (y)) * W + x0 + t])
+                    CONTRACT(W, TERM)
+                    #undef TERM
+                    ACC_STORE(gqb + (e * H + i) * W + x0)
+                END_CHUNKS
+                for (long y = 0; y < W; y++) {    /* g_k_y = sum_x gl[y][x] q_x */
+                    const T *g = gl + (i * W + y) * W;
+                    T s = 0;
+                    _Pragma("omp simd reduction(+:s)") for (long x = 0; x < W; x++) s += g[x] * qe[x];
+                    gkb[(e * H + i) * W + y] = s;
+                }
+            }
+            for (long y = 0; y < W; y++) CHUNKS   /* g_r[y][x] = sum_i gl[i][y][x] q_x(i) */
+                #define TERM(i, t) gl[((i) * W + y) * W + x0 + t] * qb[(e * H + (i)) * W + x0 + t]
+                CONTRACT(H, TERM)
+                #undef TERM
+                ACC_STORE(gRb + (e * W + y) * W + x0)
+            END_CHUNKS
+        }
+    }
+}
+#undef CH
+#undef CHUNKS
+#undef END_CHUNKS
+#undef CONTRACT
+#undef ACC_STORE
 """
 
 
@@ -531,6 +717,9 @@ def _build() -> ctypes.CDLL:
             for axis in "hw":
                 getattr(lib, f"axial_{axis}_forward_{suffix}").argtypes = [P] * 7 + [L] * 6 + [I]
                 getattr(lib, f"axial_{axis}_backward_{suffix}").argtypes = [P] * 11 + [L] * 6 + [I]
+            for name in ("hv", "wv"):
+                getattr(lib, f"axial_{name}_forward_{suffix}").argtypes = [P] * 7 + [L] * 6 + [I]
+                getattr(lib, f"axial_{name}_backward_{suffix}").argtypes = [P] * 11 + [L] * 6 + [I]
             getattr(lib, f"axial_cl_forward_{suffix}").argtypes = [P] * 7 + [L] * 7 + [I]
             getattr(lib, f"axial_cl_backward_{suffix}").argtypes = [P] * 11 + [L] * 7 + [I]
         return lib
@@ -607,6 +796,18 @@ class LocalAttentionFunction(torch.autograd.Function):
         return g_q, g_k, g_v, g_r.sum(0).view(dq, mh, mw), None
 
 
+#: the register-blocked column loops need rows of at least this many columns (their chunk)
+AXIAL_CHUNK = 16
+
+
+def _columns(axis: str, W: int) -> str:
+    """The column-loop kernel for this axis and map width: register-blocked ("hv"/"wv") from
+    :data:`AXIAL_CHUNK` columns on, else the plain loops ("h"/"w");
+    ``ATTNAS_AXIAL_CHUNKED=0`` forces the plain ones."""
+    chunked = W >= AXIAL_CHUNK and os.environ.get("ATTNAS_AXIAL_CHUNKED", "1") != "0"
+    return axis + "v" if chunked else axis
+
+
 class AxialAttentionFunction(torch.autograd.Function):
     """Forward and backward of axial attention along ``axis`` on the C kernel (q already scaled).
 
@@ -637,7 +838,8 @@ class AxialAttentionFunction(torch.autograd.Function):
                                                     int(axis == "w"), nt)
         else:
             scratch = torch.empty(nt, 2, W, dtype=q.dtype)
-            getattr(lib, f"axial_{axis}_forward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W, nt)
+            getattr(lib, f"axial_{_columns(axis, W)}_forward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d,
+                                                                     dvh, H, W, nt)
         ctx.save_for_backward(q, k, v, R, attn)
         ctx.heads, ctx.axis, ctx.rows = heads, axis, rows
         return out
@@ -662,8 +864,9 @@ class AxialAttentionFunction(torch.autograd.Function):
             getattr(lib, f"axial_cl_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
                                                      int(axis == "w"), nt)
         else:
-            scratch = torch.empty(nt, L * W + W, dtype=q.dtype)
-            getattr(lib, f"axial_{axis}_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
+            name = _columns(axis, W)
+            scratch = torch.empty(nt, (H * L * W if name.endswith("v") else L * W) + W, dtype=q.dtype)
+            getattr(lib, f"axial_{name}_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
                                                          nt)
         return g_q, g_k, g_v, g_R.sum(0), None, None, None
 
