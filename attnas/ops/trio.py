@@ -208,7 +208,7 @@ def axial_attention_1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: t
 
     On CPU float32/float64 tensors with few (<= 8) or many (>= 32) channels per head computed by
     the C kernel of :mod:`attnas.ops.local_kernel` (:func:`_axial_kernel`, :func:`axial_impl`;
-    forward + backward 1.1-4.5x faster than the batched products below at TrioNet's shapes:
+    forward + backward 1.3-4.8x faster than the batched products below at TrioNet's shapes:
     ``docs/benchmarks.md``), elsewhere by those batched matrix products; all tested against a
     loop reference."""
     B, dq, H, W = q.shape
