@@ -16,8 +16,11 @@ is in cache, with one (m^2, H, W) buffer per thread instead of full-size tempora
 loops run over contiguous flat ranges of each shifted map (vectorised; ``exp`` from glibc's
 libmvec when it links).  Only the attention weights are kept for the backward pass, as before.
 
-Axial attention along the height is the same computation over a (2H - 1) x 1 window
-(:func:`attnas.ops.trio._axial_kernel`), hence the general odd ``mh x mw`` window here.
+Axial attention has loops of its own (:class:`AxialAttentionFunction`, L keys per query, no
+masked offsets, no transposes): over the maps' contiguous columns (register-blocked 16-column
+chunks on maps at least 16 wide), or over the channels of channels-last copies of each slice;
+:func:`attnas.ops.trio.axial_impl` picks by channels per head.  The local kernel below still
+takes a general odd ``mh x mw`` window.
 
 The C source is compiled on first use with the system C compiler (``$CC``, else ``cc``;
 ``-O3 -march=native``, OpenMP when available) into a per-user cache directory
@@ -75,21 +78,23 @@ __attribute__((simd("notinbranch"))) double exp(double);
     if (i < i0 || i >= i1) jl = W; \
     for (long j = 0; j < jl; j++) row_[j] = val; \
     for (long j = jr; j < W; j++) row_[j] = val; }
-#define SOFTMAX(ai, L, n, mx, sum) \
-    for (long x = 0; x < n; x++) { mx[x] = -(T)INFINITY; sum[x] = 0; } \
-    for (long j = 0; j < L; j++) { const T *lj = ai + j * n; \
-        _Pragma("omp simd") for (long x = 0; x < n; x++) mx[x] = lj[x] > mx[x] ? lj[x] : mx[x]; } \
-    for (long j = 0; j < L; j++) { T *lj = ai + j * n; \
-        _Pragma("omp simd") for (long x = 0; x < n; x++) { lj[x] = EXP(lj[x] - mx[x]); sum[x] += lj[x]; } } \
-    for (long x = 0; x < n; x++) sum[x] = 1 / sum[x]; \
-    for (long j = 0; j < L; j++) { T *lj = ai + j * n; \
-        _Pragma("omp simd") for (long x = 0; x < n; x++) lj[x] *= sum[x]; }
-#define SOFTMAX_BACK(ai, gi, L, n, dot) \
-    for (long x = 0; x < n; x++) dot[x] = 0; \
-    for (long j = 0; j < L; j++) { const T *aj = ai + j * n, *gj = gi + j * n; \
-        _Pragma("omp simd") for (long x = 0; x < n; x++) dot[x] += aj[x] * gj[x]; } \
-    for (long j = 0; j < L; j++) { const T *aj = ai + j * n; T *gj = gi + j * n; \
-        _Pragma("omp simd") for (long x = 0; x < n; x++) gj[x] = aj[x] * (gj[x] - dot[x]); }
+#define SOFTMAX(ai_, L_, n_, mx_, sum_) { \
+    T *sa_ = (ai_), *sm_ = (mx_), *ss_ = (sum_); const long sL_ = (L_), sn_ = (n_); \
+    for (long x = 0; x < sn_; x++) { sm_[x] = -(T)INFINITY; ss_[x] = 0; } \
+    for (long j = 0; j < sL_; j++) { const T *lj = sa_ + j * sn_; \
+        _Pragma("omp simd") for (long x = 0; x < sn_; x++) sm_[x] = lj[x] > sm_[x] ? lj[x] : sm_[x]; } \
+    for (long j = 0; j < sL_; j++) { T *lj = sa_ + j * sn_; \
+        _Pragma("omp simd") for (long x = 0; x < sn_; x++) { lj[x] = EXP(lj[x] - sm_[x]); ss_[x] += lj[x]; } } \
+    for (long x = 0; x < sn_; x++) ss_[x] = 1 / ss_[x]; \
+    for (long j = 0; j < sL_; j++) { T *lj = sa_ + j * sn_; \
+        _Pragma("omp simd") for (long x = 0; x < sn_; x++) lj[x] *= ss_[x]; } }
+#define SOFTMAX_BACK(ai_, gi_, L_, n_, dot_) { \
+    const T *sa_ = (ai_); T *sg_ = (gi_), *sd_ = (dot_); const long sL_ = (L_), sn_ = (n_); \
+    for (long x = 0; x < sn_; x++) sd_[x] = 0; \
+    for (long j = 0; j < sL_; j++) { const T *aj = sa_ + j * sn_, *gj = sg_ + j * sn_; \
+        _Pragma("omp simd") for (long x = 0; x < sn_; x++) sd_[x] += aj[x] * gj[x]; } \
+    for (long j = 0; j < sL_; j++) { const T *aj = sa_ + j * sn_; T *gj = sg_ + j * sn_; \
+        _Pragma("omp simd") for (long x = 0; x < sn_; x++) gj[x] = aj[x] * (gj[x] - sd_[x]); } }
 """
 
 _TEMPLATE = r"""
@@ -757,7 +762,7 @@ class LocalAttentionFunction(torch.autograd.Function):
     """Forward and backward of local attention on the C kernel (q already scaled).
 
     q, k: ``(B, d_q, H, W)``; v: ``(B, d_v, H, W)``; rel: ``(d_q, mh, mw)``, an odd mh x mw window
-    (m x m for local attention; (2H - 1) x 1 for attention along the height axis).  Saves the
+    (m x m; any odd mh x mw).  Saves the
     attention weights (``(B * heads, mh * mw, H, W)``) for the backward pass."""
 
     @staticmethod
@@ -841,7 +846,7 @@ class AxialAttentionFunction(torch.autograd.Function):
             getattr(lib, f"axial_{_columns(axis, W)}_forward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d,
                                                                      dvh, H, W, nt)
         ctx.save_for_backward(q, k, v, R, attn)
-        ctx.heads, ctx.axis, ctx.rows = heads, axis, rows
+        ctx.heads, ctx.axis, ctx.rows, ctx.columns = heads, axis, rows, _columns(axis, W)
         return out
 
     @staticmethod
@@ -864,7 +869,7 @@ class AxialAttentionFunction(torch.autograd.Function):
             getattr(lib, f"axial_cl_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
                                                      int(axis == "w"), nt)
         else:
-            name = _columns(axis, W)
+            name = ctx.columns   # the forward's choice (same attention layout either way)
             scratch = torch.empty(nt, (H * L * W if name.endswith("v") else L * W) + W, dtype=q.dtype)
             getattr(lib, f"axial_{name}_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
                                                          nt)
