@@ -226,8 +226,11 @@ def test_unchanged_methods_give_the_results_of_before_the_redesign(method, tmp_p
                        batch_size=16, seed=3, out=str(tmp_path / method), space_options=g["space_options"])
     res = search(cfg, progress=False)
     assert res["architecture"] == g["architecture"]
+    # 1e-5: float32 kernels differ between CPUs (oneDNN's AVX-512 and AVX2 paths) by ~1e-6 after two
+    # epochs (entrannas-dst: 1.4e-6 on this AVX-512 machine); a changed batch, augmentation or update
+    # order changes the training trajectory, not the last float32 digits
     for key, row in g["scores"].items():
-        assert res["scores"][key] == pytest.approx(row, abs=1e-6)
+        assert res["scores"][key] == pytest.approx(row, abs=1e-5)
 
 
 # ----- data splits per phase ------------------------------------------------------------------
