@@ -348,6 +348,24 @@ def test_leaderboard_variants_ignore_checkpointing_and_fields_a_run_predates(tmp
     rows = json.loads(stdout.strip().splitlines()[-1])["spaces"][0]["rows"]
     assert sorted((r["runs"], r["variant"]) for r in rows) == [(1, "amp=true"), (2, "amp=false")]
 
+
+def test_leaderboard_variants_are_per_method(tmp_path):
+    """Options that only one method's runs have, shared by all of them (two sweeps into one folder,
+    e.g. SPOS with shortened evolution beside IT-NAS), make no variant; options that differ between
+    runs of the same method do."""
+    for seed in (0, 1):
+        _fake_run(tmp_path / "runs" / f"i-s{seed}", "itnas", seed, 93.0, 10.0)
+        _fake_run(tmp_path / "runs" / f"s-s{seed}", "spos", seed, 92.0, 10.0)
+        cfg = json.loads((tmp_path / "runs" / f"s-s{seed}" / "config.json").read_text())
+        (tmp_path / "runs" / f"s-s{seed}" / "config.json").write_text(
+            json.dumps({**cfg, "method_options": {"population": 20}}))
+    _fake_run(tmp_path / "runs" / "s-s9", "spos", 9, 91.0, 10.0)
+    code, stdout, stderr = cli(["leaderboard", str(tmp_path / "runs"), "--json"])
+    assert code == 0, stderr
+    rows = json.loads(stdout.strip().splitlines()[-1])["spaces"][0]["rows"]
+    assert sorted((r["method"], r["runs"], r["variant"]) for r in rows) == [
+        ("itnas", 2, ""), ("spos", 1, "method_options=null"), ("spos", 2, 'method_options={"population": 20}')]
+
 @pytest.mark.parametrize("make,extra,expected", [
     (lambda p: p / "missing", [], "does not exist"),
     (lambda p: p, [], "no finished search run"),

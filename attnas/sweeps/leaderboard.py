@@ -108,15 +108,24 @@ def found_accuracy(run: Run) -> tuple[float, str, str | None] | None:
 
 
 def _variants(runs: list[Run]) -> dict[Path, str]:
+    """The label of each run's variant: the config fields that differ between runs of the *same*
+    method (method options that only one method has, e.g. SPOS's evolution settings, do not make
+    a variant when every run of that method shares them)."""
     # a field a run did not record (added to attnas after it ran) has its default
     defaults = config_defaults(SearchConfig)
 
     def value(r: Run, k: str) -> str:
         return json.dumps(r.config[k] if k in r.config else defaults.get(k), sort_keys=True, default=str)
 
-    keys = sorted({k for r in runs for k in r.config} - set(NOT_VARIANT))
-    varying = [k for k in keys if len({value(r, k) for r in runs}) > 1]
-    return {r.path: ", ".join(f"{k}={value(r, k)}" for k in varying) for r in runs}
+    by_method: dict[str, list[Run]] = {}
+    for r in runs:
+        by_method.setdefault(str(r.config.get("method")), []).append(r)
+    out = {}
+    for mruns in by_method.values():
+        keys = sorted({k for r in mruns for k in r.config} - set(NOT_VARIANT))
+        varying = [k for k in keys if len({value(r, k) for r in mruns}) > 1]
+        out.update({r.path: ", ".join(f"{k}={value(r, k)}" for k in varying) for r in mruns})
+    return out
 
 
 class _RankTables:
