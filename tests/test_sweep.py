@@ -397,3 +397,26 @@ def test_ray_sweep_runs_a_two_run_grid(tmp_path):
     assert summary["backend"] == "ray" and summary["finished"] == 2
     assert all((out / f"nb201-random-s{s}" / "result.json").is_file() for s in (0, 1))
     assert {e["backend"] for e in events(out) if e["event"] == "started"} == {"ray"}
+
+
+def test_leaderboard_ranks_macro_means_in_the_table(tmp_path):
+    """NAS-Bench-Macro rows get the rank of their mean among the table's 6,561 architectures."""
+    from conftest import find_data_dir
+
+    data = find_data_dir()
+    if not data or not (data / "nasbench_macro" / "nas-bench-macro_cifar10.json").is_file():
+        pytest.skip("needs the NAS-Bench-Macro table (data folder)")
+    from attnas.benchmarks.macro import MacroBench
+    accs = MacroBench(data).array("mean_acc")
+    for seed, acc in enumerate((91.0, 92.0)):
+        folder = tmp_path / "runs" / f"m-s{seed}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"space": "macro", "method": "spos", "seed": seed,
+                                                        "dataset": "cifar10"}))
+        (folder / "result.json").write_text(json.dumps({"status": "done", "method": "spos", "space": "macro",
+                                                        "architecture": "01201201", "search_time_s": 1.0,
+                                                        "benchmark": {"bench_cifar10_test_acc": acc}}))
+    code, stdout, stderr = cli(["leaderboard", str(tmp_path / "runs"), "--json", "--data-dir", str(data)])
+    assert code == 0, stderr
+    (row,) = json.loads(stdout.strip().splitlines()[-1])["spaces"][0]["rows"]
+    assert row["space_size"] == 6561 and row["rank_of_mean"] == 1 + int((accs > 91.5).sum())

@@ -17,7 +17,8 @@ The found accuracy of a run, in %, is the first of:
 3. ``supernet`` -- the supernet's validation accuracy at the end of the search.
 
 Rows never mix measures.  The rank of the mean is 1 + the number of the benchmark's architectures
-with a higher test accuracy (needs the benchmark table: ``data_dir``, the runs' ``data_dir``, or
+with a higher test accuracy -- NAS-Bench-201 (15,625 cells) and NAS-Bench-Macro (6,561 chains, their
+mean of three trainings) -- (needs the benchmark table: ``data_dir``, the runs' ``data_dir``, or
 ``$ATTNAS_DATA_DIR``; left out when it is not found).
 """
 from __future__ import annotations
@@ -136,22 +137,24 @@ class _RankTables:
         self.cache: dict[tuple[str, str, str | None], Any] = {}
 
     def rank(self, space: str, ds: str | None, mean: float, run_data_dirs: list[str | None]) -> tuple[int, int] | None:
-        if space != "nb201" or ds is None or not _number(mean):
+        if space not in ("nb201", "macro") or ds is None or not _number(mean):
             return None
         for d in [self.data_dir, *run_data_dirs, None]:
             key = (space, ds, d)
             if key not in self.cache:
-                self.cache[key] = self._load(ds, d)
+                self.cache[key] = self._load(space, ds, d)
             acc = self.cache[key]
             if acc is not None:
                 return 1 + (acc > mean).sum().item(), len(acc)
         return None
 
     @staticmethod
-    def _load(ds: str, data_dir: str | None):
-        from attnas.benchmarks.nb201 import NB201Bench
-
+    def _load(space: str, ds: str, data_dir: str | None):
         try:
+            if space == "macro":   # one table: CIFAR-10, the mean of its three trainings
+                from attnas.benchmarks.macro import MacroBench
+                return MacroBench(data_dir).array("mean_acc") if ds == "cifar10" else None
+            from attnas.benchmarks.nb201 import NB201Bench
             return NB201Bench(data_dir).accuracies(ds, "test")
         except (AttnasError, OSError):
             return None
