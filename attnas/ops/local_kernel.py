@@ -837,16 +837,17 @@ class AxialAttentionFunction(torch.autograd.Function):
         attn = torch.empty(B * heads, H * W * (H if axis == "h" else W), dtype=q.dtype)
         out = torch.empty(B, dv, H, W, dtype=q.dtype)
         ptrs = (q.data_ptr(), k.data_ptr(), R.data_ptr(), v.data_ptr(), attn.data_ptr(), out.data_ptr())
+        kernel = "cl" if rows else _columns(axis, W)   # the backward runs the same one
         if rows:
             scratch = torch.empty(nt, H * W * (2 * d + 2 * dvh), dtype=q.dtype)
             getattr(lib, f"axial_cl_forward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
                                                     int(axis == "w"), nt)
         else:
             scratch = torch.empty(nt, 2, W, dtype=q.dtype)
-            getattr(lib, f"axial_{_columns(axis, W)}_forward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d,
-                                                                     dvh, H, W, nt)
+            getattr(lib, f"axial_{kernel}_forward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
+                                                          nt)
         ctx.save_for_backward(q, k, v, R, attn)
-        ctx.heads, ctx.axis, ctx.rows, ctx.columns = heads, axis, rows, _columns(axis, W)
+        ctx.heads, ctx.axis, ctx.kernel = heads, axis, kernel
         return out
 
     @staticmethod
@@ -854,7 +855,7 @@ class AxialAttentionFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         q, k, v, R, attn = ctx.saved_tensors
         lib, (_, sfx) = _library(), _DTYPES[q.dtype]
-        heads, axis, rows = ctx.heads, ctx.axis, ctx.rows
+        heads, axis, kernel = ctx.heads, ctx.axis, ctx.kernel
         B, dq, H, W = q.shape
         dv, L = v.shape[1], (H if axis == "h" else W)
         d, dvh = dq // heads, dv // heads
@@ -864,14 +865,13 @@ class AxialAttentionFunction(torch.autograd.Function):
         g_R = torch.empty(B, *R.shape, dtype=q.dtype)   # per image, summed below
         ptrs = (go.data_ptr(), attn.data_ptr(), q.data_ptr(), k.data_ptr(), R.data_ptr(), v.data_ptr(),
                 g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(), g_R.data_ptr())
-        if rows:
+        if kernel == "cl":
             scratch = torch.empty(nt, H * W * (4 * d + 3 * dvh) + L, dtype=q.dtype)
             getattr(lib, f"axial_cl_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
                                                      int(axis == "w"), nt)
         else:
-            name = ctx.columns   # the forward's choice (same attention layout either way)
-            scratch = torch.empty(nt, (H * L * W if name.endswith("v") else L * W) + W, dtype=q.dtype)
-            getattr(lib, f"axial_{name}_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
+            scratch = torch.empty(nt, (H * L * W if kernel.endswith("v") else L * W) + W, dtype=q.dtype)
+            getattr(lib, f"axial_{kernel}_backward_{sfx}")(*ptrs, scratch.data_ptr(), B * heads, heads, d, dvh, H, W,
                                                          nt)
         return g_q, g_k, g_v, g_R.sum(0), None, None, None
 

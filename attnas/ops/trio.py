@@ -215,9 +215,10 @@ def axial_attention_1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: t
     dv = v.shape[1]
     dqh, dvh = dq // heads, dv // heads
     span = (rel.shape[-1] + 1) // 2
-    if axis in ("h", "w") and axial_impl(dqh) != "products" and not capturing_graph() \
+    impl = axial_impl(dqh)
+    if axis in ("h", "w") and impl != "products" and not capturing_graph() \
             and local_kernel.supports(q, k, v, rel) and local_kernel.available():
-        return _axial_kernel(q, k, v, rel, heads, axis, rows=axial_impl(dqh) == "rows")
+        return _axial_kernel(q, k, v, rel, heads, axis, rows=impl == "rows")
     if axis == "h":   # attend along H, batch over W: (B, W, heads, d, H)
         perm = lambda t, d: t.reshape(B, heads, d, H, W).permute(0, 4, 1, 2, 3)
         length = H
