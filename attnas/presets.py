@@ -38,10 +38,12 @@ class DartsPreset:
     unrolled_eps: float = 0.01  # finite-difference epsilon numerator (Eq. 8: eps = 0.01 / ||grad||)
     train_portion: float = 0.5  # half of the training set for w, half for alpha
     #: activation checkpointing of the mixtures (attnas engineering, not in the paper):
-    #: "all" recomputes every choice block in the backward pass (same values and gradients;
-    #: DARTS space, batch 64, 2 CPU threads: 12.0 s / 1.48 GiB per step, against 10.0 s /
-    #: 5.73 GiB with "first_stage" and more with "none" -- bench/search_step.py)
-    recompute: str = "all"
+    #: "all" recomputes every choice block in the backward pass (same values and gradients);
+    #: "auto" lets the space choose (``SearchSpace.mixture_recompute``): "all" in the DARTS
+    #: space (8 cells C=16, batch 64, 2 CPU threads: 9.0 s / 1.61 GiB per step, against
+    #: 7.0 s / 4.79 GiB with "first_stage" and 6.2 s / 7.69 GiB with "none"), "none" on
+    #: NAS-Bench-201 (1.7 s / 0.94 GiB against 2.7 s / 0.86 GiB) -- bench/search_step.py
+    recompute: str = "auto"
 
 
 @dataclass(frozen=True)

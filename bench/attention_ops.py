@@ -69,7 +69,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as cold:  # a cold build of the kernel (normally cached)
         os.environ["ATTNAS_KERNEL_CACHE"] = cold
-        local_kernel._build()
+        local_kernel.LIBRARY.build()
         build_s = time.perf_counter() - t0
         del os.environ["ATTNAS_KERNEL_CACHE"]
     if not local_kernel.available():

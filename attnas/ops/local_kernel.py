@@ -22,32 +22,20 @@ chunks on maps at least 16 wide), or over the channels of channels-last copies o
 :func:`attnas.ops.trio.axial_impl` picks by channels per head.  The local kernel below still
 takes a general odd ``mh x mw`` window.
 
-The C source is compiled on first use with the system C compiler (``$CC``, else ``cc``;
-``-O3 -march=native``, OpenMP when available) into a per-user cache directory
-(``$ATTNAS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/attnas/kernels``, else
-``~/.cache/attnas/kernels``), keyed by the source, the flags and the CPU, and loaded with
-:mod:`ctypes` (0.6-2 s once; later processes load the cached library).  Without a compiler, on
-a failed build, or with ``ATTNAS_LOCAL_KERNEL=0`` :func:`available` is False and the operators
-use their PyTorch implementations (same values up to float rounding; both are tested against
+The C source is compiled on first use and cached (:mod:`attnas.ops.ckernel`; 0.6-2 s once).
+Without a compiler, on a failed build, or with ``ATTNAS_LOCAL_KERNEL=0`` :func:`available` is
+False and the operators use their PyTorch implementations (same values up to float rounding; both are tested against
 the loop references, values and gradients).  CPU tensors of dtype float32 / float64 only.
 """
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-import warnings
-from pathlib import Path
 
 import torch
 
-_DTYPES = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
+from attnas.ops.ckernel import DTYPES as _DTYPES
+from attnas.ops.ckernel import CLibrary, instantiate, supports
 
 # One copy per dtype (T, S = suffix, EXP).  Per (image, head) slice "bh": q, k, g_q, g_k (d, H, W);
 # v, go, out, g_v (dv, H, W); r (d, m*m) of the head; attn (m*m, H, W).  Offset n of the window
@@ -663,99 +651,26 @@ void axial_wv_backward_S(const T *restrict go, const T *restrict attn, const T *
 """
 
 
-def _source() -> str:
-    parts = [_PRELUDE]
-    for (ctype, suffix), exp in zip(_DTYPES.values(), ("expf", "exp")):
-        parts.append(f"#define T {ctype}\n#define EXP {exp}\n" + _TEMPLATE.replace("_S(", f"_{suffix}(")
-                     + "#undef T\n#undef EXP\n")
-    return "".join(parts)
+def _declare(lib: ctypes.CDLL) -> None:
+    P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+    for _, suffix in _DTYPES.values():
+        getattr(lib, f"forward_{suffix}").argtypes = [P] * 7 + [L] * 8 + [I]
+        getattr(lib, f"backward_{suffix}").argtypes = [P] * 11 + [L] * 8 + [I]
+        for name in ("h", "w", "hv", "wv"):
+            getattr(lib, f"axial_{name}_forward_{suffix}").argtypes = [P] * 7 + [L] * 6 + [I]
+            getattr(lib, f"axial_{name}_backward_{suffix}").argtypes = [P] * 11 + [L] * 6 + [I]
+        getattr(lib, f"axial_cl_forward_{suffix}").argtypes = [P] * 7 + [L] * 7 + [I]
+        getattr(lib, f"axial_cl_backward_{suffix}").argtypes = [P] * 11 + [L] * 7 + [I]
 
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_tried = False
-_error: str | None = None
-
-
-def _cache_dir() -> Path:
-    if os.environ.get("ATTNAS_KERNEL_CACHE"):
-        return Path(os.environ["ATTNAS_KERNEL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "attnas" / "kernels"
-
-
-def _cpu_tag() -> str:
-    try:  # -march=native: a library built on one CPU model must not load on another
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(sorted({l for l in info if l.startswith(("model name", "flags"))}))
-    except OSError:
-        return platform.processor()
-
-
-def _build() -> ctypes.CDLL:
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise RuntimeError("no C compiler found (set $CC)")
-    src = _source()
-    flags = ["-O3", "-march=native", "-fPIC", "-shared", "-std=gnu99", "-fno-math-errno"]
-    errors = []
-    # the first variant that builds: OpenMP threads and libmvec's vector exp, then without them
-    for extra, libs in ((["-fopenmp", "-DATTNAS_MVEC"], ["-lmvec"]), (["-fopenmp"], []), ([], [])):
-        key = hashlib.sha256("\0".join([src, cc, *flags, *extra, *libs, _cpu_tag(), sys.platform]).encode())
-        path = _cache_dir() / f"trio_local_{key.hexdigest()[:20]}.so"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                c_file, so_file = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
-                c_file.write_text(src)
-                proc = subprocess.run([cc, *flags, *extra, str(c_file), "-o", str(so_file), *libs, "-lm"],
-                                      capture_output=True, text=True, check=False)
-                if proc.returncode:
-                    errors.append(proc.stderr.strip()[-1000:])
-                    continue
-                os.replace(so_file, path)  # atomic: concurrent processes see a whole library or none
-        lib = ctypes.CDLL(str(path))
-        P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        for _, suffix in _DTYPES.values():
-            getattr(lib, f"forward_{suffix}").argtypes = [P] * 7 + [L] * 8 + [I]
-            getattr(lib, f"backward_{suffix}").argtypes = [P] * 11 + [L] * 8 + [I]
-            for axis in "hw":
-                getattr(lib, f"axial_{axis}_forward_{suffix}").argtypes = [P] * 7 + [L] * 6 + [I]
-                getattr(lib, f"axial_{axis}_backward_{suffix}").argtypes = [P] * 11 + [L] * 6 + [I]
-            for name in ("hv", "wv"):
-                getattr(lib, f"axial_{name}_forward_{suffix}").argtypes = [P] * 7 + [L] * 6 + [I]
-                getattr(lib, f"axial_{name}_backward_{suffix}").argtypes = [P] * 11 + [L] * 6 + [I]
-            getattr(lib, f"axial_cl_forward_{suffix}").argtypes = [P] * 7 + [L] * 7 + [I]
-            getattr(lib, f"axial_cl_backward_{suffix}").argtypes = [P] * 11 + [L] * 7 + [I]
-        return lib
-    raise RuntimeError(f"{cc} failed: {errors[-1]}")
-
-
-def _library() -> ctypes.CDLL | None:
-    global _lib, _tried, _error
-    if _tried:
-        return _lib
-    with _lock:
-        if not _tried:
-            try:
-                _lib = _build()
-            except Exception as exc:  # noqa: BLE001 -- any failure means: use the PyTorch implementation
-                _error = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"attnas: local-attention C kernel unavailable ({_error}); "
-                              "using the slower PyTorch implementation", RuntimeWarning, stacklevel=3)
-            _tried = True
-    return _lib
+LIBRARY = CLibrary("trio_local", lambda: instantiate(_TEMPLATE, _PRELUDE), _declare,
+                   "ATTNAS_LOCAL_KERNEL", "local-attention C kernel")
+_library = LIBRARY.get
 
 
 def available() -> bool:
     """True when the kernel is enabled (``ATTNAS_LOCAL_KERNEL`` unset or not ``0``) and built."""
-    return os.environ.get("ATTNAS_LOCAL_KERNEL", "1") != "0" and _library() is not None
-
-
-def supports(*tensors: torch.Tensor) -> bool:
-    """The kernel handles these tensors: CPU, one float32/float64 dtype."""
-    dtype = tensors[0].dtype
-    return dtype in _DTYPES and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+    return LIBRARY.available()
 
 
 class LocalAttentionFunction(torch.autograd.Function):

@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 
 from attnas.errors import ArchitectureError
+from attnas.ops.depthwise import DepthwiseConv2d, conv_backward
+from attnas.ops.fused import bn_factor
 
 _MB_RE = re.compile(r"^mb(?P<e>\d+)_k(?P<k>\d+)$")
 
@@ -66,15 +68,6 @@ def _activation(name: str) -> nn.Module:
         raise ArchitectureError(f"unknown activation '{name}'; expected one of {sorted(ACTIVATIONS)}") from None
 
 
-def _bn_factor(bn: nn.modules.batchnorm._BatchNorm) -> float:
-    """The running-average factor ``nn.BatchNorm2d.forward`` uses (and its step counter update)."""
-    if bn.num_batches_tracked is not None:
-        bn.num_batches_tracked.add_(1)
-        if bn.momentum is None:
-            return 1.0 / float(bn.num_batches_tracked)
-    return 0.0 if bn.momentum is None else float(bn.momentum)
-
-
 class BNActConv(torch.autograd.Function):
     """``conv(clamp(bn_train(z), 0, cap))`` keeping only ``z`` (and BN's batch statistics)
     for backward; the activation output is recomputed there.  ``cap`` is 6 for ReLU6,
@@ -100,9 +93,7 @@ class BNActConv(torch.autograd.Function):
         scale = gamma * invstd
         a = torch.addcmul((beta - mean * scale).view(shape), z, scale.view(shape))
         a = a.clamp_(0.0, cap) if cap != float("inf") else a.clamp_(min=0.0)
-        grad_a, grad_w, _ = torch.ops.aten.convolution_backward(
-            grad_out, a, weight, None, list(stride), list(padding), [1, 1], False, [0, 0], groups,
-            [True, True, False])
+        grad_a, grad_w = conv_backward(grad_out, a, weight, stride, padding, 1, groups)
         # the activation's gradient mask from its output, as autograd's in-place ReLU6/ReLU do
         if cap != float("inf"):
             grad_y = torch.ops.aten.hardtanh_backward(grad_a, a, 0.0, cap)
@@ -116,7 +107,7 @@ class BNActConv(torch.autograd.Function):
 
 def bn_act_conv(bn: nn.BatchNorm2d, cap: float, conv: nn.Conv2d, z: torch.Tensor) -> torch.Tensor:
     """``conv(act(bn(z)))`` through :class:`BNActConv` (training mode, affine BN, bias-free conv)."""
-    factor = _bn_factor(bn) if bn.track_running_stats else 0.0
+    factor = bn_factor(bn)
     return BNActConv.apply(z, bn.weight, bn.bias, bn.running_mean, bn.running_var, factor, bn.eps, cap,
                            conv.weight, conv.stride, conv.padding, conv.groups)
 
@@ -155,7 +146,7 @@ class InvertedResidual(nn.Module):
         self.expand = None if expansion == 1 else nn.Sequential(
             nn.Conv2d(C_in, hidden, 1, bias=False), nn.BatchNorm2d(hidden), _activation(activation))
         self.depthwise = nn.Sequential(
-            nn.Conv2d(hidden, hidden, kernel, stride, kernel // 2, groups=hidden, bias=False),
+            DepthwiseConv2d(hidden, kernel, stride, kernel // 2),
             nn.BatchNorm2d(hidden), _activation(activation))
         self.se = SqueezeExcite(hidden) if se else None
         self.project = nn.Sequential(nn.Conv2d(hidden, C_out, 1, bias=False), nn.BatchNorm2d(C_out))

@@ -19,6 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnas.errors import ArchitectureError
+from attnas.ops.ckernel import capturing_graph
+from attnas.ops.depthwise import DepthwiseConv2d
+from attnas.ops.fused import AvgPoolScaled, ReLUConvBNScaled, bn_factor
 
 OpBuilder = Callable[[int, int, int, bool], nn.Module]
 
@@ -58,6 +61,15 @@ class ReLUConvBN(nn.Sequential):
             nn.Conv2d(C_in, C_out, kernel, stride, padding, dilation=dilation, bias=False),
             nn.BatchNorm2d(C_out, affine=affine))
 
+    def scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``self(x) * scale`` in one memory-lean autograd node (:mod:`attnas.ops.fused`)."""
+        act, conv, bn = self
+        if type(act) is not nn.ReLU or conv.groups != 1 or conv.bias is not None or not bn.training:
+            return self(x) * scale
+        return ReLUConvBNScaled.apply(x, conv.weight, bn.weight, bn.bias, bn.running_mean,
+                                      bn.running_var, bn_factor(bn), bn.eps, scale, conv.stride,
+                                      conv.padding, conv.dilation, conv.kernel_size != (1, 1))
+
 
 class DilConv(nn.Sequential):
     """ReLU, depthwise dilated conv, pointwise conv, BN (DARTS ``dil_conv_kxk``)."""
@@ -66,7 +78,7 @@ class DilConv(nn.Sequential):
                  dilation: int, affine: bool = True) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel, stride, padding, dilation=dilation, groups=C_in, bias=False),
+            DepthwiseConv2d(C_in, kernel, stride, padding, dilation),
             nn.Conv2d(C_in, C_out, 1, bias=False),
             nn.BatchNorm2d(C_out, affine=affine))
 
@@ -101,10 +113,15 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
 
 
-def capturing_graph() -> bool:
-    """True while TorchScript tracing, ONNX export or ``torch.compile`` records the forward:
-    operators with an eager-only fast path then use plain, portable tensor operations."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+def scaled_forward(op: nn.Module, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``op(x) * scale`` -- a mixture's weighted candidate -- through the operation's fused,
+    memory-lean ``scaled`` method where it has one and the pass is a training pass with
+    gradients outside graph capture and autocast; the plain modules otherwise."""
+    fn = getattr(op, "scaled", None)
+    if fn is not None and op.training and torch.is_grad_enabled() and not capturing_graph() \
+            and not torch.is_autocast_enabled(x.device.type):
+        return fn(x, scale)
+    return op(x) * scale
 
 
 class AvgPool3x3(nn.Module):
@@ -137,6 +154,10 @@ class AvgPool3x3(nn.Module):
         kernel = torch.ones(C, 1, 3, 3, device=x.device, dtype=x.dtype)
         return F.conv2d(x, kernel, stride=self.stride, padding=1, groups=C) * self._reciprocal_count(x)
 
+    def scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``self(x) * scale`` keeping only ``x`` for the backward pass (:mod:`attnas.ops.fused`)."""
+        return AvgPoolScaled.apply(x, scale, self._reciprocal_count(x), self.stride)
+
     def extra_repr(self) -> str:
         return f"stride={self.stride}"
 
@@ -156,6 +177,12 @@ class Pool(nn.Module):
             x = self.pre(x)
         x = self.pool(x)
         return self.bn(x) if self.bn is not None else x
+
+    def scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``self(x) * scale``; fused for a plain average pool (:mod:`attnas.ops.fused`)."""
+        if self.pre is None and self.bn is None and isinstance(self.pool, AvgPool3x3):
+            return self.pool.scaled(x, scale)
+        return self(x) * scale
 
 
 def _skip(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:

@@ -82,18 +82,21 @@ class ChoiceBlock(nn.Module):
         return f"key={self.point.key!r}"
 
 
-def set_recompute(net: nn.Module, policy: str, image_size: int) -> None:
+def set_recompute(net: nn.Module, policy: str, image_size: int, space: "SearchSpace | None" = None) -> None:
     """Activation checkpointing of the choice blocks of a supernet.
 
     ``policy``: ``"none"``; ``"first_stage"`` -- blocks whose input is as wide as
     the image (the full-resolution stage, where a mixture of all candidates
-    stores most of its activations); ``"all"``.  Recomputation repeats the
+    stores most of its activations); ``"all"``; ``"auto"`` -- the space's
+    :attr:`SearchSpace.mixture_recompute`.  Recomputation repeats the
     block's forward in the backward pass with the same random state, so the
     values and gradients are unchanged; only memory and time trade places.
     """
+    if policy == "auto":
+        policy = space.mixture_recompute if space is not None else "all"
     sides = {"none": None, "first_stage": image_size, "all": 1}
     if policy not in sides:
-        raise ConfigError(f"unknown recompute policy '{policy}'; expected one of {sorted(sides)}")
+        raise ConfigError(f"unknown recompute policy '{policy}'; expected one of {sorted([*sides, 'auto'])}")
     for m in net.modules():
         if isinstance(m, ChoiceBlock):
             m.recompute_min_side = sides[policy]
@@ -111,6 +114,9 @@ class SearchSpace(ABC):
     single_path_only: ClassVar[bool] = False
 
     name: ClassVar[str]
+    #: the recompute policy ``"auto"`` means for a mixture of all candidates (DARTS): "all" where
+    #: the mixtures' activations would not fit the memory budget otherwise (:func:`set_recompute`)
+    mixture_recompute: ClassVar[str] = "all"
     #: smallest input side the space's network accepts (each reduction halves it)
     min_image_size: ClassVar[int] = 4
 

@@ -70,6 +70,10 @@ class NB201Space(SearchSpace):
     """NAS-Bench-201: options ``C`` (stem width, 16) and ``N`` (cells per stage, 5)."""
 
     min_image_size = 4
+    #: the candidates' fused, memory-lean training kernels (:mod:`attnas.ops.fused`) keep a
+    #: DARTS mixture at two maps per edge, so recomputing it costs time (+55 %) for little
+    #: memory (0.94 -> 0.86 GiB; C=16 N=5, batch 64, ``bench/search_step.py``)
+    mixture_recompute = "none"
 
     def __init__(self, C: int = 16, N: int = 5) -> None:
         self.C, self.N = int(C), int(N)

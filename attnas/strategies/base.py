@@ -170,7 +170,7 @@ class Strategy(ABC):
         net = self.space.build_supernet(lambda p: self.make_mixer(p, ref), num_classes,
                                         in_channels, image_size)
         use_batch_statistics(net)
-        set_recompute(net, getattr(self.cfg, "recompute", "none"), image_size)
+        set_recompute(net, getattr(self.cfg, "recompute", "none"), image_size, self.space)
         return SuperNet(net, arch)
 
     # ----- optimisation ----------------------------------------------------

@@ -14,7 +14,8 @@ the architecture half of the training set.
 
 The ``none`` candidate contributes an exact zero, so the mixture skips it
 (its weight still enters the softmax normalisation, so nothing changes in
-value or gradient).
+value or gradient).  Candidates with a fused ``w * op(x)`` kernel
+(:mod:`attnas.ops.fused`) run through it in training.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attnas.ops.primitives import scaled_forward
 from attnas.spaces.base import ChoiceBlock, ChoicePoint, Mixer
 from attnas.strategies.base import (ArchRef, Phase, Strategy, SuperNet, arch_params, net_params,
                                    register_strategy, register_variant, weight_optimizer)
@@ -41,7 +43,7 @@ def weighted_sum(x: torch.Tensor, block: ChoiceBlock, weights: torch.Tensor) -> 
     for i, (op, name) in enumerate(zip(block.ops, block.point.candidates)):
         if name == "none":
             continue
-        h = op(x) * weights[i]
+        h = scaled_forward(op, x, weights[i])
         out = h if out is None else out + h
     if out is None:  # only 'none' candidates
         return block.ops[0](x)

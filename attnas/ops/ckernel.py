@@ -1,0 +1,132 @@
+"""Build and load the C kernels of :mod:`attnas.ops` (local/axial attention, depthwise convolution).
+
+A kernel's C source is compiled on first use with the system C compiler (``$CC``, else ``cc``;
+``-O3 -march=native``, OpenMP when available) into a per-user cache directory
+(``$ATTNAS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/attnas/kernels``, else
+``~/.cache/attnas/kernels``), keyed by the source, the flags and the CPU, and loaded with
+:mod:`ctypes` (a second or two once; later processes load the cached library).  Without a
+compiler, on a failed build, or with the kernel's switch variable set to ``0``, the library is
+unavailable and its operators use their PyTorch implementations (one warning says why).
+
+Why C through ``ctypes`` rather than a PyTorch C++ extension: no build step at install time, no
+dependency on PyTorch's headers or a matching compiler ABI, and a pure-Python fallback that is
+always there.  CPU tensors of dtype float32 / float64 only (:func:`supports`).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+#: the dtypes the kernels are generated for: C type and function-name suffix
+DTYPES = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
+
+
+def instantiate(template: str, prelude: str = "") -> str:
+    """``prelude`` plus one copy of ``template`` per dtype: ``T`` the C type, ``EXP`` its exp,
+    and every ``_S(`` in a function name replaced by the dtype's suffix (``_f32(``, ``_f64(``)."""
+    parts = [prelude]
+    for (ctype, suffix), exp in zip(DTYPES.values(), ("expf", "exp")):
+        parts.append(f"#define T {ctype}\n#define EXP {exp}\n" + template.replace("_S(", f"_{suffix}(")
+                     + "#undef T\n#undef EXP\n")
+    return "".join(parts)
+
+
+def supports(*tensors: torch.Tensor) -> bool:
+    """The kernels handle these tensors: CPU, one float32/float64 dtype."""
+    dtype = tensors[0].dtype
+    return dtype in DTYPES and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+
+
+def capturing_graph() -> bool:
+    """True while TorchScript tracing, ONNX export or ``torch.compile`` records the forward:
+    operators with an eager-only fast path (a C kernel, a fused autograd function) then use
+    plain, portable tensor operations."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+def cache_dir() -> Path:
+    if os.environ.get("ATTNAS_KERNEL_CACHE"):
+        return Path(os.environ["ATTNAS_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "attnas" / "kernels"
+
+
+def _cpu_tag() -> str:
+    try:  # -march=native: a library built on one CPU model must not load on another
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+        return "\n".join(sorted({l for l in info if l.startswith(("model name", "flags"))}))
+    except OSError:
+        return platform.processor()
+
+
+class CLibrary:
+    """One lazily built C library: ``name`` (the cached file's prefix), its ``source``, a
+    ``declare(lib)`` that sets the functions' ``argtypes``, and ``switch``, the environment
+    variable that disables it when set to ``0``."""
+
+    def __init__(self, name: str, source: Callable[[], str], declare: Callable[[ctypes.CDLL], None],
+                 switch: str, what: str) -> None:
+        self.name, self.source, self.declare, self.switch, self.what = name, source, declare, switch, what
+        self._lock = threading.Lock()
+        self._lib: ctypes.CDLL | None = None
+        self._tried = False
+        self.error: str | None = None
+
+    def build(self) -> ctypes.CDLL:
+        """Compile (or load from the cache) and declare; raises on failure."""
+        cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        if cc is None:
+            raise RuntimeError("no C compiler found (set $CC)")
+        src = self.source()
+        flags = ["-O3", "-march=native", "-fPIC", "-shared", "-std=gnu99", "-fno-math-errno"]
+        errors = []
+        # the first variant that builds: OpenMP threads and libmvec's vector exp, then without them
+        for extra, libs in ((["-fopenmp", "-DATTNAS_MVEC"], ["-lmvec"]), (["-fopenmp"], []), ([], [])):
+            key = hashlib.sha256("\0".join([src, cc, *flags, *extra, *libs, _cpu_tag(), sys.platform]).encode())
+            path = cache_dir() / f"{self.name}_{key.hexdigest()[:20]}.so"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+                    c_file, so_file = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
+                    c_file.write_text(src)
+                    proc = subprocess.run([cc, *flags, *extra, str(c_file), "-o", str(so_file), *libs, "-lm"],
+                                          capture_output=True, text=True, check=False)
+                    if proc.returncode:
+                        errors.append(proc.stderr.strip()[-1000:])
+                        continue
+                    os.replace(so_file, path)  # atomic: concurrent processes see a whole library or none
+            lib = ctypes.CDLL(str(path))
+            self.declare(lib)
+            return lib
+        raise RuntimeError(f"{cc} failed: {errors[-1]}")
+
+    def get(self) -> ctypes.CDLL | None:
+        """The library, built on first use; None (after one warning) when it cannot be."""
+        if self._tried:
+            return self._lib
+        with self._lock:
+            if not self._tried:
+                try:
+                    self._lib = self.build()
+                except Exception as exc:  # noqa: BLE001 -- any failure means: use the PyTorch implementation
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    warnings.warn(f"attnas: {self.what} unavailable ({self.error}); "
+                                  "using the slower PyTorch implementation", RuntimeWarning, stacklevel=3)
+                self._tried = True
+        return self._lib
+
+    def available(self) -> bool:
+        """True when enabled (the switch variable unset or not ``0``) and built."""
+        return os.environ.get(self.switch, "1") != "0" and self.get() is not None
