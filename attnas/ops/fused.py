@@ -102,7 +102,8 @@ class ReLUConvBNScaled(torch.autograd.Function):
             grad_z, a, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], 1,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
         # ReLU's gradient mask from its output, as autograd's ReLU does
-        grad_x = None if grad_a is None else torch.ops.aten.threshold_backward(grad_a, a, 0.0)
+        grad_x = None if grad_a is None else \
+            torch.ops.aten.threshold_backward.grad_input(grad_a, a, 0.0, grad_input=grad_a)  # in place
         return (grad_x, grad_w, grad_gamma, grad_beta, None, None, None, None, grad_scale,
                 None, None, None, None)
 
