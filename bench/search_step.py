@@ -9,16 +9,18 @@ per process (this script does that when given several).
     python bench/search_step.py --space darts --method darts
     python bench/search_step.py --space nb201 --method darts
     python bench/search_step.py --all          # every configuration, one process each
+    python bench/search_step.py --space nb201 --method darts --device cuda   # on a GPU
 """
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from _device import add_device_argument
 
 CONFIGS = [
     ("darts", "darts", {"C": 16, "layers": 8}),
@@ -27,8 +29,10 @@ CONFIGS = [
 
 
 def measure(space_name: str, method: str, space_options: dict, batch: int, steps: int, warmup: int,
-            threads: int, method_options: dict | None = None) -> dict:
+            threads: int, method_options: dict | None = None, device: str = "cpu") -> dict:
     import torch
+
+    from _device import peak_memory, resolve, sync
 
     from attnas.spaces.registry import get_space
     from attnas.training.step import search_step
@@ -38,24 +42,26 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
     torch.manual_seed(0)
     space = get_space(space_name, **space_options)
     strategy = get_strategy(method, space, method_options or {})
-    model = strategy.build(10, 3, 32)
+    dev = resolve(device)
+    model = strategy.build(10, 3, 32).to(dev)
     opt = strategy.optimizers(model, steps_per_epoch=100, epochs=50)
-    x = torch.randn(batch, 3, 32, 32)
-    y = torch.randint(0, 10, (batch,))
-    xa = torch.randn(batch, 3, 32, 32)
-    ya = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    xa = torch.randn(batch, 3, 32, 32, device=dev)
+    ya = torch.randint(0, 10, (batch,), device=dev)
     times = []
     for i in range(warmup + steps):
+        sync(dev)
         t0 = time.perf_counter()
         search_step(strategy, model, opt, (x, y), (xa, ya), 0, i)
+        sync(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return {"space": space_name, "method": method, "space_options": space_options,
             "method_options": method_options or {}, "batch": batch, "threads": threads,
-            "median_s_per_step": round(statistics.median(times), 3),
+            "device": str(dev), "median_s_per_step": round(statistics.median(times), 3),
             "min_s": round(min(times), 3), "max_s": round(max(times), 3),
-            "peak_rss_gb": round(peak_gb, 2), "steps": steps, "warmup": warmup,
+            **peak_memory(dev), "steps": steps, "warmup": warmup,
             "torch": torch.__version__}
 
 
@@ -70,18 +76,19 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--all", action="store_true", help="run every configuration in its own process")
+    add_device_argument(ap)
     a = ap.parse_args()
     if a.all:
         for space, method, opts in CONFIGS:
             subprocess.run([sys.executable, __file__, "--space", space, "--method", method,
                             "--space-options", json.dumps(opts), "--batch", str(a.batch),
                             "--steps", str(a.steps), "--warmup", str(a.warmup),
-                            "--threads", str(a.threads)], check=True)
+                            "--threads", str(a.threads), "--device", a.device], check=True)
         return
     opts = json.loads(a.space_options) if a.space_options else dict(
         next((o for s, m, o in CONFIGS if s == a.space), {}))
     mopts = json.loads(a.method_options) if a.method_options else None
-    print(json.dumps(measure(a.space, a.method, opts, a.batch, a.steps, a.warmup, a.threads, mopts)))
+    print(json.dumps(measure(a.space, a.method, opts, a.batch, a.steps, a.warmup, a.threads, mopts, a.device)))
 
 
 if __name__ == "__main__":

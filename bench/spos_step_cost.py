@@ -39,6 +39,8 @@ import subprocess
 import sys
 import time
 
+from _device import add_device_argument, resolve
+
 #: glibc malloc settings of the ``heapcache`` configurations (set in the worker's environment)
 HEAP_CACHE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(10**11)}
 NNI_SECONDS_PER_STEP = 10.0
@@ -46,8 +48,11 @@ NNI_PEAK_GB = 7.4
 CONFIGS = ("attnas", "plain")
 
 
-def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image: int, seed: int) -> dict:
+def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image: int, seed: int,
+           device: str = "cpu") -> dict:
     import torch
+
+    from _device import peak_memory, resolve, sync
 
     from attnas.arch import Architecture
     from attnas.ops.mobile import InvertedResidual
@@ -67,16 +72,20 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
                 m.memory_efficient = False
         model.net.channels_last = False
         model.to(memory_format=torch.contiguous_format)
+    dev = resolve(device)
+    model.to(dev)
     opt = strategy.optimizers(model, steps_per_epoch=100, epochs=10)
-    x = torch.randn(batch, 3, image, image)
-    y = torch.randint(0, 1000, (batch,))
+    x = torch.randn(batch, 3, image, image, device=dev)
+    y = torch.randint(0, 1000, (batch,), device=dev)
     model.train()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     walls, cpus, flops = [], [], []
     costs = space.cost_table(1000, 3, image)
     for i in range(warmup + steps):
+        sync(dev)
         t, c = time.perf_counter(), time.process_time()
         search_step(strategy, model, opt, (x, y), None, 0, i)
+        sync(dev)
         wall, cpu = time.perf_counter() - t, time.process_time() - c
         path = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
         f = costs.of(Architecture("proxyless", path)).macs
@@ -86,10 +95,9 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
             walls.append(wall)
             cpus.append(cpu)
             flops.append(f)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return {"config": config, "threads": threads, "batch": batch, "image": image, "steps": steps,
-            "wall_s_mean": statistics.mean(walls), "wall_s_median": statistics.median(walls),
-            "cpu_s_mean": statistics.mean(cpus), "peak_rss_gb": peak, "rss_after_build_gb": rss0,
+    return {"config": config, "device": str(dev), "threads": threads, "batch": batch, "image": image,
+            "steps": steps, "wall_s_mean": statistics.mean(walls), "wall_s_median": statistics.median(walls),
+            "cpu_s_mean": statistics.mean(cpus), **peak_memory(dev), "rss_after_build_gb": rss0,
             "path_mmacs_mean": statistics.mean(flops) / 1e6}
 
 
@@ -103,18 +111,23 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    add_device_argument(ap)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.threads, args.steps, args.warmup, args.batch, args.image,
-                                args.seed)))
+                                args.seed, args.device)))
         return
+    resolve(args.device)  # a missing device is a one-line error before any work
     results = []
     for config in args.configs.split(","):
         load0 = os.getloadavg()[0]
         cmd = [sys.executable, __file__, "--worker", config] + [
-            f"--{k}={getattr(args, k)}" for k in ("threads", "steps", "warmup", "batch", "image", "seed")]
+            f"--{k}={getattr(args, k)}" for k in ("threads", "steps", "warmup", "batch", "image", "seed", "device")]
         env = {**os.environ, **(HEAP_CACHE_ENV if config.endswith("heapcache") else {})}
-        out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        if proc.returncode:
+            sys.exit(proc.returncode)
+        out = proc.stdout
         rec = json.loads(out.strip().splitlines()[-1])
         rec["load_avg_before"], rec["load_avg_after"] = load0, os.getloadavg()[0]
         rec["time_vs_nni"] = rec["wall_s_mean"] / NNI_SECONDS_PER_STEP

@@ -119,3 +119,4 @@ def test_autocast_takes_pytorch_convolution():
     assert y.dtype == torch.bfloat16 and y.grad_fn.name() != "DepthwiseConv2dFunctionBackward"
     y.float().sum().backward()
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+

@@ -1,0 +1,25 @@
+"""The step-time benchmark scripts' ``--device`` option (issue 19: every setting runnable on a GPU)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.mark.parametrize("script", ["search_step.py", "spos_step_cost.py"])
+def test_step_benchmarks_take_a_device(script):
+    """The peer-setting timers run on ``--device``; a device that is not there is one line, exit 2."""
+    bench = Path(__file__).resolve().parents[1] / "bench" / script
+    if script == "search_step.py":  # a tiny run on the CPU reports its device
+        out = subprocess.run([sys.executable, str(bench), "--space", "nb201", "--space-options",
+                              '{"C": 4, "N": 1}', "--batch", "4", "--steps", "1", "--warmup", "0",
+                              "--threads", "1", "--device", "cpu"], capture_output=True, text=True, check=True)
+        assert '"device": "cpu"' in out.stdout
+    if torch.cuda.is_available():
+        return
+    proc = subprocess.run([sys.executable, str(bench), "--device", "cuda"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "attnas: error: --device cuda: this PyTorch sees no CUDA device"]
