@@ -120,3 +120,35 @@ def test_autocast_takes_pytorch_convolution():
     y.float().sum().backward()
     assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
 
+
+
+
+_TEAM_SCRIPT = """
+import torch, torch.nn.functional as F
+from attnas.ops import depthwise
+torch.manual_seed(0)
+x = torch.randn(3, 20, 9, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+w = torch.randn(20, 1, 5, 5, dtype=torch.float64)
+g = torch.randn(3, 20, 5, 5, dtype=torch.float64)
+ref = torch.ops.aten.convolution_backward(g, x, w, None, [2, 2], [2, 2], [1, 1], False, [0, 0], 20,
+                                          [False, True, False])[1]
+torch.get_num_threads = lambda: 4   # ask for 4 threads; OMP_THREAD_LIMIT=1 grants one
+worst = 0.0
+for _ in range(5):  # fresh allocations that may hold old values
+    junk = torch.full((4, 5000), 7.0, dtype=torch.float64)
+    del junk
+    gw = depthwise.kernel_backward(g, x, w, 2, 2, 1, need_x=False)[1]
+    worst = max(worst, float((gw - ref).abs().max()))
+print(worst)
+"""
+
+
+def test_weight_gradient_does_not_depend_on_the_thread_team():
+    """Every per-thread partial sum is zeroed whatever team OpenMP grants: asking for 4 threads
+    under a 1-thread limit gives the same weight gradient (the sum adds all 4 rows)."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    out = subprocess.run([sys.executable, "-c", _TEAM_SCRIPT], capture_output=True, text=True, env=env, check=True)
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-11

@@ -62,11 +62,10 @@ void dw_backward_S(const T *restrict g, const T *restrict x, const T *restrict w
     long K = kh * kw * C;
     #pragma omp parallel num_threads(nt)
     {
-        T *acc = need_w ? scratch + THREAD * K : 0;
-        if (need_w) for (long t = 0; t < K; t++) acc[t] = 0;
+        T *acc = need_w ? scratch + THREAD * K : 0;  /* zeroed by the caller */
         #pragma omp for schedule(static)
         for (long b = 0; b < B; b++) {
-            T *gxb = gx + b * H * W * C;
+            T *gxb = need_x ? gx + b * H * W * C : 0;
             if (need_x) for (long t = 0; t < H * W * C; t++) gxb[t] = 0;
             for (long oh = 0; oh < Ho; oh++) {
                 const T *gr = g + (b * Ho + oh) * Wo * C;
@@ -74,10 +73,10 @@ void dw_backward_S(const T *restrict g, const T *restrict x, const T *restrict w
                     long ih = oh * s - p + i * d;
                     if (ih < 0 || ih >= H) continue;
                     const T *xr = x + (b * H + ih) * W * C;
-                    T *gxr = gxb + ih * W * C;
+                    T *gxr = need_x ? gxb + ih * W * C : 0;
                     for (long j = 0; j < kw; j++) {
                         const T *wij = w + (i * kw + j) * C;
-                        T *aij = acc + (i * kw + j) * C;
+                        T *aij = need_w ? acc + (i * kw + j) * C : 0;
                         long off = -p + j * d;
                         OW_RANGE(j)
                         if (need_x)
@@ -159,7 +158,9 @@ def kernel_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, s
     gl = grad.contiguous(memory_format=torch.channels_last)
     gx = torch.empty(B, C, H, W, dtype=x.dtype, memory_format=torch.channels_last) if need_x else None
     gw = torch.empty(kh, kw, C, dtype=x.dtype) if need_w else None
-    scratch = torch.empty(nt, kh * kw * C, dtype=x.dtype) if need_w else None
+    # zeroed here: a thread team smaller than nt (OMP_THREAD_LIMIT, a build without OpenMP)
+    # leaves rows that no thread clears, and the final sum adds every row
+    scratch = torch.zeros(nt, kh * kw * C, dtype=x.dtype) if need_w else None
     taps = _taps(weight)
     ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
     getattr(lib, f"dw_backward_{sfx}")(gl.data_ptr(), xl.data_ptr(), taps.data_ptr(), ptr(gx),

@@ -86,6 +86,7 @@ class BNActConv(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a hand-written backward: first derivatives only
     def backward(ctx, grad_out):
         z, gamma, beta, mean, invstd, weight = ctx.saved_tensors
         eps, cap, stride, padding, groups = ctx.conf
