@@ -6,6 +6,7 @@ one configuration per process (peak RSS = ru_maxrss), run back-to-back so the ra
 see the same machine load.  ``--rounds 2`` repeats the whole sequence.
 
     python bench/entrannas_step_cost.py --steps 3 --warmup 1 --out bench/logs/entrannas_step_cost.json
+    python bench/entrannas_step_cost.py --steps 3 --warmup 1 --device cuda --out bench/logs/entrannas_cuda.json
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _device import add_device_argument, resolve
 
 HERE = Path(__file__).resolve().parent
 SPACE_OPTIONS = {"C": 16, "layers": 8}
@@ -37,7 +40,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--only", default=None, help="comma-separated indices into CONFIGS")
     ap.add_argument("--out", default=str(HERE / "logs" / "entrannas_step_cost.json"))
+    add_device_argument(ap)
     a = ap.parse_args()
+    resolve(a.device)  # a missing device is a one-line error before any work
     chosen = [CONFIGS[int(i)] for i in a.only.split(",")] if a.only else CONFIGS
     rows = []
     for r in range(a.rounds):
@@ -46,7 +51,8 @@ def main() -> None:
             out = subprocess.run([sys.executable, str(HERE / "search_step.py"), "--space", "darts",
                                   "--method", method, "--space-options", json.dumps(SPACE_OPTIONS),
                                   "--method-options", json.dumps(mopts), "--steps", str(a.steps),
-                                  "--warmup", str(a.warmup)], check=True, capture_output=True, text=True)
+                                  "--warmup", str(a.warmup), "--device", a.device],
+                                 check=True, capture_output=True, text=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             row.update({"round": r, "wall_s": round(time.time() - t0, 1),
                         "started": time.strftime("%H:%M:%S", time.gmtime(t0))})

@@ -26,6 +26,7 @@ DARTS preset recomputes ``all``).
     python bench/itnas_step_cost.py --mode time --space nb201
     python bench/itnas_step_cost.py --mode memory --space darts
     python bench/itnas_step_cost.py --mode all > bench/logs/itnas_step_cost.json
+    python bench/itnas_step_cost.py --mode time --space nb201 --device cuda   # on a GPU
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from _device import add_device_argument, peak_memory, resolve, sync
 
 SPACES = {
     "darts": {"C": 16, "layers": 8},
@@ -51,7 +54,7 @@ def _rss_gb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1024**3
 
 
-def _setup(space_name: str, method: str, batch: int, threads: int, recompute: str, seed: int = 0):
+def _setup(space_name: str, method: str, batch: int, threads: int, recompute: str, seed: int = 0, dev=None):
     import torch
 
     from attnas.spaces.registry import get_space
@@ -63,11 +66,12 @@ def _setup(space_name: str, method: str, batch: int, threads: int, recompute: st
     cls = ITNASStrategy if method == "itnas" else DartsStrategy   # (classes directly: the registry
     strategy = cls(get_space(space_name, **SPACES[space_name]),   # imports every strategy module)
                    {"recompute": recompute})
-    model = strategy.build(10, 3, 32)
+    dev = dev if dev is not None else torch.device("cpu")
+    model = strategy.build(10, 3, 32).to(dev)
     opt = strategy.optimizers(model, steps_per_epoch=100, epochs=50)
-    g = torch.Generator().manual_seed(seed)
-    bw = (torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g))
-    ba = (torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g))
+    g = torch.Generator().manual_seed(seed)  # drawn on the CPU, then moved: the same data on every device
+    bw = (torch.randn(batch, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (batch,), generator=g).to(dev))
+    ba = (torch.randn(batch, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (batch,), generator=g).to(dev))
     return strategy, model, opt, bw, ba
 
 
@@ -88,17 +92,19 @@ def _step_fn(kind: str, strategy, model, opt, bw, ba):
     return weight_step if kind == "darts-w" else full_step
 
 
-def measure_time(space: str, batch: int, rounds: int, warmup: int, threads: int, recompute: str) -> dict:
+def measure_time(space: str, batch: int, rounds: int, warmup: int, threads: int, recompute: str, dev) -> dict:
     import torch
 
-    it = _setup(space, "itnas", batch, threads, recompute)
-    da = _setup(space, "darts", batch, threads, recompute)
+    it = _setup(space, "itnas", batch, threads, recompute, dev=dev)
+    da = _setup(space, "darts", batch, threads, recompute, dev=dev)
     fns = {"itnas": _step_fn("itnas", *it), "darts": _step_fn("darts", *da), "darts-w": _step_fn("darts-w", *da)}
     times: dict[str, list[float]] = {k: [] for k in KINDS}
     for r in range(warmup + rounds):
         for k in KINDS:
+            sync(dev)
             t0 = time.perf_counter()
             fns[k]()
+            sync(dev)
             dt = time.perf_counter() - t0
             if r >= warmup:
                 times[k].append(dt)
@@ -107,37 +113,42 @@ def measure_time(space: str, batch: int, rounds: int, warmup: int, threads: int,
     ratios_full = [a / b for a, b in zip(times["itnas"], times["darts"])]
     ratios_w = [a / b for a, b in zip(times["itnas"], times["darts-w"])]
     return {"space": space, "space_options": SPACES[space], "batch": batch, "threads": threads,
-            "rounds": rounds, "warmup": warmup, "torch": torch.__version__,
-            "median_s": {k: round(statistics.median(v), 4) for k, v in times.items()},
+            "device": str(dev), "rounds": rounds, "warmup": warmup, "torch": torch.__version__,
+            **peak_memory(dev), "median_s": {k: round(statistics.median(v), 4) for k, v in times.items()},
             "time_vs_darts_step": round(statistics.median(ratios_full), 3),
             "time_vs_darts_weight_step": round(statistics.median(ratios_w), 3),
             "per_round_s": {k: [round(x, 4) for x in v] for k, v in times.items()}}
 
 
-def measure_memory_one(space: str, kind: str, batch: int, steps: int, threads: int, recompute: str) -> dict:
-    strategy, model, opt, bw, ba = _setup(space, "itnas" if kind == "itnas" else "darts", batch, threads, recompute)
+def measure_memory_one(space: str, kind: str, batch: int, steps: int, threads: int, recompute: str, dev) -> dict:
+    strategy, model, opt, bw, ba = _setup(space, "itnas" if kind == "itnas" else "darts", batch, threads, recompute,
+                                          dev=dev)
     step = _step_fn(kind, strategy, model, opt, bw, ba)
     rss0 = _rss_gb()
     for _ in range(steps):
+        sync(dev)
         step()
+        sync(dev)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    return {"space": space, "kind": kind, "batch": batch, "steps": steps, "peak_rss_gb": round(peak, 3),
-            "step_mem_gb": round(peak - rss0, 3),
+    device_peak = {k: v for k, v in peak_memory(dev).items() if k != "peak_rss_gb"}  # peak_device_gb on cuda
+    return {"space": space, "kind": kind, "device": str(dev), "batch": batch, "steps": steps,
+            "peak_rss_gb": round(peak, 3), **device_peak, "step_mem_gb": round(peak - rss0, 3),
             "net_params": sum(p.numel() for p in model.net.parameters())}
 
 
 def measure_memory(space: str, batch: int, steps: int, threads: int, recompute: str, kinds=KINDS,
-                   previous: dict | None = None) -> dict:
+                   previous: dict | None = None, device: str = "cpu") -> dict:
     rows = dict(previous or {})
     for kind in kinds:
         out = subprocess.run([sys.executable, __file__, "--mode", "memory-one", "--space", space, "--kind", kind,
                               "--recompute", recompute,
-                              "--batch", str(batch), "--steps", str(steps), "--threads", str(threads)],
+                              "--batch", str(batch), "--steps", str(steps), "--threads", str(threads),
+                              "--device", device],
                              check=True, capture_output=True, text=True)
         rows[kind] = json.loads(out.stdout.strip().splitlines()[-1])
         print(json.dumps(rows[kind]), file=sys.stderr, flush=True)
     it = rows["itnas"]
-    return {"space": space, "space_options": SPACES[space], "batch": batch, "rows": rows,
+    return {"space": space, "space_options": SPACES[space], "batch": batch, "device": device, "rows": rows,
             "step_mem_vs_darts_step": round(it["step_mem_gb"] / rows["darts"]["step_mem_gb"], 3),
             "step_mem_vs_darts_weight_step": round(it["step_mem_gb"] / rows["darts-w"]["step_mem_gb"], 3),
             "peak_rss_vs_darts_step": round(it["peak_rss_gb"] / rows["darts"]["peak_rss_gb"], 3),
@@ -157,22 +168,25 @@ def main() -> None:
     ap.add_argument("--recompute", default="first_stage", help="activation checkpointing of both strategies")
     ap.add_argument("--kinds", default=",".join(KINDS), help="kinds to measure in --mode memory")
     ap.add_argument("--previous", help="JSON of earlier memory rows to reuse for the kinds not measured")
+    add_device_argument(ap)
     a = ap.parse_args()
+    dev = resolve(a.device)  # a missing device is a one-line error before any work
     spaces = [a.space] if a.space else ["nb201", "darts"]
     for s in spaces:
         if s not in SPACES:
             raise SystemExit(f"unknown space '{s}'; expected one of {sorted(SPACES)}")
     if a.mode == "memory-one":
-        print(json.dumps(measure_memory_one(spaces[0], a.kind, a.batch, a.steps, a.threads, a.recompute)))
+        print(json.dumps(measure_memory_one(spaces[0], a.kind, a.batch, a.steps, a.threads, a.recompute, dev)))
         return
     out = {}
     for s in spaces:
         if a.mode in ("memory", "all"):
             prev = json.loads(open(a.previous).read())[s]["memory"]["rows"] if a.previous else None
             out.setdefault(s, {})["memory"] = measure_memory(s, a.batch, a.steps, a.threads, a.recompute,
-                                                             a.kinds.split(","), prev)
+                                                             a.kinds.split(","), prev, str(dev))
         if a.mode in ("time", "all"):
-            out.setdefault(s, {})["time"] = measure_time(s, a.batch, a.rounds, a.warmup, a.threads, a.recompute)
+            out.setdefault(s, {})["time"] = measure_time(s, a.batch, a.rounds, a.warmup, a.threads, a.recompute,
+                                                         dev)
     print(json.dumps(out, indent=1))
 
 

@@ -16,6 +16,7 @@ peak resident memory of the process (``ru_maxrss``: runtime + network + activati
 the supernet's parameter count.  Activation checkpointing is off for both (``recompute`` none).
 
     python bench/nos_step_cost.py --threads 1 --C 8 --layers 5 --batch 16 --steps 3
+    python bench/nos_step_cost.py --threads 1 --C 8 --layers 5 --batch 16 --steps 3 --device cuda   # on a GPU
 """
 from __future__ import annotations
 
@@ -28,17 +29,20 @@ import subprocess
 import sys
 import time
 
+from _device import add_device_argument, peak_memory, resolve, sync
+
 CONFIGS = ("darts", "nos", "nos+at")
 
 
 def worker(config: str, threads: int, C: int, layers: int, batch: int, image: int, steps: int,
-           warmup: int, seed: int) -> dict:
+           warmup: int, seed: int, device: str = "cpu") -> dict:
     import torch
 
     from attnas.spaces.registry import get_space
     from attnas.training.step import search_step
     from attnas.strategies.base import get_strategy
 
+    dev = resolve(device)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     space = get_space("darts" if config == "darts" else "nos", C=C, layers=layers)
@@ -52,22 +56,24 @@ def worker(config: str, threads: int, C: int, layers: int, batch: int, image: in
                      {"depth": 20, "num_classes": 10}, CifarResNet.stages)
         options["teacher_checkpoint"] = path
     strategy = get_strategy("darts" if config == "darts" else "nos", space, options)
-    model = strategy.build(10, 3, image)
+    model = strategy.build(10, 3, image).to(dev)  # (the teacher follows the batch's device)
     opt = strategy.optimizers(model, steps_per_epoch=100, epochs=10)
-    x = torch.randn(batch, 3, image, image)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.randn(batch, 3, image, image, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     walls, cpus = [], []
     for i in range(warmup + steps):
+        sync(dev)
         t0, c0 = time.perf_counter(), time.process_time()
         search_step(strategy, model, opt, (x, y), (x, y), 0, i)
+        sync(dev)
         if i >= warmup:
             walls.append(time.perf_counter() - t0)
             cpus.append(time.process_time() - c0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"config": config, "C": C, "layers": layers, "batch": batch, "image": image,
+    return {"config": config, "device": str(dev), "C": C, "layers": layers, "batch": batch, "image": image,
             "threads": threads, "wall_s_per_step": statistics.median(walls),
-            "cpu_s_per_step": statistics.median(cpus), "peak_rss_mb": rss / 1024,
+            "cpu_s_per_step": statistics.median(cpus), "peak_rss_mb": rss / 1024, **peak_memory(dev),
             "rss_after_build_mb": rss0 / 1024,
             "supernet_params": sum(p.numel() for p in model.net.parameters()),
             "choice_points": len(strategy.points)}
@@ -85,15 +91,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    add_device_argument(ap)
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(a.worker, a.threads, a.C, a.layers, a.batch, a.image, a.steps,
-                                a.warmup, a.seed)))
+                                a.warmup, a.seed, a.device)))
         return
+    resolve(a.device)  # a missing device is a one-line error before any work
     rows = []
     for cfg in a.configs.split(","):
         cmd = [sys.executable, __file__, "--worker", cfg] + [
-            f"--{k}={getattr(a, k)}" for k in ("threads", "C", "layers", "batch", "image", "steps", "warmup", "seed")]
+            f"--{k}={getattr(a, k)}" for k in ("threads", "C", "layers", "batch", "image", "steps", "warmup", "seed",
+                                                 "device")]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": str(a.threads)})
         row = json.loads(out.stdout.strip().splitlines()[-1])

@@ -3,6 +3,7 @@ method within noise of the previous commit").
 
     git worktree add /tmp/oldtree <commit>
     python bench/step_compare.py --old /tmp/oldtree --new . --rounds 3
+    python bench/step_compare.py --old /tmp/oldtree --new . --rounds 3 --device cuda   # on a GPU
 
 Each measurement is its own process (one thread, batch 32, 32x32 random data, median of 5 steps
 after 2 warm-up steps); old and new alternate so that drift in the machine's speed hits both.
@@ -17,11 +18,15 @@ import statistics
 import subprocess
 import sys
 
+from _device import add_device_argument, peak_memory, resolve, sync
+
 CONFIGS = [("darts", "nb201", {"C": 8, "N": 2}), ("itnas", "nb201", {"C": 8, "N": 2}),
            ("random", "nb201", {"C": 8, "N": 2}), ("spos", "macro", {}), ("nos", "nos", {"C": 8, "layers": 5})]
 
 
-def measure(tree: str, method: str, space: str, opts: dict) -> float:
+def measure(tree: str, method: str, space: str, opts: dict, device: str = "cpu") -> dict:
+    """``{"median_s", "device", "peak_rss_gb"[, "peak_device_gb"]}`` of one configuration in one checkout."""
+    dev = resolve(device)
     sys.path.insert(0, tree)
     import time
 
@@ -37,11 +42,11 @@ def measure(tree: str, method: str, space: str, opts: dict) -> float:
     torch.manual_seed(0)
     st = get_strategy(method, get_space(space, **opts), {"warmup": 0} if method == "itnas" else {})
     st.seed(0)
-    model = st.build(10, 3, 32)
+    model = st.build(10, 3, 32).to(dev)
     opt = st.optimizers(model, 100, 10)
-    g = torch.Generator().manual_seed(0)
-    bw = (torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g))
-    ba = (torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g))
+    g = torch.Generator().manual_seed(0)  # drawn on the CPU, then moved: the same data on every device
+    bw = (torch.randn(32, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (32,), generator=g).to(dev))
+    ba = (torch.randn(32, 3, 32, 32, generator=g).to(dev), torch.randint(0, 10, (32,), generator=g).to(dev))
     try:
         from attnas.training.step import search_step
 
@@ -52,10 +57,12 @@ def measure(tree: str, method: str, space: str, opts: dict) -> float:
             st.train_step(model, opt, bw, ba, 0, i)
     ts = []
     for i in range(7):
+        sync(dev)
         t = time.perf_counter()
         step(i)
+        sync(dev)
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts[2:])
+    return {"median_s": statistics.median(ts[2:]), "device": str(dev), **peak_memory(dev)}
 
 
 def main() -> None:
@@ -64,11 +71,13 @@ def main() -> None:
     ap.add_argument("--new", default=".", help="checkout of the later commit")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--one", nargs=4, metavar=("TREE", "METHOD", "SPACE", "OPTIONS"), help=argparse.SUPPRESS)
+    add_device_argument(ap)
     args = ap.parse_args()
     if args.one:
         tree, method, space, opts = args.one
-        print(json.dumps({"median_s": measure(tree, method, space, json.loads(opts))}))
+        print(json.dumps(measure(tree, method, space, json.loads(opts), args.device)))
         return
+    resolve(args.device)  # a missing device is a one-line error before any work
     import pathlib
     trees = {"old": str(pathlib.Path(args.old).resolve()), "new": str(pathlib.Path(args.new).resolve())}
     times: dict[str, dict[str, list[float]]] = {}
@@ -76,7 +85,8 @@ def main() -> None:
         for method, space, opts in CONFIGS:
             for label, tree in trees.items():
                 out = subprocess.run([sys.executable, __file__, "--old", args.old, "--one", tree, method, space,
-                                      json.dumps(opts)], capture_output=True, text=True, cwd=tree, check=True)
+                                      json.dumps(opts), "--device", args.device], capture_output=True, text=True,
+                                     cwd=tree, check=True)
                 t = json.loads(out.stdout.strip().splitlines()[-1])["median_s"]
                 times.setdefault(f"{method} ({space})", {}).setdefault(label, []).append(t)
     print("| method (space) | old (s) | new (s) | ratio of medians new/old |\n|---|---|---|---|")

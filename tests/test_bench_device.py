@@ -8,8 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+#: arguments a script needs besides ``--device`` to get as far as checking it
+REQUIRED_ARGS = {"step_compare.py": ["--old", "."]}
 
-@pytest.mark.parametrize("script", ["search_step.py", "spos_step_cost.py"])
+
+@pytest.mark.parametrize("script", ["search_step.py", "spos_step_cost.py", "itnas_step_cost.py",
+                                    "entrannas_step_cost.py", "nos_step_cost.py", "trionet_step_cost.py",
+                                    "step_compare.py"])
 def test_step_benchmarks_take_a_device(script):
     """The peer-setting timers run on ``--device``; a device that is not there is one line, exit 2."""
     bench = Path(__file__).resolve().parents[1] / "bench" / script
@@ -20,6 +25,7 @@ def test_step_benchmarks_take_a_device(script):
         assert '"device": "cpu"' in out.stdout
     if torch.cuda.is_available():
         return
-    proc = subprocess.run([sys.executable, str(bench), "--device", "cuda"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(bench), *REQUIRED_ARGS.get(script, []), "--device", "cuda"],
+                          capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "attnas: error: --device cuda: this PyTorch sees no CUDA device"]
