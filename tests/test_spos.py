@@ -420,3 +420,23 @@ def test_spos_recompute_option_same_gradients_checkpointed_blocks() -> None:
         torch.testing.assert_close(a, b)
     with pytest.raises(ConfigError, match="recompute"):
         get_strategy("spos", space, {"recompute": "sometimes"}).build(10, 3, 16)
+
+
+def test_recomputed_blocks_update_batch_norm_statistics_once() -> None:
+    """A checkpointed block runs its forward twice; its batch norms' running statistics and
+    counters must be those of one forward (as without recompute), not updated twice."""
+    from attnas.training.step import search_step
+    state = {}
+    for policy in ("none", "all"):
+        torch.manual_seed(0)
+        st = get_strategy("spos", get_space("macro"), {"recompute": policy})
+        st.seed(0)
+        model = st.build(10, 3, 16)
+        opt = st.optimizers(model, steps_per_epoch=10, epochs=1)
+        x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))
+        for i in range(2):
+            search_step(st, model, opt, (x, y), None, 0, i)
+        state[policy] = {k: v for k, v in model.net.state_dict().items() if "running" in k or "batches" in k}
+    assert any(v.sum() > 0 for k, v in state["none"].items() if "batches" in k and k.startswith("layers"))
+    for k, v in state["none"].items():
+        torch.testing.assert_close(state["all"][k], v, rtol=1e-5, atol=1e-6, msg=k)

@@ -11,6 +11,7 @@ strategy never means copying a space.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -75,11 +76,28 @@ class ChoiceBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         side = self.recompute_min_side
         if side is not None and torch.is_grad_enabled() and x.shape[-1] >= side:
-            return checkpoint(self.mixer, x, self, use_reentrant=False)
+            return checkpoint(self.mixer, x, self, use_reentrant=False,
+                              context_fn=lambda: (contextlib.nullcontext(), _batch_norm_state_kept(self)))
         return self.mixer(x, self)
 
     def extra_repr(self) -> str:
         return f"key={self.point.key!r}"
+
+
+@contextlib.contextmanager
+def _batch_norm_state_kept(block: nn.Module):
+    """Around the recomputation of a checkpointed block: its batch norms' running statistics
+    and step counters as they were before, so the repeated forward does not update them a
+    second time (``nn.BatchNorm2d`` updates them on every training forward)."""
+    buffers = [b for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, v in zip(buffers, saved):
+                b.copy_(v)
 
 
 def set_recompute(net: nn.Module, policy: str, image_size: int, space: "SearchSpace | None" = None) -> None:
@@ -89,8 +107,9 @@ def set_recompute(net: nn.Module, policy: str, image_size: int, space: "SearchSp
     the image (the full-resolution stage, where a mixture of all candidates
     stores most of its activations); ``"all"``; ``"auto"`` -- the space's
     :attr:`SearchSpace.mixture_recompute`.  Recomputation repeats the
-    block's forward in the backward pass with the same random state, so the
-    values and gradients are unchanged; only memory and time trade places.
+    block's forward in the backward pass with the same random state and the
+    batch norms' running statistics left as the first forward set them, so the
+    values, gradients and statistics are unchanged; only memory and time trade places.
     """
     if policy == "auto":
         policy = space.mixture_recompute if space is not None else "all"
