@@ -423,8 +423,9 @@ def test_spos_recompute_option_same_gradients_checkpointed_blocks() -> None:
 
 
 def test_recomputed_blocks_update_batch_norm_statistics_once() -> None:
-    """A checkpointed block runs its forward twice; its batch norms' running statistics and
-    counters must be those of one forward (as without recompute), not updated twice."""
+    """A checkpointed block (and, under "all", a chain network's stem) runs its forward twice;
+    its batch norms' running statistics and counters must be those of one forward (as without
+    recompute), not updated twice."""
     from attnas.training.step import search_step
     state = {}
     for policy in ("none", "all"):
@@ -438,5 +439,29 @@ def test_recomputed_blocks_update_batch_norm_statistics_once() -> None:
             search_step(st, model, opt, (x, y), None, 0, i)
         state[policy] = {k: v for k, v in model.net.state_dict().items() if "running" in k or "batches" in k}
     assert any(v.sum() > 0 for k, v in state["none"].items() if "batches" in k and k.startswith("layers"))
+    assert int(state["all"]["stem.1.num_batches_tracked"]) == 2  # the recomputed stem counted once per step
     for k, v in state["none"].items():
         torch.testing.assert_close(state["all"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+
+def test_recompute_all_checkpoints_the_chain_stem_with_the_same_gradients() -> None:
+    grads = {}
+    for policy in ("none", "all"):
+        torch.manual_seed(0)
+        st = get_strategy("spos", get_space("macro"), {"recompute": policy})
+        st.seed(0)
+        model = st.build(10, 3, 16)
+        assert model.net.recompute_stem == (policy == "all")
+        activate(model, st.sample_paths(model)[0], st.points)
+        x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        grads[policy] = {n: p.grad.clone() for n, p in model.net.named_parameters() if p.grad is not None}
+        stem_out = model.net.stem(x.contiguous(memory_format=torch.channels_last)).shape
+        grads[policy + "_stem_saved"] = sum(1 for s in saved if s == stem_out)
+    assert grads["all_stem_saved"] < grads["none_stem_saved"]
+    for n, g in grads["none"].items():
+        torch.testing.assert_close(grads["all"][n], g, rtol=1e-4, atol=1e-6, msg=n)

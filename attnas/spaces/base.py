@@ -76,8 +76,7 @@ class ChoiceBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         side = self.recompute_min_side
         if side is not None and torch.is_grad_enabled() and x.shape[-1] >= side:
-            return checkpoint(self.mixer, x, self, use_reentrant=False,
-                              context_fn=lambda: (contextlib.nullcontext(), _batch_norm_state_kept(self)))
+            return recomputed(self.mixer, self, x, self)
         return self.mixer(x, self)
 
     def extra_repr(self) -> str:
@@ -100,12 +99,21 @@ def _batch_norm_state_kept(block: nn.Module):
                 b.copy_(v)
 
 
+def recomputed(fn: Callable[..., torch.Tensor], module: nn.Module, *args) -> torch.Tensor:
+    """``fn(*args)`` with activation checkpointing: nothing inside is kept for the backward
+    pass, which runs it again (same random state; ``module``'s batch-norm statistics are
+    not updated a second time)."""
+    return checkpoint(fn, *args, use_reentrant=False,
+                      context_fn=lambda: (contextlib.nullcontext(), _batch_norm_state_kept(module)))
+
+
 def set_recompute(net: nn.Module, policy: str, image_size: int, space: "SearchSpace | None" = None) -> None:
     """Activation checkpointing of the choice blocks of a supernet.
 
     ``policy``: ``"none"``; ``"first_stage"`` -- blocks whose input is as wide as
     the image (the full-resolution stage, where a mixture of all candidates
-    stores most of its activations); ``"all"``; ``"auto"`` -- the space's
+    stores most of its activations); ``"all"`` -- every block, and the stem of
+    networks that have ``recompute_stem`` (the chain spaces); ``"auto"`` -- the space's
     :attr:`SearchSpace.mixture_recompute`.  Recomputation repeats the
     block's forward in the backward pass with the same random state and the
     batch norms' running statistics left as the first forward set them, so the
@@ -119,6 +127,8 @@ def set_recompute(net: nn.Module, policy: str, image_size: int, space: "SearchSp
     for m in net.modules():
         if isinstance(m, ChoiceBlock):
             m.recompute_min_side = sides[policy]
+        elif hasattr(m, "recompute_stem"):  # a network whose stem is recomputed too under "all"
+            m.recompute_stem = policy == "all"
 
 
 class SearchSpace(ABC):
