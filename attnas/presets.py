@@ -198,9 +198,10 @@ class SPOSPreset:
     bn_images: int = 20000
     eval_images: int = 0
     #: activation checkpointing of the choice blocks (attnas engineering, not in the paper;
-    #: :func:`attnas.spaces.base.set_recompute`): "all" keeps only each block's input for the
-    #: backward pass and recomputes the rest -- same values and gradients, less memory, more
-    #: time (ProxylessNAS 224x224, batch 64: docs/benchmarks.md, "Speed against the peers")
+    #: :func:`attnas.spaces.base.set_recompute`): "all" keeps only each block's input (and not
+    #: the stem's maps) for the backward pass and recomputes the rest -- same values, gradients
+    #: and BN statistics; ProxylessNAS 224x224, batch 64: 1.89 GiB against 3.24, ~1.35x the
+    #: time (docs/benchmarks.md, "Speed against the peers")
     recompute: str = "none"
 
 
