@@ -422,6 +422,14 @@ def test_spos_recompute_option_same_gradients_checkpointed_blocks() -> None:
         get_strategy("spos", space, {"recompute": "sometimes"}).build(10, 3, 16)
 
 
+def _seeded_macro_spos(recompute: str):
+    """SPOS on NAS-Bench-Macro at 16x16 with the given recompute policy, seeded."""
+    torch.manual_seed(0)
+    st = get_strategy("spos", get_space("macro"), {"recompute": recompute})
+    st.seed(0)
+    return st, st.build(10, 3, 16)
+
+
 def test_recomputed_blocks_update_batch_norm_statistics_once() -> None:
     """A checkpointed block (and, under "all", a chain network's stem) runs its forward twice;
     its batch norms' running statistics and counters must be those of one forward (as without
@@ -429,10 +437,7 @@ def test_recomputed_blocks_update_batch_norm_statistics_once() -> None:
     from attnas.training.step import search_step
     state = {}
     for policy in ("none", "all"):
-        torch.manual_seed(0)
-        st = get_strategy("spos", get_space("macro"), {"recompute": policy})
-        st.seed(0)
-        model = st.build(10, 3, 16)
+        st, model = _seeded_macro_spos(policy)
         opt = st.optimizers(model, steps_per_epoch=10, epochs=1)
         x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 10, (6,))
         for i in range(2):
@@ -444,14 +449,10 @@ def test_recomputed_blocks_update_batch_norm_statistics_once() -> None:
         torch.testing.assert_close(state["all"][k], v, rtol=1e-5, atol=1e-6, msg=k)
 
 
-
 def test_recompute_all_checkpoints_the_chain_stem_with_the_same_gradients() -> None:
     grads = {}
     for policy in ("none", "all"):
-        torch.manual_seed(0)
-        st = get_strategy("spos", get_space("macro"), {"recompute": policy})
-        st.seed(0)
-        model = st.build(10, 3, 16)
+        st, model = _seeded_macro_spos(policy)
         assert model.net.recompute_stem == (policy == "all")
         activate(model, st.sample_paths(model)[0], st.points)
         x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,))
