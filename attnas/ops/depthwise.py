@@ -134,10 +134,6 @@ LIBRARY = CLibrary("depthwise", lambda: instantiate(_TEMPLATE, _PRELUDE), _decla
                    "ATTNAS_DEPTHWISE_KERNEL", "depthwise-convolution C kernel")
 
 
-def _out_side(n: int, k: int, s: int, p: int, d: int) -> int:
-    return (n + 2 * p - d * (k - 1) - 1) // s + 1
-
-
 def _taps(weight: torch.Tensor) -> torch.Tensor:
     """(C, 1, kh, kw) -> (kh, kw, C) contiguous."""
     return weight.detach().permute(2, 3, 0, 1).reshape(weight.shape[2], weight.shape[3], -1).contiguous()

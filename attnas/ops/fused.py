@@ -14,9 +14,10 @@ only what cannot be recomputed in one cheap pass:
 * :class:`ReLUConvBNScaled` -- ``w * BN(conv(relu(x)))``: keeps ``x`` (which the
   edge's other candidates keep anyway), the convolution output and BN's batch
   statistics; a 1x1 convolution's output is not kept but recomputed in the
-  backward pass (a ninth of a 3x3 convolution's work, for one map less per edge).  ``w`` is folded into BN's affine parameters (one pass, not two);
-  the backward recomputes ``relu(x)`` and takes ``grad w`` from BN's fused
-  backward (``sum_c dgamma'_c gamma_c + dbeta'_c beta_c``).
+  backward pass (a ninth of a 3x3 convolution's work, for one map less per edge).
+  ``w`` is folded into BN's affine parameters (one pass, not two); the backward
+  recomputes ``relu(x)`` and takes ``grad w`` from BN's fused backward
+  (``sum_c dgamma'_c gamma_c + dbeta'_c beta_c``).
 * :class:`AvgPoolScaled` -- ``w * avgpool3x3(x)`` (padding excluded), keeping
   only ``x``; the backward recomputes the pooled map for ``grad w``.
 
@@ -27,8 +28,9 @@ Values and gradients are those of the plain modules up to float rounding
 (``tests/test_fused_ops.py``); BN's running statistics are updated as
 ``nn.BatchNorm2d`` does.  The modules, parameters and state dicts are unchanged;
 the fused path is taken only in training mode with gradients enabled, outside
-graph capture (tracing, export, ``torch.compile``) and outside autocast (``--amp``).  Second derivatives (``create_graph=True``)
-are exact too: the backward pass then differentiates the plain formula.
+graph capture (tracing, export, ``torch.compile``) and outside autocast (``--amp``).
+Second derivatives (``create_graph=True``) are exact too: the backward pass then
+differentiates the plain formula.
 """
 from __future__ import annotations
 
@@ -46,6 +48,16 @@ def bn_factor(bn: nn.modules.batchnorm._BatchNorm) -> float:
         if bn.momentum is None:
             return 1.0 / float(bn.num_batches_tracked)
     return 0.0 if bn.momentum is None else float(bn.momentum)
+
+
+def _ones3x3(x: torch.Tensor) -> torch.Tensor:
+    return x.new_ones(x.shape[1], 1, 3, 3)
+
+
+def box_sum3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """The sum over each 3x3 window (zero padding 1) of every channel: a depthwise convolution
+    with an all-ones kernel."""
+    return F.conv2d(x, _ones3x3(x), None, stride, 1, 1, x.shape[1])
 
 
 def _folded_affine(scale, gamma, beta, C, like):
@@ -124,15 +136,13 @@ class ReLUConvBNScaled(torch.autograd.Function):
 
 
 class AvgPoolScaled(torch.autograd.Function):
-    """``scale * avgpool3x3(x)`` (padding excluded) keeping only ``x``: the pool is a
-    depthwise convolution with an all-ones kernel times ``recip``, the reciprocal of the
-    number of real inputs under each window (:class:`attnas.ops.primitives.AvgPool3x3`)."""
+    """``scale * avgpool3x3(x)`` (padding excluded) keeping only ``x``: the pool is
+    :func:`box_sum3x3` times ``recip``, the reciprocal of the number of real inputs under
+    each window (:class:`attnas.ops.primitives.AvgPool3x3`)."""
 
     @staticmethod
     def forward(ctx, x, scale, recip, stride):
-        ones = x.new_ones(x.shape[1], 1, 3, 3)
-        factor = recip * scale
-        y = F.conv2d(x, ones, None, stride, 1, 1, x.shape[1]) * factor
+        y = box_sum3x3(x, stride) * (recip * scale)
         ctx.save_for_backward(x, recip, scale)
         ctx.stride = stride
         return y
@@ -140,16 +150,13 @@ class AvgPoolScaled(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, recip, scale = ctx.saved_tensors
-        C, stride = x.shape[1], ctx.stride
-        ones = x.new_ones(C, 1, 3, 3)
+        stride = ctx.stride
         t = grad_y * recip
         grad_x = grad_scale = None
         if ctx.needs_input_grad[1]:
-            pooled = F.conv2d(x, ones, None, stride, 1, 1, C)
-            grad_scale = (t * pooled).sum().reshape(scale.shape)
-            del pooled
+            grad_scale = (t * box_sum3x3(x, stride)).sum().reshape(scale.shape)
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(
-                t * scale, x, ones, None, [stride, stride], [1, 1], [1, 1], False, [0, 0], C,
+                t * scale, x, _ones3x3(x), None, [stride, stride], [1, 1], [1, 1], False, [0, 0], x.shape[1],
                 [True, False, False])[0]
         return grad_x, grad_scale, None, None

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from attnas.errors import ArchitectureError
 from attnas.ops.ckernel import capturing_graph
 from attnas.ops.depthwise import DepthwiseConv2d
-from attnas.ops.fused import AvgPoolScaled, ReLUConvBNScaled, bn_factor
+from attnas.ops.fused import AvgPoolScaled, ReLUConvBNScaled, bn_factor, box_sum3x3
 
 OpBuilder = Callable[[int, int, int, bool], nn.Module]
 
@@ -141,18 +141,14 @@ class AvgPool3x3(nn.Module):
         key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
         inv = self._inv_count.get(key)
         if inv is None:
-            ones = torch.ones(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
-            count = F.conv2d(ones, torch.ones(1, 1, 3, 3, device=x.device, dtype=x.dtype),
-                             stride=self.stride, padding=1)
+            count = box_sum3x3(torch.ones(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype), self.stride)
             inv = self._inv_count[key] = 1.0 / count
         return inv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if capturing_graph():  # exported / compiled graphs get the standard operator
             return F.avg_pool2d(x, 3, self.stride, 1, count_include_pad=False)
-        C = x.shape[1]
-        kernel = torch.ones(C, 1, 3, 3, device=x.device, dtype=x.dtype)
-        return F.conv2d(x, kernel, stride=self.stride, padding=1, groups=C) * self._reciprocal_count(x)
+        return box_sum3x3(x, self.stride) * self._reciprocal_count(x)
 
     def scaled(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``self(x) * scale`` keeping only ``x`` for the backward pass (:mod:`attnas.ops.fused`)."""

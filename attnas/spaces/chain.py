@@ -87,7 +87,7 @@ class ChainNetwork(nn.Module):
         self.channels_last = use_channels_last(self, channels_last)
         #: recompute the stem in the backward pass (``set_recompute(..., "all")``): at 224x224 a
         #: ProxylessNAS stem keeps four 64 x 32 x 112 x 112 maps, 0.4 GiB, through the whole
-        #: backward pass; recomputing it cut a SPOS step's peak 2.45 -> 1.95 GiB for ~5 % time
+        #: backward pass; recomputing it cut a SPOS step's peak 2.34 -> 1.89 GiB (``bench/spos_step_cost.py``)
         self.recompute_stem = False
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
