@@ -24,8 +24,9 @@ takes a general odd ``mh x mw`` window.
 
 The C source is compiled on first use and cached (:mod:`attnas.ops.ckernel`; 0.6-2 s once).
 Without a compiler, on a failed build, or with ``ATTNAS_LOCAL_KERNEL=0`` :func:`available` is
-False and the operators use their PyTorch implementations (same values up to float rounding; both are tested against
-the loop references, values and gradients).  CPU tensors of dtype float32 / float64 only.
+False and the operators use their PyTorch implementations (same values up to float rounding;
+both are tested against the loop references, values and gradients).  CPU tensors of dtype
+float32 / float64 only.
 """
 from __future__ import annotations
 
