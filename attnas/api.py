@@ -13,6 +13,9 @@ Run folders (:mod:`attnas.run_dir`): a new run refuses a non-empty ``out`` unles
 ``force`` (which replaces an earlier run's files); a run holds an exclusive lock on its
 folder while it runs (rank 0 under torchrun); ``resume_*(RUN_DIR)`` writes into RUN_DIR,
 whatever ``out`` its ``config.json`` recorded and whatever the working directory.
+
+On a CPU device, both run with :mod:`attnas.ops.cpu_pool` as PyTorch's allocator (large tensors'
+pages kept for reuse; ``ATTNAS_CPU_POOL=0`` turns it off); it is uninstalled when they return.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from attnas.data.augment import effective_cutout
 from attnas.data.paths import absolute_data_dir, absolute_dataset, check_data_dir
 from attnas.errors import AttnasError, ConfigError, RunFolderError
 from attnas.model_export.initial import initial_weights, load_initial_weights
+from attnas.ops import cpu_pool
 from attnas.presets import override, recipe_for_method, retrain_recipe, to_dict
 from attnas.spaces.registry import get_space
 from attnas.strategies.base import get_strategy
@@ -113,8 +117,9 @@ def search(cfg: SearchConfig, resume: bool = False, progress: bool = True,
     model = strategy.build(data.num_classes, data.in_channels, data.image_size)
     lock = open_run_dir(out, fresh=not resume, force=force)
     try:
-        return _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strategy, data, model,
-                              device, out)
+        with cpu_pool.active(device):
+            return _search_locked(cfg, resume, progress, stop_after, tensorboard, space, strategy, data, model,
+                                  device, out)
     finally:
         if lock is not None:
             lock.release()
@@ -294,7 +299,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         load_initial_weights(net, init)
     lock = open_run_dir(out, fresh=not resume, force=force)
     try:
-        return _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out, init)
+        with cpu_pool.active(device):
+            return _train_locked(cfg, arch, rcfg, progress, stop_after, tensorboard, net, data, device, out, init)
     finally:
         if lock is not None:
             lock.release()

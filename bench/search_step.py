@@ -10,10 +10,14 @@ per process (this script does that when given several).
     python bench/search_step.py --space nb201 --method darts
     python bench/search_step.py --all          # every configuration, one process each
     python bench/search_step.py --space nb201 --method darts --device cuda   # on a GPU
+
+The steps run with the CPU memory pool as ``attnas search`` runs them (:mod:`attnas.ops.cpu_pool`);
+``--no-cpu-pool`` measures PyTorch's own allocator.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -29,11 +33,12 @@ CONFIGS = [
 
 
 def measure(space_name: str, method: str, space_options: dict, batch: int, steps: int, warmup: int,
-            threads: int, method_options: dict | None = None, device: str = "cpu") -> dict:
+            threads: int, method_options: dict | None = None, device: str = "cpu", pool: bool = True) -> dict:
     import torch
 
     from _device import peak_memory, resolve, sync
 
+    from attnas.ops import cpu_pool
     from attnas.spaces.registry import get_space
     from attnas.training.step import search_step
     from attnas.strategies.base import get_strategy
@@ -50,18 +55,19 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
     xa = torch.randn(batch, 3, 32, 32, device=dev)
     ya = torch.randint(0, 10, (batch,), device=dev)
     times = []
-    for i in range(warmup + steps):
-        sync(dev)
-        t0 = time.perf_counter()
-        search_step(strategy, model, opt, (x, y), (xa, ya), 0, i)
-        sync(dev)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+    with cpu_pool.active(dev) if pool else contextlib.nullcontext(False) as pooled:
+        for i in range(warmup + steps):
+            sync(dev)
+            t0 = time.perf_counter()
+            search_step(strategy, model, opt, (x, y), (xa, ya), 0, i)
+            sync(dev)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
     return {"space": space_name, "method": method, "space_options": space_options,
             "method_options": method_options or {}, "batch": batch, "threads": threads,
             "device": str(dev), "median_s_per_step": round(statistics.median(times), 3),
             "min_s": round(min(times), 3), "max_s": round(max(times), 3),
-            **peak_memory(dev), "steps": steps, "warmup": warmup,
+            **peak_memory(dev), "cpu_pool": pooled, "steps": steps, "warmup": warmup,
             "torch": torch.__version__}
 
 
@@ -76,6 +82,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--all", action="store_true", help="run every configuration in its own process")
+    ap.add_argument("--no-cpu-pool", action="store_true", help="PyTorch's allocator instead of attnas's CPU pool")
     add_device_argument(ap)
     a = ap.parse_args()
     if a.all:
@@ -83,12 +90,14 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--space", space, "--method", method,
                             "--space-options", json.dumps(opts), "--batch", str(a.batch),
                             "--steps", str(a.steps), "--warmup", str(a.warmup),
-                            "--threads", str(a.threads), "--device", a.device], check=True)
+                            "--threads", str(a.threads), "--device", a.device]
+                           + (["--no-cpu-pool"] if a.no_cpu_pool else []), check=True)
         return
     opts = json.loads(a.space_options) if a.space_options else dict(
         next((o for s, m, o in CONFIGS if s == a.space), {}))
     mopts = json.loads(a.method_options) if a.method_options else None
-    print(json.dumps(measure(a.space, a.method, opts, a.batch, a.steps, a.warmup, a.threads, mopts, a.device)))
+    print(json.dumps(measure(a.space, a.method, opts, a.batch, a.steps, a.warmup, a.threads, mopts, a.device,
+                             not a.no_cpu_pool)))
 
 
 if __name__ == "__main__":

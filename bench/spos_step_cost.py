@@ -11,18 +11,18 @@ momentum).  The machine's load average is recorded too: on a shared CPU, wall
 time depends on the other jobs, CPU time much less.
 
 Configurations:
-* ``attnas``: the library as is (channels-last layout, memory-efficient
-  BN-activation-convolution segments);
+* ``attnas``: the library as ``attnas search`` runs it (channels-last layout, memory-efficient
+  BN-activation-convolution segments, the CPU memory pool :mod:`attnas.ops.cpu_pool`);
 * ``plain``: the same network as plain PyTorch modules in NCHW layout (both
   optimisations off), to show what they bring;
 * ``recompute``: the library with the preset's ``recompute: "all"`` option (activation
   checkpointing of every choice block: less memory, more time);
-* ``heapcache`` / ``recompute+heapcache``: the same in a process whose glibc malloc keeps
-  freed memory for reuse (``MALLOC_MMAP_MAX_=0``, ``MALLOC_TRIM_THRESHOLD_`` 100 GB, see
-  :data:`HEAP_CACHE_ENV`) instead of returning every block over 32 MB to the kernel: the
-  step's 100-300 MB maps then stop page-faulting on every allocation (time) and the heap
-  keeps its high-water mark and fragments (memory).  An environment setting users can
-  choose; the library does not change the allocator.
+* ``...+nopool`` (``attnas+nopool``, ``recompute+nopool``): PyTorch's own allocator, that is
+  glibc's malloc, which returns every block over 32 MB to the kernel, so the step's 100-300 MB
+  maps page-fault on every allocation;
+* ``...+heapcache``: glibc's malloc told to keep freed memory (``MALLOC_MMAP_MAX_=0``,
+  ``MALLOC_TRIM_THRESHOLD_`` 100 GB, :data:`HEAP_CACHE_ENV`) instead of the pool: no faults,
+  but the heap keeps its high-water mark and fragments (memory).
 
 Reference: NNI 3.0 on this machine, same setting: 10.0 s/step and 7.4 GB.
 
@@ -31,6 +31,7 @@ Reference: NNI 3.0 on this machine, same setting: 10.0 s/step and 7.4 GB.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -45,7 +46,7 @@ from _device import add_device_argument, resolve
 HEAP_CACHE_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(10**11)}
 NNI_SECONDS_PER_STEP = 10.0
 NNI_PEAK_GB = 7.4
-CONFIGS = ("attnas", "plain")
+CONFIGS = ("attnas", "attnas+nopool", "plain")
 
 
 def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image: int, seed: int,
@@ -55,6 +56,7 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
     from _device import peak_memory, resolve, sync
 
     from attnas.arch import Architecture
+    from attnas.ops import cpu_pool
     from attnas.ops.mobile import InvertedResidual
     from attnas.spaces.registry import get_space
     from attnas.training.step import search_step
@@ -81,24 +83,28 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     walls, cpus, flops = [], [], []
     costs = space.cost_table(1000, 3, image)
-    for i in range(warmup + steps):
-        sync(dev)
-        t, c = time.perf_counter(), time.process_time()
-        search_step(strategy, model, opt, (x, y), None, 0, i)
-        sync(dev)
-        wall, cpu = time.perf_counter() - t, time.process_time() - c
-        path = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
-        f = costs.of(Architecture("proxyless", path)).macs
-        print(f"  {config} step {i}{' (warm-up)' if i < warmup else ''}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
-              f"path {f / 1e6:.0f} MFLOPs", file=sys.stderr, flush=True)
-        if i >= warmup:
-            walls.append(wall)
-            cpus.append(cpu)
-            flops.append(f)
+    use_pool = not config.endswith(("nopool", "heapcache"))
+    with cpu_pool.active(dev) if use_pool else contextlib.nullcontext(False) as pooled:
+        for i in range(warmup + steps):
+            sync(dev)
+            t, c = time.perf_counter(), time.process_time()
+            search_step(strategy, model, opt, (x, y), None, 0, i)
+            sync(dev)
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
+            path = {p.key: p.candidates[model.arch.active[p.key]] for p in strategy.points}
+            f = costs.of(Architecture("proxyless", path)).macs
+            print(f"  {config} step {i}{' (warm-up)' if i < warmup else ''}: {wall:.2f} s wall, {cpu:.2f} s CPU, "
+                  f"path {f / 1e6:.0f} MFLOPs", file=sys.stderr, flush=True)
+            if i >= warmup:
+                walls.append(wall)
+                cpus.append(cpu)
+                flops.append(f)
+        pool_stats = cpu_pool.stats() if pooled else {}
     return {"config": config, "device": str(dev), "threads": threads, "batch": batch, "image": image,
             "steps": steps, "wall_s_mean": statistics.mean(walls), "wall_s_median": statistics.median(walls),
             "cpu_s_mean": statistics.mean(cpus), **peak_memory(dev), "rss_after_build_gb": rss0,
-            "path_mmacs_mean": statistics.mean(flops) / 1e6}
+            "path_mmacs_mean": statistics.mean(flops) / 1e6, "cpu_pool": pooled,
+            "pool_fresh_gb": pool_stats.get("fresh", 0) / 2**30, "pool_moved_gb": pool_stats.get("moved", 0) / 2**30}
 
 
 def main() -> None:

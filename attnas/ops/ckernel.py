@@ -1,16 +1,22 @@
-"""Build and load the C kernels of :mod:`attnas.ops` (local/axial attention, depthwise convolution).
+"""Build and load the native libraries of :mod:`attnas.ops` (local/axial attention, depthwise
+convolution, the CPU memory pool).
 
-A kernel's C source is compiled on first use with the system C compiler (``$CC``, else ``cc``;
-``-O3 -march=native``, OpenMP when available) into a per-user cache directory
+A library's source is compiled on first use into a per-user cache directory
 (``$ATTNAS_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/attnas/kernels``, else
-``~/.cache/attnas/kernels``), keyed by the source, the flags and the CPU, and loaded with
+``~/.cache/attnas/kernels``), keyed by the source, the command line and the CPU, and loaded with
 :mod:`ctypes` (a second or two once; later processes load the cached library).  Without a
-compiler, on a failed build, or with the kernel's switch variable set to ``0``, the library is
-unavailable and its operators use their PyTorch implementations (one warning says why).
+compiler, on a failed build, or with the library's switch variable set to ``0``, the library is
+unavailable and its users fall back to PyTorch (one warning says why).
 
-Why C through ``ctypes`` rather than a PyTorch C++ extension: no build step at install time, no
-dependency on PyTorch's headers or a matching compiler ABI, and a pure-Python fallback that is
-always there.  CPU tensors of dtype float32 / float64 only (:func:`supports`).
+* C kernels (``language="c"``): the system C compiler (``$CC``, else ``cc``), ``-O3
+  -march=native``, OpenMP when available.  Why C through ``ctypes`` rather than a PyTorch C++
+  extension: no build step at install time, no dependency on PyTorch's headers or a matching
+  compiler ABI, and a pure-Python fallback that is always there.  CPU tensors of dtype float32 /
+  float64 only (:func:`supports`).
+* The one C++ library (``language="c++"``, :mod:`attnas.ops.cpu_pool`): it implements PyTorch's
+  allocator interface, so it needs the headers PyTorch's wheels ship (``torch/include``), the
+  C++ compiler (``$CXX``, else ``c++``) with PyTorch's C++ ABI, and links ``libc10``; still
+  loaded with :mod:`ctypes` through a C interface.
 """
 from __future__ import annotations
 
@@ -77,31 +83,48 @@ class CLibrary:
     variable that disables it when set to ``0``."""
 
     def __init__(self, name: str, source: Callable[[], str], declare: Callable[[ctypes.CDLL], None],
-                 switch: str, what: str) -> None:
+                 switch: str, what: str, language: str = "c") -> None:
         self.name, self.source, self.declare, self.switch, self.what = name, source, declare, switch, what
+        self.language = language
         self._lock = threading.Lock()
         self._lib: ctypes.CDLL | None = None
         self._tried = False
         self.error: str | None = None
 
-    def build(self) -> ctypes.CDLL:
-        """Compile (or load from the cache) and declare; raises on failure."""
+    def _variants(self) -> tuple[str, list[tuple[list[str], list[str]]]]:
+        """The compiler, then (flags, trailing arguments) per build variant, the first that builds wins."""
+        if self.language == "c++":
+            cxx = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+            if cxx is None:
+                raise RuntimeError("no C++ compiler found (set $CXX)")
+            root = Path(torch.__file__).parent
+            abi = int(torch.compiled_with_cxx11_abi())
+            flags = ["-O2", "-fPIC", "-shared", "-std=c++17", f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+                     "-I", str(root / "include"), f"-DATTNAS_TORCH={torch.__version__}"]
+            return cxx, [(flags, ["-L", str(root / "lib"), "-lc10", f"-Wl,-rpath,{root / 'lib'}"])]
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
         if cc is None:
             raise RuntimeError("no C compiler found (set $CC)")
-        src = self.source()
         flags = ["-O3", "-march=native", "-fPIC", "-shared", "-std=gnu99", "-fno-math-errno"]
+        # OpenMP threads and libmvec's vector exp, then without them
+        return cc, [(flags + extra, libs + ["-lm"]) for extra, libs in
+                    ((["-fopenmp", "-DATTNAS_MVEC"], ["-lmvec"]), (["-fopenmp"], []), ([], []))]
+
+    def build(self) -> ctypes.CDLL:
+        """Compile (or load from the cache) and declare; raises on failure."""
+        compiler, variants = self._variants()
+        src = self.source()
+        suffix = ".cpp" if self.language == "c++" else ".c"
         errors = []
-        # the first variant that builds: OpenMP threads and libmvec's vector exp, then without them
-        for extra, libs in ((["-fopenmp", "-DATTNAS_MVEC"], ["-lmvec"]), (["-fopenmp"], []), ([], [])):
-            key = hashlib.sha256("\0".join([src, cc, *flags, *extra, *libs, _cpu_tag(), sys.platform]).encode())
+        for flags, libs in variants:
+            key = hashlib.sha256("\0".join([src, compiler, *flags, *libs, _cpu_tag(), sys.platform]).encode())
             path = cache_dir() / f"{self.name}_{key.hexdigest()[:20]}.so"
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-                    c_file, so_file = Path(tmp) / "kernel.c", Path(tmp) / "kernel.so"
-                    c_file.write_text(src)
-                    proc = subprocess.run([cc, *flags, *extra, str(c_file), "-o", str(so_file), *libs, "-lm"],
+                    src_file, so_file = Path(tmp) / f"kernel{suffix}", Path(tmp) / "kernel.so"
+                    src_file.write_text(src)
+                    proc = subprocess.run([compiler, *flags, str(src_file), "-o", str(so_file), *libs],
                                           capture_output=True, text=True, check=False)
                     if proc.returncode:
                         errors.append(proc.stderr.strip()[-1000:])
@@ -110,7 +133,7 @@ class CLibrary:
             lib = ctypes.CDLL(str(path))
             self.declare(lib)
             return lib
-        raise RuntimeError(f"{cc} failed: {errors[-1]}")
+        raise RuntimeError(f"{compiler} failed: {errors[-1]}")
 
     def get(self) -> ctypes.CDLL | None:
         """The library, built on first use; None (after one warning) when it cannot be."""

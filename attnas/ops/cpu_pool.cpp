@@ -1,0 +1,242 @@
+// A memory pool for PyTorch's large CPU tensors; see attnas/ops/cpu_pool.py for why and how.
+//
+// Blocks of at least `min_block` bytes are mapped with mmap and, when freed, kept with their
+// pages (already faulted in).  A request is served from the best-fitting free range (no system
+// call); when no free range is large enough, a new address range is filled by moving the free
+// ranges' pages into it with mremap (moving pages is far cheaper than having the kernel fault
+// and zero new ones), and only what is still missing is mapped fresh.  New pages are therefore
+// taken only when the in-use total exceeds every free byte: the pool never holds more than the
+// largest in-use total it has seen.  Smaller tensors go to the allocator that was installed.
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <pthread.h>
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <iterator>
+#include <map>
+#include <mutex>
+#include <set>
+#include <unordered_map>
+#include <utility>
+
+namespace {
+constexpr size_t kPage = 4096;
+constexpr uint8_t kPriority = 100;  // above PyTorch's default CPU allocator (0)
+
+std::mutex mu;
+std::map<char*, size_t> free_at;        // free ranges: start -> length, neighbours merged
+std::multimap<size_t, char*> free_len;  // the same ranges by length (best fit, largest)
+// Every address at which one of the pool's kernel mappings may begin.  mremap moves a range
+// inside one mapping only, so a move is cut at these points; a superset is harmless.
+std::set<char*> cuts;
+std::unordered_map<void*, size_t> live;  // handed-out block -> length
+size_t min_block = 1 << 20, max_cuts = 16384;
+// bytes in use, bytes held free, the in-use peak; allocations served by one free range, by
+// moving pages; bytes mapped fresh, bytes moved; times every free byte went back to the system
+uint64_t in_use = 0, cached = 0, peak = 0, n_fit = 0, n_moved = 0, fresh = 0, moved = 0, n_release = 0;
+c10::Allocator* system_alloc = nullptr;
+c10::DeleterFnPtr system_deleter = nullptr;
+bool installed = false;
+
+std::pair<char*, size_t> take(std::map<char*, size_t>::iterator it) {
+  auto r = *it;
+  auto same = free_len.equal_range(r.second);
+  for (auto j = same.first; j != same.second; ++j)
+    if (j->second == r.first) {
+      free_len.erase(j);
+      break;
+    }
+  free_at.erase(it);
+  cached -= r.second;
+  return r;
+}
+
+void give(char* addr, size_t len) {  // a free range, merged with its free neighbours
+  auto next = free_at.lower_bound(addr);
+  if (next != free_at.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == addr) {
+      auto r = take(prev);
+      addr = r.first;
+      len += r.second;
+    }
+  }
+  next = free_at.lower_bound(addr);
+  if (next != free_at.end() && addr + len == next->first) len += take(next).second;
+  free_at.emplace(addr, len);
+  free_len.emplace(len, addr);
+  cached += len;
+}
+
+void forget_cuts(char* a, char* b) {  // [a, b) is no longer mapped; b may now begin a mapping
+  cuts.erase(cuts.lower_bound(a), cuts.lower_bound(b));
+  cuts.insert(b);
+}
+
+bool move_pages(char* src, size_t len, char* dst) {  // one mremap per mapping the range crosses
+  char* end = src + len;
+  for (char* s = src; s < end;) {
+    auto c = cuts.upper_bound(s);
+    char* e = (c == cuts.end() || *c > end) ? end : *c;
+    if (mremap(s, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, dst + (s - src)) == MAP_FAILED) return false;
+    cuts.insert(dst + (s - src));
+    s = e;
+  }
+  return true;
+}
+
+void* allocate_locked(size_t n) {  // n: a multiple of the page
+  char* out;
+  auto fit = free_len.lower_bound(n);
+  if (fit != free_len.end()) {
+    auto r = take(free_at.find(fit->second));
+    if (r.second > n) give(r.first + n, r.second - n);
+    out = r.first;
+    ++n_fit;
+  } else {
+    const int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+    const bool reuse = !free_at.empty();  // reserve the range, then move free pages into it
+    out = static_cast<char*>(mmap(nullptr, n, reuse ? PROT_NONE : PROT_READ | PROT_WRITE,
+                                  reuse ? flags | MAP_NORESERVE : flags, -1, 0));
+    if (out == MAP_FAILED) return nullptr;
+    cuts.insert(out);
+    cuts.insert(out + n);
+    size_t off = 0;
+    while (reuse && off < n && !free_len.empty()) {
+      auto r = take(free_at.find(std::prev(free_len.end())->second));  // the largest
+      size_t k = r.second < n - off ? r.second : n - off;
+      if (!move_pages(r.first, k, out + off)) {  // not expected: keep the range, map the rest
+        give(r.first, r.second);
+        break;
+      }
+      forget_cuts(r.first, r.first + k);
+      if (r.second > k) give(r.first + k, r.second - k);
+      off += k;
+      moved += k;
+    }
+    if (reuse) {
+      if (off < n && mmap(out + off, n - off, PROT_READ | PROT_WRITE, flags | MAP_FIXED, -1, 0) == MAP_FAILED) {
+        if (off) give(out, off);
+        munmap(out + off, n - off);
+        forget_cuts(out + off, out + n);
+        return nullptr;
+      }
+      cuts.insert(out + off);
+      ++n_moved;
+    }
+    fresh += n - off;
+  }
+  live.emplace(out, n);
+  in_use += n;
+  if (in_use > peak) peak = in_use;
+  return out;
+}
+
+void release_locked() {
+  if (!free_at.empty()) ++n_release;
+  for (auto& r : free_at) {
+    munmap(r.first, r.second);
+    forget_cuts(r.first, r.first + r.second);
+  }
+  free_at.clear();
+  free_len.clear();
+  cached = 0;
+}
+
+void deleter(void* ptr) {
+  {
+    std::lock_guard<std::mutex> g(mu);
+    auto it = live.find(ptr);
+    if (it != live.end()) {
+      in_use -= it->second;
+      give(static_cast<char*>(ptr), it->second);
+      live.erase(it);
+      // uninstalled, or so many mappings that the kernel's limit comes near: free bytes go back
+      if (!installed || cuts.size() > max_cuts) release_locked();
+      return;
+    }
+  }
+  system_deleter(ptr);  // a small tensor
+}
+
+struct PoolAllocator final : c10::Allocator {
+  c10::DataPtr allocate(size_t nbytes) override {
+    if (nbytes >= min_block) {
+      size_t n = (nbytes + kPage - 1) / kPage * kPage;
+      void* p;
+      {
+        std::lock_guard<std::mutex> g(mu);
+        p = allocate_locked(n);
+      }
+      if (p) return {p, p, &deleter, c10::Device(c10::DeviceType::CPU)};
+    }
+    c10::DataPtr d = system_alloc->allocate(nbytes);
+    void* p = d.get();
+    if (d.get_context() != p || d.get_deleter() != system_deleter) return d;
+    d.release_context();  // one deleter for every block (raw_deleter's contract)
+    return {p, p, &deleter, c10::Device(c10::DeviceType::CPU)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return &deleter; }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
+};
+PoolAllocator pool;
+
+void lock_for_fork() { mu.lock(); }  // a forked child gets a consistent copy of the pool
+void unlock_after_fork() { mu.unlock(); }
+}  // namespace
+
+extern "C" {
+// Install the pool as PyTorch's CPU allocator for tensors of min_bytes and more; free bytes go
+// back to the system whenever the pool's mappings pass max_mappings.  1: installed; 0: it
+// already was; -1: the current allocator has no raw deleter to delegate small tensors to.
+int attnas_pool_install(size_t min_bytes, size_t max_mappings) {
+  std::lock_guard<std::mutex> g(mu);
+  if (installed) return 0;
+  c10::Allocator* current = c10::GetCPUAllocator();
+  if (current != &pool) {
+    if (current->raw_deleter() == nullptr) return -1;
+    system_alloc = current;
+    system_deleter = current->raw_deleter();
+  }
+  static const int atfork = pthread_atfork(lock_for_fork, unlock_after_fork, unlock_after_fork);
+  (void)atfork;
+  min_block = min_bytes < kPage ? kPage : min_bytes;
+  max_cuts = max_mappings;
+  c10::SetCPUAllocator(&pool, kPriority);
+  installed = true;
+  return 1;
+}
+
+// Put the installed allocator back and unmap the free bytes; pooled tensors still alive are
+// unmapped when they are freed.  1: uninstalled; 0: it was not installed.
+int attnas_pool_uninstall() {
+  std::lock_guard<std::mutex> g(mu);
+  if (!installed) return 0;
+  c10::SetCPUAllocator(system_alloc, kPriority);
+  installed = false;
+  release_locked();
+  return 1;
+}
+
+// Unmap every free byte (the next large tensors fault their pages in again).
+void attnas_pool_release() {
+  std::lock_guard<std::mutex> g(mu);
+  release_locked();
+}
+
+// The in-use peak restarts from the in-use total.
+void attnas_pool_reset_peak() {
+  std::lock_guard<std::mutex> g(mu);
+  peak = in_use;
+}
+
+// in_use, cached, peak, n_fit, n_moved, fresh, moved, n_release, mappings, installed
+void attnas_pool_stats(uint64_t* out) {
+  std::lock_guard<std::mutex> g(mu);
+  const uint64_t v[] = {in_use, cached, peak, n_fit, n_moved, fresh, moved, n_release, cuts.size(), installed};
+  for (int i = 0; i < 10; ++i) out[i] = v[i];
+}
+}

@@ -1,0 +1,120 @@
+"""A memory pool for large CPU tensors: the CPU counterpart of PyTorch's CUDA caching allocator.
+
+Why: on CPU, PyTorch allocates every tensor with glibc's ``malloc``, which hands a block of more
+than 32 MB straight back to the kernel when it is freed.  A training step at ImageNet scale
+allocates and frees many 50-300 MB maps (the SPOS supernet at 224x224, batch 64), so each new
+map takes page faults on all its pages and the kernel zeroes them again: 0.4-0.5 million faults
+and about a second per step on the project's 2-core machine (``docs/benchmarks.md``, "Speed
+against the peers").  Telling glibc to keep freed memory (``MALLOC_MMAP_MAX_=0``) removes the
+faults but lets its heap fragment: 1.6x the memory.
+
+What (:file:`cpu_pool.cpp`, C++ because it implements PyTorch's ``c10::Allocator``): tensors of
+``min_block`` bytes (1 MiB) and more are mapped with ``mmap`` and, when freed, kept with their
+pages.  A request takes the best-fitting free range; when none is large enough, the free ranges'
+pages are *moved* (``mremap``, no zeroing, no faults) into a new address range, and pages are
+mapped fresh only for what is still missing.  So the pool never holds more memory than the
+largest in-use total it has seen -- the peak memory of a run does not grow -- and a repeated
+step stops faulting after its first pass.  Smaller tensors go to PyTorch's allocator as before.
+Values are unaffected (only where memory comes from changes).
+
+Where: :func:`active` wraps :func:`attnas.api.search` and :func:`attnas.api.train` on CPU
+devices; ``ATTNAS_CPU_POOL=0`` turns it off, and without a C++ compiler or PyTorch's headers it
+stays off after one warning.  Freed memory stays with the process while the pool is installed
+(as on CUDA); :func:`release` returns it, and leaving the outermost :func:`active` uninstalls
+the pool and releases it.  Tensors in the pool are not reported to ``torch.profiler``'s memory
+profile.  Linux only (``mremap``).
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import sys
+import threading
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from attnas.ops.ckernel import CLibrary
+
+#: tensors of this many bytes and more are pooled (smaller ones stay with PyTorch's allocator)
+MIN_BLOCK = 1 << 20
+#: the pool unmaps its free memory when it holds this many kernel mappings (Linux allows 65530)
+MAX_MAPPINGS = 16384
+STATS = ("in_use", "cached", "peak", "fit", "moved_allocations", "fresh", "moved", "releases",
+         "mappings", "installed")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    lib.attnas_pool_install.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+    lib.attnas_pool_install.restype = ctypes.c_int
+    lib.attnas_pool_uninstall.restype = ctypes.c_int
+    lib.attnas_pool_stats.argtypes = [ctypes.POINTER(ctypes.c_uint64)]
+
+
+LIBRARY = CLibrary("cpu_pool", lambda: Path(__file__).with_suffix(".cpp").read_text(), _declare,
+                   "ATTNAS_CPU_POOL", "the CPU memory pool", language="c++")
+_lock = threading.Lock()
+_depth = 0
+
+
+def supported() -> bool:
+    """Linux, enabled (``ATTNAS_CPU_POOL`` unset or not ``0``) and built."""
+    return sys.platform.startswith("linux") and LIBRARY.available()
+
+
+def install() -> bool:
+    """Make the pool PyTorch's CPU allocator (process-wide); True when it is installed."""
+    if not supported():
+        return False
+    return LIBRARY.get().attnas_pool_install(MIN_BLOCK, MAX_MAPPINGS) >= 0
+
+
+def uninstall() -> None:
+    """Put PyTorch's allocator back and unmap the pool's free memory."""
+    if LIBRARY._lib is not None:
+        LIBRARY._lib.attnas_pool_uninstall()
+
+
+def release() -> None:
+    """Unmap the pool's free memory (the next large tensors fault their pages in again)."""
+    if LIBRARY._lib is not None:
+        LIBRARY._lib.attnas_pool_release()
+
+
+def reset_peak() -> None:
+    """Restart the in-use peak of :func:`stats` from the in-use total."""
+    if LIBRARY._lib is not None:
+        LIBRARY._lib.attnas_pool_reset_peak()
+
+
+def stats() -> dict[str, int]:
+    """Bytes ``in_use`` / ``cached`` (free, kept) / ``peak`` (in use, since :func:`reset_peak`),
+    allocations served by one free range (``fit``) or by moving pages (``moved_allocations``),
+    bytes mapped ``fresh`` and ``moved``, ``releases`` of all free memory, ``mappings`` (an upper
+    bound on the kernel mappings), ``installed`` (0/1); all zero when the pool never loaded."""
+    values = (ctypes.c_uint64 * len(STATS))()
+    if LIBRARY._lib is not None:
+        LIBRARY._lib.attnas_pool_stats(values)
+    return dict(zip(STATS, (int(v) for v in values)))
+
+
+@contextlib.contextmanager
+def active(device: torch.device | str = "cpu") -> Iterator[bool]:
+    """The pool installed for the block when ``device`` is a CPU (yields whether it is); the
+    outermost block uninstalls it and returns its memory on the way out.  Nested and concurrent
+    blocks share one pool."""
+    global _depth
+    if torch.device(device).type != "cpu":
+        yield False
+        return
+    with _lock:
+        on = install() if _depth == 0 else bool(stats()["installed"])
+        _depth += on
+    try:
+        yield on
+    finally:
+        with _lock:
+            _depth -= on
+            if on and _depth == 0:
+                uninstall()
