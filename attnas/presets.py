@@ -200,9 +200,11 @@ class SPOSPreset:
     #: activation checkpointing of the choice blocks (attnas engineering, not in the paper;
     #: :func:`attnas.spaces.base.set_recompute`): "all" keeps only each block's input (and not
     #: the stem's maps) for the backward pass and recomputes the rest -- same values, gradients
-    #: and BN statistics; ProxylessNAS 224x224, batch 64: 1.89 GiB against 3.24, ~1.35x the
-    #: time (docs/benchmarks.md, "Speed against the peers")
-    recompute: str = "none"
+    #: and BN statistics.  "auto" (default): "all" for inputs of 128 px and more, "none" below
+    #: (``attnas.strategies.spos.RECOMPUTE_MIN_IMAGE``).  ProxylessNAS 224x224, batch 64, with
+    #: the CPU memory pool: 1.51 GiB against 2.65 at 1.25x the time (docs/benchmarks.md,
+    #: "Speed against the peers"); at 32x32 the maps are 50x smaller and it would only cost time.
+    recompute: str = "auto"
 
 
 @dataclass(frozen=True)

@@ -135,14 +135,16 @@ def test_fairnas_step_accumulates_paths_then_one_update() -> None:
 
 def test_memory_efficient_block_matches_plain_modules() -> None:
     torch.manual_seed(1)
-    for act in ("relu6", "relu"):
-        block = InvertedResidual(8, 8, 1, 6, 5, activation=act)
+    # the depthwise backward on the C kernel (5x5: flipped-kernel input gradient; 7x7 stride 2:
+    # C loops) and on oneDNN (3x3)
+    for act, stride, kernel in (("relu6", 1, 5), ("relu", 1, 5), ("relu6", 2, 7), ("relu6", 1, 3)):
+        block = InvertedResidual(8, 8, stride, 6, kernel, activation=act)
         block.depthwise[1].momentum = None  # cumulative average path of the BN update too
         plain = copy.deepcopy(block)
         plain.memory_efficient = False
         x = torch.randn(4, 8, 7, 7) * 3
         x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-        g = torch.randn(4, 8, 7, 7)
+        g = torch.randn(4, 8, 7 // stride + stride - 1, 7 // stride + stride - 1)
         for _ in range(2):
             (block(x1) * g).sum().backward()
             (plain(x2) * g).sum().backward()
@@ -466,3 +468,37 @@ def test_recompute_all_checkpoints_the_chain_stem_with_the_same_gradients() -> N
     assert grads["all_stem_saved"] < grads["none_stem_saved"]
     for n, g in grads["none"].items():
         torch.testing.assert_close(grads["all"][n], g, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_recompute_auto_checkpoints_the_path_at_imagenet_scale_only() -> None:
+    from attnas.strategies.spos import RECOMPUTE_MIN_IMAGE
+
+    assert get_preset("spos").recompute == "auto"
+    st = get_strategy("spos", get_space("macro"))
+    for side, expected in ((32, "none"), (RECOMPUTE_MIN_IMAGE - 1, "none"), (RECOMPUTE_MIN_IMAGE, "all")):
+        assert st.recompute_policy(side) == expected
+    assert get_strategy("spos", get_space("macro"), {"recompute": "none"}).recompute_policy(224) == "none"
+    small, large = st.build(10, 3, 32), st.build(10, 3, RECOMPUTE_MIN_IMAGE)
+    blocks = lambda m: [b for b in m.modules() if hasattr(b, "recompute_min_side")]  # noqa: E731
+    assert all(b.recompute_min_side is None for b in blocks(small)) and not small.net.recompute_stem
+    assert all(b.recompute_min_side == 1 for b in blocks(large)) and large.net.recompute_stem
+
+
+def test_in_place_batch_norm_backward_is_exact() -> None:
+    """bn_backward_ (BNActConv's, written over the output gradient) against PyTorch's kernel,
+    float64, both layouts."""
+    from attnas.ops.mobile import bn_backward_
+
+    torch.manual_seed(0)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        z = (torch.randn(5, 6, 7, 9, dtype=torch.float64) * 3 + 1).contiguous(memory_format=layout)
+        dy = torch.randn_like(z)
+        gamma = torch.rand(6, dtype=torch.float64) + 0.5
+        _, mean, invstd = torch.ops.aten.native_batch_norm(z, gamma, torch.zeros_like(gamma), None, None,
+                                                           True, 0.1, 1e-5)
+        ref = torch.ops.aten.native_batch_norm_backward(dy, z, gamma, None, None, mean, invstd, True, 1e-5,
+                                                        [True, True, True])
+        grad = dy.clone()
+        grad_gamma, grad_beta = bn_backward_(grad, z, gamma, mean, invstd)
+        for got, want in zip((grad, grad_gamma, grad_beta), ref):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -102,9 +102,27 @@ class BNActConv(torch.autograd.Function):
         else:
             grad_y = torch.ops.aten.threshold_backward.grad_input(grad_a, a, 0.0, grad_input=grad_a)
         del a, grad_a
-        grad_z, grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
-            grad_y, z, gamma, None, None, mean, invstd, True, eps, [True, True, True])
-        return (grad_z, grad_gamma, grad_beta, None, None, None, None, None, grad_w, None, None, None)
+        grad_gamma, grad_beta = bn_backward_(grad_y, z, gamma, mean, invstd)
+        return (grad_y, grad_gamma, grad_beta, None, None, None, None, None, grad_w, None, None, None)
+
+
+def bn_backward_(grad_y: torch.Tensor, z: torch.Tensor, gamma: torch.Tensor, mean: torch.Tensor,
+                 invstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-mode batch norm's backward with the input gradient written over ``grad_y``;
+    returns the gradients of ``gamma`` and ``beta``.  PyTorch's kernel needs two more maps the
+    size of ``z`` (its result and a temporary; its ``out=`` form copies from a temporary too),
+    which at a 64 x 96 x 112 x 112 expansion is the peak of a recomputed SPOS step
+    (``docs/benchmarks.md``).  Here its reduction-only form gives ``sum(dy * xhat)`` and
+    ``sum(dy)``, and ``dz = scale * dy + c0 + c1 * z`` per channel is three in-place passes."""
+    grad_gamma, grad_beta = torch.ops.aten.native_batch_norm_backward(
+        grad_y, z, gamma, None, None, mean, invstd, True, 0.0, [False, True, True])[1:]
+    m = grad_y.numel() // grad_y.shape[1]
+    scale = gamma * invstd
+    c1 = -scale * invstd * grad_gamma / m
+    c0 = -scale * grad_beta / m - c1 * mean
+    shape = (1, -1, 1, 1)
+    grad_y.mul_(scale.view(shape)).add_(c0.view(shape)).addcmul_(z, c1.view(shape))
+    return grad_gamma, grad_beta
 
 
 def bn_act_conv(bn: nn.BatchNorm2d, cap: float, conv: nn.Conv2d, z: torch.Tensor) -> torch.Tensor:

@@ -170,8 +170,13 @@ class Strategy(ABC):
         net = self.space.build_supernet(lambda p: self.make_mixer(p, ref), num_classes,
                                         in_channels, image_size)
         use_batch_statistics(net)
-        set_recompute(net, getattr(self.cfg, "recompute", "none"), image_size, self.space)
+        set_recompute(net, self.recompute_policy(image_size), image_size, self.space)
         return SuperNet(net, arch)
+
+    def recompute_policy(self, image_size: int) -> str:
+        """The preset's ``recompute`` option (:func:`attnas.spaces.base.set_recompute`, whose
+        ``"auto"`` is the space's choice for a mixture of all candidates)."""
+        return getattr(self.cfg, "recompute", "none")
 
     # ----- optimisation ----------------------------------------------------
     @abstractmethod

@@ -55,6 +55,9 @@ from attnas.strategies.random_search import PathState, SinglePathMixer, activate
 LR_SCHEDULES = ("linear", "cosine")
 #: redraws of the FairNAS permutations before giving up on a topology-constrained space
 FAIR_MAX_REDRAWS = 100
+#: ``recompute: "auto"`` checkpoints the single path from this input side on (ImageNet-scale
+#: inputs, where a batch's maps reach hundreds of MB; SPOSPreset.recompute)
+RECOMPUTE_MIN_IMAGE = 128
 
 
 @register_strategy("spos")
@@ -94,6 +97,12 @@ class SPOSStrategy(Strategy):
         self.steps = 0
 
     # ----- construction ----------------------------------------------------------
+
+    def recompute_policy(self, image_size: int) -> str:
+        policy = getattr(self.cfg, "recompute", "none")
+        if policy == "auto":  # one path: worth its time at ImageNet scale only (SPOSPreset)
+            return "all" if image_size >= RECOMPUTE_MIN_IMAGE else "none"
+        return policy
     def build_arch(self) -> nn.Module:
         return PathState()
 
