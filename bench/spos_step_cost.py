@@ -12,12 +12,14 @@ time depends on the other jobs, CPU time much less.
 
 Configurations:
 * ``attnas``: the library as ``attnas search`` runs it (channels-last layout, memory-efficient
-  BN-activation-convolution segments, the CPU memory pool :mod:`attnas.ops.cpu_pool`);
-* ``plain``: the same network as plain PyTorch modules in NCHW layout (both
+  BN-activation-convolution segments, the CPU memory pool :mod:`attnas.ops.cpu_pool`, the
+  preset's ``recompute: "auto"``, which at 128 px and more is ``"all"``: activation
+  checkpointing of the stem and of every choice block);
+* ``plain``: the same network as plain PyTorch modules in NCHW layout (the first two
   optimisations off), to show what they bring;
-* ``recompute``: the library with the preset's ``recompute: "all"`` option (activation
-  checkpointing of every choice block: less memory, more time);
-* ``...+nopool`` (``attnas+nopool``, ``recompute+nopool``): PyTorch's own allocator, that is
+* ``recompute`` / ``norecompute``: the library with ``recompute`` forced to ``"all"`` /
+  ``"none"`` whatever the image size (less memory, more time / the reverse);
+* ``...+nopool`` (``attnas+nopool``, ``norecompute+nopool``): PyTorch's own allocator, that is
   glibc's malloc, which returns every block over 32 MB to the kernel, so the step's 100-300 MB
   maps page-fault on every allocation;
 * ``...+heapcache``: glibc's malloc told to keep freed memory (``MALLOC_MMAP_MAX_=0``,
@@ -65,7 +67,8 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     space = get_space("proxyless", variant="imagenet")
-    strategy = get_strategy("spos", space, {"recompute": "all"} if config.startswith("recompute") else None)
+    recompute = {"recompute": "all", "norecompute": "none"}.get(config.split("+")[0])
+    strategy = get_strategy("spos", space, {"recompute": recompute} if recompute else None)
     strategy.seed(seed)
     model = strategy.build(1000, 3, image)
     if config == "plain":

@@ -141,3 +141,27 @@ def test_search_runs_inside_the_pool_and_leaves_it_uninstalled(tmp_path, monkeyp
                                 train_subset=256, test_subset=64, space_options={"C": 4, "N": 1},
                                 out=str(tmp_path / "run"), device="cpu"), progress=False)
     assert seen == [1] and cpu_pool.stats()["installed"] == 0
+
+
+def test_too_many_mappings_return_the_free_memory_and_keep_contents() -> None:
+    """Moving pages splits mappings; past the limit (Linux allows 65,530 per process) the pool
+    unmaps its free memory instead of growing the count further."""
+    lib = cpu_pool.LIBRARY.get()
+    before = cpu_pool.stats()
+    assert lib.attnas_pool_install(cpu_pool.MIN_BLOCK, 24) == 1  # a limit small enough to reach
+    try:
+        live, value = {}, 0.0
+        for round_ in range(8):
+            for k in range(6):  # fragment the free memory, then ask for more than any free range
+                value += 1.0
+                live[value] = _filled((k % 3 + 1) * MiB, value)
+            for v in sorted(live)[::2]:
+                del live[v]
+            value += 1.0
+            live[value] = _filled((10 + round_) * MiB, value)
+            assert _intact(live)
+        s = cpu_pool.stats()
+        assert s["moved_allocations"] > before["moved_allocations"] and s["releases"] > before["releases"]
+    finally:
+        cpu_pool.uninstall()
+    assert _intact(live)

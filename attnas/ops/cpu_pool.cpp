@@ -135,13 +135,18 @@ void* allocate_locked(size_t n) {  // n: a multiple of the page
 
 void release_locked() {
   if (!free_at.empty()) ++n_release;
-  for (auto& r : free_at) {
-    munmap(r.first, r.second);
-    forget_cuts(r.first, r.first + r.second);
-  }
+  for (auto& r : free_at) munmap(r.first, r.second);
   free_at.clear();
   free_len.clear();
   cached = 0;
+  // only the cuts inside live blocks still matter (their ends may begin a later neighbour)
+  std::map<char*, char*> blocks;
+  for (auto& b : live) blocks.emplace(static_cast<char*>(b.first), static_cast<char*>(b.first) + b.second);
+  for (auto c = cuts.begin(); c != cuts.end();) {
+    auto b = blocks.upper_bound(*c);
+    bool inside = b != blocks.begin() && *c <= std::prev(b)->second;
+    c = inside ? std::next(c) : cuts.erase(c);
+  }
 }
 
 void deleter(void* ptr) {
