@@ -502,3 +502,26 @@ def test_in_place_batch_norm_backward_is_exact() -> None:
         grad_gamma, grad_beta = bn_backward_(grad, z, gamma, mean, invstd)
         for got, want in zip((grad, grad_gamma, grad_beta), ref):
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_bn_act_conv_backward_holds_one_extra_map_and_a_block() -> None:
+    """Its backward needs z (saved), the recomputed activation a, and one block of the input
+    gradient (written into a); PyTorch's own order would hold a full-size input gradient next
+    to a, and its BN backward two more maps.  Measured with the CPU pool's in-use peak."""
+    from attnas.ops import cpu_pool
+    from attnas.ops.mobile import GRAD_BLOCKS
+
+    if not cpu_pool.supported():
+        pytest.skip(f"CPU pool unavailable: {cpu_pool.LIBRARY.error}")
+    torch.manual_seed(0)
+    bn, conv = nn.BatchNorm2d(16), nn.Conv2d(16, 16, 5, padding=2, groups=16, bias=False)
+    with cpu_pool.active():
+        z = torch.randn(8, 16, 64, 64).contiguous(memory_format=torch.channels_last).requires_grad_()
+        out = bn_act_conv(bn, 6.0, conv, z)
+        grad_out = torch.randn_like(out)
+        size = z.numel() * z.element_size()
+        cpu_pool.reset_peak()
+        base = cpu_pool.stats()["in_use"]
+        out.backward(grad_out)
+        extra = cpu_pool.stats()["peak"] - base
+    assert size <= extra <= size * (1 + 1 / GRAD_BLOCKS) + (1 << 20), (extra, size)

@@ -68,6 +68,10 @@ def _activation(name: str) -> nn.Module:
         raise ArchitectureError(f"unknown activation '{name}'; expected one of {sorted(ACTIVATIONS)}") from None
 
 
+#: BNActConv's backward computes its input gradient in this many blocks of images
+GRAD_BLOCKS = 4
+
+
 class BNActConv(torch.autograd.Function):
     """``conv(clamp(bn_train(z), 0, cap))`` keeping only ``z`` (and BN's batch statistics)
     for backward; the activation output is recomputed there.  ``cap`` is 6 for ReLU6,
@@ -94,14 +98,19 @@ class BNActConv(torch.autograd.Function):
         scale = gamma * invstd
         a = torch.addcmul((beta - mean * scale).view(shape), z, scale.view(shape))
         a = a.clamp_(0.0, cap) if cap != float("inf") else a.clamp_(min=0.0)
-        grad_a, grad_w = conv_backward(grad_out, a, weight, stride, padding, 1, groups)
-        # the activation's gradient mask from its output, as autograd's in-place ReLU6/ReLU do;
-        # written over grad_a (a fresh tensor): one pass and no new map (5x faster at 224x224)
-        if cap != float("inf"):
-            grad_y = torch.ops.aten.hardtanh_backward.grad_input(grad_a, a, 0.0, cap, grad_input=grad_a)
-        else:
-            grad_y = torch.ops.aten.threshold_backward.grad_input(grad_a, a, 0.0, grad_input=grad_a)
-        del a, grad_a
+        grad_w = conv_backward(grad_out, a, weight, stride, padding, 1, groups, need_x=False)[1]
+        # the input gradient image block by image block, each masked by the activation (from its
+        # output, as autograd's in-place ReLU6/ReLU do) straight into a's block, which it no
+        # longer needs: z, a and a block instead of z, a and a full-size gradient (the peak of
+        # a recomputed SPOS step, docs/benchmarks.md)
+        for g, a_b in zip(grad_out.chunk(GRAD_BLOCKS), a.chunk(GRAD_BLOCKS)):
+            grad_a = conv_backward(g, a_b, weight, stride, padding, 1, groups, need_w=False)[0]
+            if cap != float("inf"):
+                torch.ops.aten.hardtanh_backward.grad_input(grad_a, a_b, 0.0, cap, grad_input=a_b)
+            else:
+                torch.ops.aten.threshold_backward.grad_input(grad_a, a_b, 0.0, grad_input=a_b)
+            del grad_a
+        grad_y = a
         grad_gamma, grad_beta = bn_backward_(grad_y, z, gamma, mean, invstd)
         return (grad_y, grad_gamma, grad_beta, None, None, None, None, None, grad_w, None, None, None)
 
