@@ -436,6 +436,8 @@ class TrioNetPreset(SPOSPreset):
     top_k: int = 5
     mutations: int = 10
     crossovers: int = 10
+    #: no choice blocks to checkpoint; SPOS's "auto" would only recompute the stem
+    recompute: str = "none"
 
 
 @dataclass(frozen=True)

@@ -74,16 +74,17 @@ void forget_cuts(char* a, char* b) {  // [a, b) is no longer mapped; b may now b
   cuts.insert(b);
 }
 
-bool move_pages(char* src, size_t len, char* dst) {  // one mremap per mapping the range crosses
+// one mremap per mapping the range crosses; returns the bytes moved (len unless a call failed)
+size_t move_pages(char* src, size_t len, char* dst) {
   char* end = src + len;
   for (char* s = src; s < end;) {
     auto c = cuts.upper_bound(s);
     char* e = (c == cuts.end() || *c > end) ? end : *c;
-    if (mremap(s, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, dst + (s - src)) == MAP_FAILED) return false;
+    if (mremap(s, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, dst + (s - src)) == MAP_FAILED) return s - src;
     cuts.insert(dst + (s - src));
     s = e;
   }
-  return true;
+  return len;
 }
 
 void* allocate_locked(size_t n) {  // n: a multiple of the page
@@ -106,14 +107,15 @@ void* allocate_locked(size_t n) {  // n: a multiple of the page
     while (reuse && off < n && !free_len.empty()) {
       auto r = take(free_at.find(std::prev(free_len.end())->second));  // the largest
       size_t k = r.second < n - off ? r.second : n - off;
-      if (!move_pages(r.first, k, out + off)) {  // not expected: keep the range, map the rest
-        give(r.first, r.second);
+      size_t done = move_pages(r.first, k, out + off);
+      if (done) forget_cuts(r.first, r.first + done);  // the moved part now belongs to the block
+      if (r.second > done) give(r.first + done, r.second - done);
+      off += done;
+      moved += done;
+      if (done < k) {  // not expected: a failed mremap; the rest is mapped fresh
+        cuts.insert(out + off);
         break;
       }
-      forget_cuts(r.first, r.first + k);
-      if (r.second > k) give(r.first + k, r.second - k);
-      off += k;
-      moved += k;
     }
     if (reuse) {
       if (off < n && mmap(out + off, n - off, PROT_READ | PROT_WRITE, flags | MAP_FIXED, -1, 0) == MAP_FAILED) {
