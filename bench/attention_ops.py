@@ -21,7 +21,13 @@ fixed; one untimed warm-up call each); the table gives the median over ``--round
 ratio old / new.  The values of old and new are compared at every shape (max abs difference
 of output and gradients, float32).  ``--threads`` sets torch's (and the kernel's) threads.
 
+``--device cuda`` times the operators as the library runs them on a GPU: the C kernel is
+CPU-only, so on CUDA tensors old and new are the same PyTorch implementation and only that one
+column is timed (``pytorch_ms``; the device is synchronised around every call; no kernel
+build, no comparison).  The device is in the output.
+
     python bench/attention_ops.py --threads 1 --rounds 5 --json bench/logs/attention_ops.json
+    python bench/attention_ops.py --rounds 5 --device cuda   # on a GPU
 """
 from __future__ import annotations
 
@@ -33,6 +39,8 @@ import statistics
 import sys
 import tempfile
 import time
+
+from _device import add_device_argument, resolve, sync
 
 
 def shapes(quick: bool) -> list[dict]:
@@ -59,21 +67,25 @@ def shapes(quick: bool) -> list[dict]:
     return out
 
 
-def run(args) -> dict:
+def run(args, dev) -> dict:
     import torch
 
     from attnas.ops import local_kernel
     from attnas.ops.trio import axial_attention_1d, axial_impl, local_attention
 
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as cold:  # a cold build of the kernel (normally cached)
-        os.environ["ATTNAS_KERNEL_CACHE"] = cold
-        local_kernel.LIBRARY.build()
-        build_s = time.perf_counter() - t0
-        del os.environ["ATTNAS_KERNEL_CACHE"]
-    if not local_kernel.available():
-        raise SystemExit("the C kernel did not build on this machine")
+    cuda = dev.type == "cuda"
+    impls = ("pytorch",) if cuda else ("old", "new")  # on CUDA both are the PyTorch implementation
+    build_s = None
+    if not cuda:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as cold:  # a cold build of the kernel (normally cached)
+            os.environ["ATTNAS_KERNEL_CACHE"] = cold
+            local_kernel.LIBRARY.build()
+            build_s = round(time.perf_counter() - t0, 2)
+            del os.environ["ATTNAS_KERNEL_CACHE"]
+        if not local_kernel.available():
+            raise SystemExit("the C kernel did not build on this machine")
 
     def make(sp, seed):
         g = torch.Generator().manual_seed(seed)
@@ -82,7 +94,7 @@ def run(args) -> dict:
         v = torch.randn(B, sp["dv"], n, n, generator=g)
         rel = (torch.randn(sp["dq"], sp["m"], sp["m"], generator=g) if sp["op"] == "local"
                else torch.randn(sp["dq"], 2 * sp["m"] - 1, generator=g))
-        return [t.requires_grad_() for t in (q, k, v, rel)]
+        return [t.to(dev).requires_grad_() for t in (q, k, v, rel)]
 
     def step(sp, tensors, go):
         if sp["op"] == "local":
@@ -93,8 +105,10 @@ def run(args) -> dict:
 
     def timed(sp, tensors, go, impl):
         os.environ["ATTNAS_LOCAL_KERNEL"] = "1" if impl == "new" else "0"
+        sync(dev)
         t = time.perf_counter()
         out = step(sp, tensors, go)
+        sync(dev)
         return time.perf_counter() - t, out
 
     rows = []
@@ -102,29 +116,32 @@ def run(args) -> dict:
     data = []
     for i, sp in enumerate(specs):
         tensors = make(sp, i)
-        go = torch.randn(sp["B"], sp["dv"], sp["side"], sp["side"], generator=torch.Generator().manual_seed(99 + i))
-        _, old = timed(sp, tensors, go, "old")
-        _, new = timed(sp, tensors, go, "new")
-        err = max((a - b).abs().max().item() for a, b in zip(old, new))
+        go = torch.randn(sp["B"], sp["dv"], sp["side"], sp["side"],
+                         generator=torch.Generator().manual_seed(99 + i)).to(dev)
+        outs = [timed(sp, tensors, go, impl)[1] for impl in impls]  # also the warm-up calls
+        err = max((a - b).abs().max().item() for a, b in zip(*outs)) if len(outs) == 2 else None
         data.append((tensors, go))
-        impl = "kernel" if sp["op"] == "local" else axial_impl(sp["dq"] // sp["heads"])
-        rows.append({**sp, "impl": impl, "old_s": [], "new_s": [], "max_abs_diff": err})
+        if cuda:
+            impl = "pytorch" if sp["op"] == "local" else "products"
+        else:
+            impl = "kernel" if sp["op"] == "local" else axial_impl(sp["dq"] // sp["heads"])
+        rows.append({**sp, "impl": impl, **{f"{name}_s": [] for name in impls}, "max_abs_diff": err})
     for r in range(args.rounds):
         for row, (tensors, go) in zip(rows, data):
-            for impl in ("old", "new"):
+            for impl in impls:
                 row[f"{impl}_s"].append(timed(row, tensors, go, impl)[0])
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     os.environ.pop("ATTNAS_LOCAL_KERNEL", None)
     for row in rows:
-        row["old_ms"] = round(1e3 * statistics.median(row["old_s"]), 1)
-        row["new_ms"] = round(1e3 * statistics.median(row["new_s"]), 1)
-        row["speedup"] = round(row["old_ms"] / row["new_ms"], 2)
-        row["old_s"] = [round(t, 4) for t in row["old_s"]]
-        row["new_s"] = [round(t, 4) for t in row["new_s"]]
-    return {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "threads": args.threads,
-            "rounds": args.rounds, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "kernel_cold_build_s": round(build_s, 2), "rows": rows}
+        for impl in impls:
+            row[f"{impl}_ms"] = round(1e3 * statistics.median(row[f"{impl}_s"]), 1)
+            row[f"{impl}_s"] = [round(t, 4) for t in row[f"{impl}_s"]]
+        if not cuda:
+            row["speedup"] = round(row["old_ms"] / row["new_ms"], 2)
+    return {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "device": str(dev),
+            "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "kernel_cold_build_s": build_s, "rows": rows}
 
 
 def main() -> None:
@@ -134,17 +151,28 @@ def main() -> None:
     ap.add_argument("--op", choices=("all", "local", "axial"), default="all", help="time only this operator")
     ap.add_argument("--quick", action="store_true", help="a few small shapes (smoke test)")
     ap.add_argument("--json", help="write the results here")
+    add_device_argument(ap)
     args = ap.parse_args()
-    res = run(args)
-    print(f"torch {res['torch']}, {res['threads']} thread(s), {res['rounds']} rounds (median), "
-          f"kernel cold build {res['kernel_cold_build_s']} s, load average {res['load_avg'][0]:.1f}")
-    print("| op | layout | candidate | batch | side | d_q / d_v / heads | window | old ms | new ms | speed-up "
-          "| max abs diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    dev = resolve(args.device)  # a missing device is a one-line error before any work
+    res = run(args, dev)
+    cuda = dev.type == "cuda"
+    if cuda:
+        print(f"torch {res['torch']}, {res['device']}, {res['rounds']} rounds (median); on CUDA old and new are "
+              f"the same PyTorch implementation (the C kernel is CPU-only): one column")
+        print("| op | layout | candidate | batch | side | d_q / d_v / heads | window | ms |")
+        print("|---|---|---|---|---|---|---|---|")
+    else:
+        print(f"torch {res['torch']}, {res['threads']} thread(s), {res['rounds']} rounds (median), "
+              f"kernel cold build {res['kernel_cold_build_s']} s, load average {res['load_avg'][0]:.1f}")
+        print("| op | layout | candidate | batch | side | d_q / d_v / heads | window | old ms | new ms | speed-up "
+              "| max abs diff |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in res["rows"]:
         window = f"{r['m']}x{r['m']}" if r["op"] == "local" else f"axis {r['side']} (h + w), {r['impl']}"
+        times = (f"{r['pytorch_ms']} |" if cuda else
+                 f"{r['old_ms']} | {r['new_ms']} | {r['speedup']}x | {r['max_abs_diff']:.1e} |")
         print(f"| {r['op']} | {r['layout']} | `{r['name']}` | {r['B']} | {r['side']} | {r['dq']} / {r['dv']} / "
-              f"{r['heads']} | {window} | {r['old_ms']} | {r['new_ms']} | {r['speedup']}x | {r['max_abs_diff']:.1e} |")
+              f"{r['heads']} | {window} | {times}")
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json, "w") as f:

@@ -6,6 +6,7 @@ per node DST chose, the search time; draw the cells with ``attnas show``; retrai
 of DARTS, EnTranNAS and DST (``--retrain-lambdas``) for a few epochs and record test accuracy.
 Results go to ``--out``/results_s<SEEDS>.json, updated after every run (so a cut-off run keeps what
 it finished).  Data: ``cifar10`` from ``--data-dir`` / ``$ATTNAS_DATA_DIR`` (the JPEG zip works).
+Searches and retrainings run on ``--device`` (default ``cpu``; ``cuda`` for a GPU).
 
     ATTNAS_DATA_DIR=/path/to/data python bench/entrannas_search.py --out bench/logs/entrannas_search
 """
@@ -15,6 +16,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+from _device import add_device_argument, resolve
 
 
 def main() -> None:
@@ -36,7 +39,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--arch-lr", type=float, default=None,
                     help="architecture learning rate for every method (the paper's 3e-4 assumes ~20k steps)")
+    add_device_argument(ap)
     a = ap.parse_args()
+    resolve(a.device)  # a missing device is a one-line error before any work
 
     import torch
 
@@ -68,7 +73,7 @@ def main() -> None:
             cfg = SearchConfig(space="darts", method=method, dataset="cifar10", data_dir=a.data_dir,
                                epochs=a.search_epochs, batch_size=a.batch, seed=seed, out=str(run_dir),
                                space_options={"C": a.C, "layers": a.layers}, method_options=mopts,
-                               train_subset=a.train_subset, test_subset=a.test_subset, device="cpu")
+                               train_subset=a.train_subset, test_subset=a.test_subset, device=a.device)
             resume = (run_dir / "checkpoint.pt").exists()
             r = search(cfg, resume=resume, progress=False)
             arch = json.loads((run_dir / "architecture.json").read_text())
@@ -84,7 +89,7 @@ def main() -> None:
                 tcfg = TrainConfig(arch=str(run_dir / "architecture.json"), dataset="cifar10",
                                    data_dir=a.data_dir, epochs=a.retrain_epochs, batch_size=a.batch,
                                    seed=seed, out=str(tr_dir), train_subset=a.train_subset,
-                                   test_subset=a.test_subset, device="cpu",
+                                   test_subset=a.test_subset, device=a.device,
                                    network_options={"C": a.retrain_C, "layers": a.retrain_layers,
                                                     "auxiliary": False})
                 tr = train(tcfg, resume=(tr_dir / "checkpoint.pt").exists(), progress=False)

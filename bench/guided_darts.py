@@ -16,6 +16,8 @@
 
 Reported per seed and method: the best score found, its rank in the pool (1 = the pool's
 best), the evaluations needed to reach the pool's top 5.  Results: one JSON object in ``--out``.
+``--device cuda`` runs the supernet search and the evaluator on a GPU (default ``cpu``); the
+TNASP predictor trains on the CPU either way (the predictors have no device option).
 
     OMP_NUM_THREADS=1 python bench/guided_darts.py --data-dir ../shared/data --threads 1
 """
@@ -30,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from _device import add_device_argument, resolve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,7 +54,7 @@ def supernet(args: argparse.Namespace) -> tuple[Path, float | None]:
     argv = ["search", "--space", "darts", "--method", "darts", "--space-options",
             json.dumps({"C": args.C, "layers": args.layers}), "--dataset", "cifar10", "--train-subset",
             str(args.train_subset), "--test-subset", "100", "--epochs", str(args.epochs), "--batch-size", "64",
-            "--seed", "0", "--out", str(run), "--force", "--quiet"]
+            "--seed", "0", "--device", args.device, "--out", str(run), "--force", "--quiet"]
     if args.data_dir:
         argv += ["--data-dir", args.data_dir]
     if attnas_main(argv) != 0:
@@ -81,12 +85,15 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "guided_darts.json"))
+    add_device_argument(ap)
     args = ap.parse_args()
+    resolve(args.device)  # a missing device is a one-line error before any work
     torch.set_num_threads(args.threads)
     t_start = time.time()
 
     run, search_s = supernet(args)
-    evaluator = InheritedWeightsEvaluator(run, "darts", bn_images=args.bn_images, eval_images=args.eval_images)
+    evaluator = InheritedWeightsEvaluator(run, "darts", bn_images=args.bn_images, eval_images=args.eval_images,
+                                          device=args.device)
     pool = sample_pool(evaluator.space, args.pool, args.pool_seed)
     t0 = time.time()
     scores = {a: evaluator(a) for a in pool}

@@ -10,7 +10,8 @@ bi-level; random: weight-sharing random search, best of 100 sampled cells on 10
 validation batches).  The derived cells are looked up in the NAS-Bench-201 tables
 (200-epoch accuracies of the full-size networks) on CIFAR-10, CIFAR-100 and
 ImageNet16-120; per-epoch look-ups are the search trajectories (Fig. 2).  Runs are
-resumable: a finished run is skipped, a stopped one resumed.
+resumable: a finished run is skipped, a stopped one resumed (on the device it started on).
+``--device cuda`` runs the searches on a GPU (``attnas search --device``; default ``cpu``).
 
     python bench/itnas_nb201.py run --jobs 2          # IT-NAS and DARTS, seeds 0-4 (bench/runs/itnas_nb201/)
     python bench/itnas_nb201.py summary               # tables + bench/results/itnas_nb201.json
@@ -28,6 +29,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _device import add_device_argument, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "runs" / "itnas_nb201"
@@ -55,7 +58,7 @@ def _run_one(method: str, seed: int, a: argparse.Namespace) -> dict:
                "--data-dir", _data_dir(a.data_dir), "--train-subset", str(a.train_subset),
                "--image-size", str(a.image_size), "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
                "--seed", str(seed), "--space-options", json.dumps({"C": a.C, "N": a.N}),
-               "--out", str(out), "--quiet", "--json"]
+               "--device", a.device, "--out", str(out), "--quiet", "--json"]
         if a.method_options:
             cmd += ["--method-options", a.method_options]
     t0 = time.time()
@@ -192,8 +195,10 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="searches run in parallel")
     ap.add_argument("--method-options", default=None,
                     help="JSON object passed to every run's --method-options (a variant: give it its own --out)")
+    add_device_argument(ap)
     a = ap.parse_args()
     if a.command == "run":
+        resolve(a.device)  # a missing device is a one-line error before any search starts
         run(a)
     else:
         summary(a)

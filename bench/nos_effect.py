@@ -13,6 +13,12 @@ Drives the CLI, one process at a time:
     OMP_NUM_THREADS=1 ATTNAS_DATA_DIR=/work/shared/data .venv/bin/python bench/nos_effect.py
 
 Finished runs are skipped on a rerun (the sweep runner's own rule); ``--summary-only`` only reads.
+
+``--device cuda`` trains the teacher and runs the sweep's searches and retrainings on a GPU
+(default ``cpu``).  ``attnas sweep`` has no ``--device``: the sweep runs from a copy of the
+sweep file with ``base.device`` set, written into its ``--out`` folder (``sweep_file.json``).
+A sweep folder whose runs recorded another device (before this option: ``auto``) is refused by
+the sweep runner; give it another ``--out``.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import add_device_argument, resolve  # noqa: E402
 from effect_stats import ci95  # noqa: E402
 
 ATTNAS = str(Path(sys.executable).with_name("attnas"))
@@ -31,6 +38,17 @@ ATTNAS = str(Path(sys.executable).with_name("attnas"))
 
 def rows(f: Path) -> list[dict]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f.exists() else []
+
+
+def sweep_on_device(sweep: str, out: Path, device: str) -> Path:
+    """A copy of the sweep file with ``base.device`` set, in the sweep's folder (``train`` inherits it)."""
+    from attnas.config import read_config_file
+
+    spec = read_config_file(sweep)
+    spec["base"] = {**(spec.get("base") or {}), "device": device}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep_file.json").write_text(json.dumps(spec, indent=1) + "\n")
+    return out / "sweep_file.json"
 
 
 def main() -> None:
@@ -42,14 +60,17 @@ def main() -> None:
                     "--test-subset 2000 --epochs 10 --seed 0")
     ap.add_argument("--json", default="bench/results/effect_nos.json")
     ap.add_argument("--summary-only", action="store_true")
+    add_device_argument(ap)
     args = ap.parse_args()
+    resolve(args.device)  # a missing device is a one-line error before any work
     t0 = time.time()
     teacher = Path(args.teacher)
     if not args.summary_only:
         if not (teacher / "teacher.pt").exists():
             subprocess.run([ATTNAS, "teacher", "train", *args.teacher_args.split(), "--out", str(teacher),
-                            "--force", "--quiet", "--json"], check=True)
-        subprocess.run([ATTNAS, "sweep", args.sweep, "--out", args.out, "--jobs", "1", "--threads", "1"], check=True)
+                            "--device", args.device, "--force", "--quiet", "--json"], check=True)
+        subprocess.run([ATTNAS, "sweep", str(sweep_on_device(args.sweep, Path(args.out), args.device)), "--out",
+                        args.out, "--jobs", "1", "--threads", "1"], check=True)
 
     t_rows = rows(teacher / "metrics.jsonl")
     sweep = json.loads((Path(args.out) / "sweep.json").read_text())
@@ -69,7 +90,7 @@ def main() -> None:
     paired = sorted(set(arms["guided"]) & set(arms["unguided"]))
     d = [arms["guided"][s]["test_acc"] - arms["unguided"][s]["test_acc"] for s in paired]
     dv = [arms["guided"][s]["supernet_valid_acc"] - arms["unguided"][s]["supernet_valid_acc"] for s in paired]
-    result = {"sweep": args.sweep, "out": args.out,
+    result = {"sweep": args.sweep, "out": args.out, "device": args.device,
               "teacher": {"run": str(teacher), "args": args.teacher_args,
                           "test_acc": t_rows[-1]["test_acc"] if t_rows else None},
               "arms": {a: {"per_seed": {str(s): v for s, v in sorted(x.items())},

@@ -11,7 +11,9 @@ On a class-balanced CIFAR-10 subset (the JPEG set, found with ``--data-dir`` /
    the same subset; test accuracy on a class-balanced test subset.
 
 Every step is a resumable attnas run folder under ``--out``; re-running the script skips
-finished runs (and resumes killed ones), so the benchmark can be continued in pieces.
+finished runs (and resumes killed ones, on the device they started on), so the benchmark can
+be continued in pieces.  ``--device cuda`` runs every new teacher, search and retraining on a
+GPU (the CLI's ``--device``; default ``cpu``).
 The summary (markdown table + JSON) is printed at the end.
 
     ATTNAS_DATA_DIR=... python bench/nos_search.py --out bench/runs/nos --seeds 0,1
@@ -24,6 +26,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from _device import add_device_argument, resolve
 
 CONFIGS = {  # name -> (space, method, guided)
     "nos+AGS": ("nos", "nos", True),
@@ -73,12 +77,14 @@ def main() -> None:
     ap.add_argument("--train-epochs", type=int, default=5)
     ap.add_argument("--train-C", type=int, default=8)
     ap.add_argument("--train-layers", type=int, default=5)
+    add_device_argument(ap)
     a = ap.parse_args()
+    resolve(a.device)  # a missing device is a one-line error before any run starts
     if not a.data_dir:
         sys.exit("set ATTNAS_DATA_DIR or pass --data-dir (the folder holding cifar10/)")
     out = Path(a.out)
     data = ["--dataset", "cifar10", "--data-dir", a.data_dir, "--train-subset", str(a.train_subset),
-            "--test-subset", str(a.test_subset), "--image-size", str(a.image_size)]
+            "--test-subset", str(a.test_subset), "--image-size", str(a.image_size), "--device", a.device]
     teacher = run_or_resume("teacher", out / "teacher", data + [
         "--epochs", str(a.teacher_epochs), "--batch-size", "64", "--options", '{"weights": {"lr": 0.1}}',
         "--teacher-options", json.dumps({"depth": a.teacher_depth})])

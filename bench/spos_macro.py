@@ -19,7 +19,8 @@ Steps (each resumable: rerun the same command after a kill):
    benchmark's ``flops`` column counts MACs; attnas's FLOPs are 2 x MACs),
    against the best architecture of the table within that budget.
 
-Results: ``OUT/results.json`` and a Markdown summary on stdout.
+Results: ``OUT/results.json`` and a Markdown summary on stdout.  ``--device cuda`` trains and
+scores the supernet on a GPU (default ``cpu``).
 
     python bench/spos_macro.py --data-dir ../shared/data > bench/logs/spos_macro.log 2>&1
 """
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau, spearmanr
 
+from _device import add_device_argument, resolve
 from attnas.benchmarks.macro import MacroBench
 from attnas.config import SearchConfig
 from attnas.data.datasets import load_dataset
@@ -66,7 +68,7 @@ def train_supernet(cfg: SearchConfig) -> float:
     seed_everything(cfg.seed)
     strategy.seed(cfg.seed)
     model = strategy.build(data.num_classes, data.in_channels, data.image_size)
-    task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, torch.device("cpu"))
+    task = SearchTask(strategy, model, data, cfg.epochs, cfg.batch_size, cfg.seed, torch.device(cfg.device))
     log(f"supernet: {cfg.epochs} epochs of {task.steps_per_epoch()} steps "
         f"({'resuming' if (out / CHECKPOINT).exists() else 'fresh'})")
     metrics = Engine(out, cfg.epochs, cfg.seed, progress=True, label="supernet").run(task)
@@ -95,7 +97,9 @@ def main() -> None:
                     help="multiply-accumulates (the table's 'flops' column); 0 = skip the constrained runs")
     ap.add_argument("--seed", type=int, default=0, help="seed of the supernet training")
     ap.add_argument("--threads", type=int, default=1)
+    add_device_argument(ap)
     args = ap.parse_args()
+    resolve(args.device)  # a missing device is a one-line error before any work
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     bench = MacroBench(args.data_dir)
@@ -109,7 +113,7 @@ def main() -> None:
                       "lr_schedule": "cosine", "train_portion": 0.8}
     cfg = SearchConfig(space="macro", method="spos", dataset="cifar10", data_dir=args.data_dir,
                        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, out=str(out / "search"),
-                       train_subset=args.train_subset, device="cpu", method_options=method_options)
+                       train_subset=args.train_subset, device=args.device, method_options=method_options)
     train_time = train_supernet(cfg)
     log(f"supernet done: {train_time:.0f} s of training")
 

@@ -31,7 +31,15 @@ convolutions use the hardware; ``step conv FLOPs / (peak x step time)`` is the f
 step's wall time the machine would need at peak -- the physical limit, so its inverse is the
 speed-up headroom if everything but the convolutions vanished and they ran at peak.
 
+``--device cuda``: model, batches and the peak convolutions are on the GPU, the device is
+synchronised around every timed step, and the profiler records CUDA activity too.  An operator's
+time is then its *self device* time (the kernels it launched, not its children's), since its CPU
+time is only the launch; ``framework overhead`` is the step's wall time in which no kernel ran
+(Python, dispatch, launches the GPU waits on).  The peak adds two larger convolutions on a GPU
+(the CPU shapes are too small to fill one).  The device is in the output.
+
     python bench/step_profile.py --setting nb201 darts spos --json bench/logs/step_profile.json
+    python bench/step_profile.py --setting nb201 darts spos --device cuda   # on a GPU
 """
 from __future__ import annotations
 
@@ -42,12 +50,14 @@ import sys
 import time
 from pathlib import Path
 
+from _device import add_device_argument, resolve, sync
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CLASSES = ("convolution", "batch norm", "matmul", "elementwise and other kernels")
 
 
-def _setup(setting: str, batch: int, threads: int):
+def _setup(setting: str, batch: int, threads: int, device):
     """``(step function, label)`` for one setting, built as the step-time benchmarks build it."""
     import torch
 
@@ -61,9 +71,9 @@ def _setup(setting: str, batch: int, threads: int):
         space = get_space("proxyless", variant="imagenet")
         strategy = get_strategy("spos", space)
         strategy.seed(0)
-        model = strategy.build(1000, 3, 224)
+        model = strategy.build(1000, 3, 224).to(device)
         opt = strategy.optimizers(model, steps_per_epoch=100, epochs=10)
-        x, y = torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,))
+        x, y = torch.randn(batch, 3, 224, 224, device=device), torch.randint(0, 1000, (batch,), device=device)
         model.train()
         counter = [0]
 
@@ -74,10 +84,10 @@ def _setup(setting: str, batch: int, threads: int):
     opts = {"nb201": {"C": 16, "N": 5}, "darts": {"C": 16, "layers": 8}}[setting]
     space = get_space(setting, **opts)
     strategy = get_strategy("darts", space)
-    model = strategy.build(10, 3, 32)
+    model = strategy.build(10, 3, 32).to(device)
     opt = strategy.optimizers(model, steps_per_epoch=100, epochs=50)
-    bw = (torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,)))
-    ba = (torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,)))
+    bw = (torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device))
+    ba = (torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device))
     counter = [0]
 
     def step() -> None:
@@ -127,50 +137,62 @@ def classify(name: str) -> str | None:
     return "elementwise and other kernels"
 
 
-def peak_conv(threads: int, rounds: int = 3) -> dict:
-    """Best forward + backward FLOP/s of a few large dense convolutions (channels-last)."""
+def peak_conv(threads: int, device, rounds: int = 3) -> dict:
+    """Best forward + backward FLOP/s of a few large dense convolutions (channels-last) on ``device``."""
     import torch
 
     torch.set_num_threads(threads)
     best = {}
-    for n, c, side, k in ((64, 64, 32, 3), (64, 128, 16, 3), (32, 256, 14, 1)):
-        conv = torch.nn.Conv2d(c, c, k, padding=k // 2, bias=False).to(memory_format=torch.channels_last)
-        x = torch.randn(n, c, side, side).to(memory_format=torch.channels_last).requires_grad_(True)
+    shapes = ((64, 64, 32, 3), (64, 128, 16, 3), (32, 256, 14, 1))
+    if device.type == "cuda":
+        shapes += ((128, 256, 56, 3), (128, 512, 28, 3))
+    for n, c, side, k in shapes:
+        conv = torch.nn.Conv2d(c, c, k, padding=k // 2, bias=False).to(device, memory_format=torch.channels_last)
+        x = torch.randn(n, c, side, side, device=device).to(memory_format=torch.channels_last).requires_grad_(True)
         flops = 3 * 2.0 * n * c * side * side * c * k * k          # forward + input grad + weight grad
         times = []
         for r in range(rounds + 1):
+            sync(device)
             t0 = time.perf_counter()
             conv(x).sum().backward()
+            sync(device)
             if r:
                 times.append(time.perf_counter() - t0)
         best[f"{n}x{c}x{side}x{side} k{k}"] = flops / min(times) / 1e9
-    return {"gflops_per_s": max(best.values()), "shapes": {k: round(v, 1) for k, v in best.items()}}
+    return {"device": str(device), "gflops_per_s": max(best.values()),
+            "shapes": {k: round(v, 1) for k, v in best.items()}}
 
 
 def profile_setting(setting: str, batch: int, threads: int, steps: int, warmup: int, profiled: int,
-                    peak_gflops: float) -> dict:
+                    peak_gflops: float, device) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
-    step, label = _setup(setting, batch, threads)
+    cuda = device.type == "cuda"
+    step, label = _setup(setting, batch, threads, device)
     for _ in range(warmup):
         step()
     times = []
     for _ in range(steps):
+        sync(device)
         t0 = time.perf_counter()
         step()
+        sync(device)
         times.append(time.perf_counter() - t0)
     wall = statistics.median(times)
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(profiled):
             step()
+        sync(device)
         profiled_wall = (time.perf_counter() - t0) / profiled
     self_us = {c: 0.0 for c in CLASSES}
     flops = 0.0
     for e in prof.events():
         cls = classify(e.name)
-        if cls is not None:
-            self_us[cls] += e.self_cpu_time_total
+        if cls is not None:  # on CUDA: the kernels the operator launched (kernel events are not aten::)
+            self_us[cls] += e.self_device_time_total if cuda else e.self_cpu_time_total
         if e.name in ("aten::convolution", "aten::convolution_backward"):
             flops += conv_flops(e)
     per_step = {c: v / 1e6 / profiled for c, v in self_us.items()}
@@ -179,7 +201,7 @@ def profile_setting(setting: str, batch: int, threads: int, steps: int, warmup: 
     overhead = max(0.0, profiled_wall - kernels)
     conv_s = per_step["convolution"]
     achieved = flops / conv_s / 1e9 if conv_s > 0 else 0.0
-    return {"setting": setting, "label": label, "batch": batch, "threads": threads,
+    return {"setting": setting, "label": label, "device": str(device), "batch": batch, "threads": threads,
             "step_s_median": round(wall, 3), "step_s_rounds": [round(t, 3) for t in times],
             "profiled_step_s": round(profiled_wall, 3),
             "seconds": {**{c: round(v, 3) for c, v in per_step.items()}, "framework overhead": round(overhead, 3)},
@@ -201,15 +223,17 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--profiled", type=int, default=1, help="profiled steps")
     ap.add_argument("--json", help="also write the result here")
+    add_device_argument(ap)
     a = ap.parse_args()
-    peak = peak_conv(a.threads)
+    dev = resolve(a.device)  # a missing device is a one-line error before any work
+    peak = peak_conv(a.threads, dev)
     print(json.dumps({"peak": peak}), file=sys.stderr, flush=True)
     rows = []
     for s in a.setting:
-        row = profile_setting(s, a.batch, a.threads, a.steps, a.warmup, a.profiled, peak["gflops_per_s"])
+        row = profile_setting(s, a.batch, a.threads, a.steps, a.warmup, a.profiled, peak["gflops_per_s"], dev)
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
-    out = {"peak_conv": peak, "settings": rows}
+    out = {"device": str(dev), "peak_conv": peak, "settings": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))

@@ -17,7 +17,8 @@ epochs and steps; note that the sandwich settings do 4 forward/backward passes p
 preset (SGD Nesterov, lr 0.025 at batch 64, label smoothing 0.1, warm-up then cosine) with
 ``--warmup-epochs`` (and ``--lr`` to override the learning rate).  80 % of the
 training subset trains the supernet (every batch of it each epoch; the other 20 % is the
-engine's architecture split, unused here).
+engine's architecture split, unused here).  ``--device cuda`` trains and scores on a GPU
+(default ``cpu``).
 
     ATTNAS_DATA_DIR=/work/shared/data python bench/trionet_ablation.py --threads 1 \\
         --train-subset 1000 --test-subset 500 --epochs 2 > bench/logs/trionet_ablation.json
@@ -28,6 +29,8 @@ import argparse
 import json
 import sys
 import tempfile
+
+from _device import add_device_argument, resolve
 
 CONFIGS = {"full": {}, "uniform": {"sampling": "uniform"}, "prefix": {"sharing": "prefix"},
            "no_sandwich": {"sandwich": False}}
@@ -50,7 +53,9 @@ def main() -> None:
     ap.add_argument("--bn-images", type=int, default=256)
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--seed", type=int, default=0)
+    add_device_argument(ap)
     args = ap.parse_args()
+    dev = resolve(args.device)  # a missing device is a one-line error before any work
 
     import torch
 
@@ -93,8 +98,8 @@ def main() -> None:
             print(name, epoch + 1, json.dumps(rec), file=sys.stderr, flush=True)
             return rec
 
-        task = SearchTask(strat, model, data, args.epochs, args.batch, args.seed, torch.device("cpu"), on_epoch)
-        test = [(task.augment(data.test_x[i:i + 256], train=False), data.test_y[i:i + 256])
+        task = SearchTask(strat, model, data, args.epochs, args.batch, args.seed, dev, on_epoch)
+        test = [(task.augment(data.test_x[i:i + 256].to(dev), train=False), data.test_y[i:i + 256].to(dev))
                 for i in range(0, len(data.test_y), 256)]
         with tempfile.TemporaryDirectory() as run_dir:  # the library's engine: progress, checks
             metrics = Engine(run_dir, args.epochs, args.seed, progress=True, label=name).run(task)

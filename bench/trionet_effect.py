@@ -16,6 +16,8 @@ Drives the CLI (``attnas train`` / ``attnas profile`` / ``attnas search``), one 
         --out bench/runs/effect_trionet --json bench/results/effect_trionet.json
 
 Finished runs (a run folder whose metrics.jsonl has every epoch) are reused on a rerun.
+``--device cuda`` runs the retrainings and the search on a GPU (the CLI's ``--device``; default
+``cpu``; ``attnas profile`` only counts FLOPs).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import add_device_argument, resolve  # noqa: E402
 from effect_stats import ci95  # noqa: E402
 
 ATTNAS = str(Path(sys.executable).with_name("attnas"))
@@ -68,7 +71,9 @@ def main() -> None:
                     help="overrides of the trionet retraining recipe, the same for every model")
     ap.add_argument("--search-options", default='{"warmup_epochs": 1, "weights": {"lr": 0.05}, "population": 16, '
                     '"generations": 3, "top_k": 4, "mutations": 8, "crossovers": 8, "bn_images": 256}')
+    add_device_argument(ap)
     args = ap.parse_args()
+    resolve(args.device)  # a missing device is a one-line error before any work
 
     from attnas.spaces.registry import get_space
 
@@ -79,7 +84,8 @@ def main() -> None:
     sopts = json.loads(args.space_options)
     space = get_space("trionet", **sopts)
     data = ["--dataset", "cifar10", "--image-size", str(args.image_size), "--train-subset", str(args.train_subset),
-            "--test-subset", str(args.test_subset)] + (["--data-dir", args.data_dir] if args.data_dir else [])
+            "--test-subset", str(args.test_subset), "--device", args.device] + (
+                ["--data-dir", args.data_dir] if args.data_dir else [])
     t_start = time.time()
 
     def arch_file(name: str, arch) -> Path:

@@ -10,7 +10,7 @@
    space: FLOPs, parameters, test accuracy with inherited weights, and test accuracy after a
    short retrain from scratch (``--retrain-epochs``, the library's retraining task: SGD 0.05,
    weight decay 5e-4, per-epoch cosine, standard augmentation).  Supernet training and
-   retraining both run on the library's engine.
+   retraining both run on the library's engine, on ``--device`` (default ``cpu``; ``cuda`` for a GPU).
 
     ATTNAS_DATA_DIR=/work/shared/data python bench/trionet_search.py --threads 1 > bench/logs/trionet_search.json
 """
@@ -21,6 +21,8 @@ import json
 import sys
 import tempfile
 import time
+
+from _device import add_device_argument, resolve
 
 
 def main() -> None:
@@ -41,7 +43,9 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=8)
     ap.add_argument("--generations", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    add_device_argument(ap)
     args = ap.parse_args()
+    dev = resolve(args.device)  # a missing device is a one-line error before any work
 
     import torch
 
@@ -72,9 +76,9 @@ def main() -> None:
     strat = get_strategy("trionet", space, opts)
     strat.seed(args.seed)
     model = strat.build(data.num_classes, data.in_channels, data.image_size)
-    task = SearchTask(strat, model, data, args.search_epochs, args.batch, args.seed, torch.device("cpu"))
+    task = SearchTask(strat, model, data, args.search_epochs, args.batch, args.seed, dev)
     augment = default_augment(data)
-    test = [(augment(data.test_x[i:i + 256], train=False), data.test_y[i:i + 256])
+    test = [(augment(data.test_x[i:i + 256].to(dev), train=False), data.test_y[i:i + 256].to(dev))
             for i in range(0, len(data.test_y), 256)]
     t0 = time.time()
     work = tempfile.TemporaryDirectory()  # run folders of the library's engine (checkpoints, metrics)
@@ -89,7 +93,7 @@ def main() -> None:
         """A short retrain from scratch with the library's retraining task (SGD 0.05, cosine)."""
         torch.manual_seed(args.seed)
         net = space.build_network(arch, data.num_classes, data.in_channels, data.image_size)
-        rtask = RetrainTask(net, data, retrain_cfg, args.retrain_epochs, args.batch, args.seed, torch.device("cpu"))
+        rtask = RetrainTask(net, data, retrain_cfg, args.retrain_epochs, args.batch, args.seed, dev)
         metrics = Engine(f"{work.name}/{label}", args.retrain_epochs, args.seed, progress=False,
                          label="retrain").run(rtask)
         return float(metrics[-1]["test_acc"])
