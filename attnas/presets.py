@@ -202,7 +202,7 @@ class SPOSPreset:
     #: the stem's maps) for the backward pass and recomputes the rest -- same values, gradients
     #: and BN statistics.  "auto" (default): "all" for inputs of 128 px and more, "none" below
     #: (``attnas.strategies.spos.RECOMPUTE_MIN_IMAGE``).  ProxylessNAS 224x224, batch 64, with
-    #: the CPU memory pool: 1.51 GiB against 2.65 at 1.25x the time (docs/benchmarks.md,
+    #: the CPU memory pool: 1.29 GiB against 2.65 at about 1.3x the time (docs/benchmarks.md,
     #: "Speed against the peers"); at 32x32 the maps are 50x smaller and it would only cost time.
     recompute: str = "auto"
 

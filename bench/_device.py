@@ -32,6 +32,15 @@ def resolve(name: str):
     return device
 
 
+def allocator(device, pool: bool = True):
+    """The context the timed steps run in: the CPU memory pool as ``attnas search`` uses it
+    (:func:`attnas.ops.cpu_pool.active`, yields whether it is on), or PyTorch's own allocator."""
+    import contextlib
+
+    from attnas.ops import cpu_pool
+    return cpu_pool.active(device) if pool else contextlib.nullcontext(False)
+
+
 def sync(device) -> None:
     import torch
     if device.type == "cuda":

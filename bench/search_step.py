@@ -17,7 +17,6 @@ The steps run with the CPU memory pool as ``attnas search`` runs them (:mod:`att
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import subprocess
@@ -36,9 +35,8 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
             threads: int, method_options: dict | None = None, device: str = "cpu", pool: bool = True) -> dict:
     import torch
 
-    from _device import peak_memory, resolve, sync
+    from _device import allocator, peak_memory, resolve, sync
 
-    from attnas.ops import cpu_pool
     from attnas.spaces.registry import get_space
     from attnas.training.step import search_step
     from attnas.strategies.base import get_strategy
@@ -55,7 +53,7 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
     xa = torch.randn(batch, 3, 32, 32, device=dev)
     ya = torch.randint(0, 10, (batch,), device=dev)
     times = []
-    with cpu_pool.active(dev) if pool else contextlib.nullcontext(False) as pooled:
+    with allocator(dev, pool) as pooled:
         for i in range(warmup + steps):
             sync(dev)
             t0 = time.perf_counter()

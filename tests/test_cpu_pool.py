@@ -1,6 +1,7 @@
 """The CPU memory pool (attnas.ops.cpu_pool): contents kept, pages reused, memory bounded."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -67,15 +68,14 @@ def test_a_repeated_training_step_stops_taking_new_pages_and_values_do_not_chang
         opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
         x, y = torch.randn(16, 3, 48, 48), torch.randint(0, 10, (16,))
         losses, fresh = [], []
-        with cpu_pool.active() if pool else torch.no_grad():  # no_grad: a no-op context, re-enabled below
-            with torch.enable_grad():
-                for _ in range(4):
-                    opt.zero_grad()
-                    loss = nn.functional.cross_entropy(net(x), y)
-                    loss.backward()
-                    opt.step()
-                    losses.append(loss.item())
-                    fresh.append(cpu_pool.stats()["fresh"])
+        with cpu_pool.active() if pool else contextlib.nullcontext():
+            for _ in range(4):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(net(x), y)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                fresh.append(cpu_pool.stats()["fresh"])
         return losses, fresh
 
     with_pool, fresh = run(True)

@@ -150,6 +150,10 @@ class CLibrary:
                 self._tried = True
         return self._lib
 
+    def loaded(self) -> ctypes.CDLL | None:
+        """The library if it was built or loaded already (never builds it)."""
+        return self._lib
+
     def available(self) -> bool:
         """True when enabled (the switch variable unset or not ``0``) and built."""
         return os.environ.get(self.switch, "1") != "0" and self.get() is not None

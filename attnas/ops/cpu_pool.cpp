@@ -112,10 +112,7 @@ void* allocate_locked(size_t n) {  // n: a multiple of the page
       if (r.second > done) give(r.first + done, r.second - done);
       off += done;
       moved += done;
-      if (done < k) {  // not expected: a failed mremap; the rest is mapped fresh
-        cuts.insert(out + off);
-        break;
-      }
+      if (done < k) break;  // not expected: a failed mremap; the rest is mapped fresh below
     }
     if (reuse) {
       if (off < n && mmap(out + off, n - off, PROT_READ | PROT_WRITE, flags | MAP_FIXED, -1, 0) == MAP_FAILED) {

@@ -3,8 +3,8 @@
 Why: on CPU, PyTorch allocates every tensor with glibc's ``malloc``, which hands a block of more
 than 32 MB straight back to the kernel when it is freed.  A training step at ImageNet scale
 allocates and frees many 50-300 MB maps (the SPOS supernet at 224x224, batch 64), so each new
-map takes page faults on all its pages and the kernel zeroes them again: 0.4-0.5 million faults
-and about a second per step on the project's 2-core machine (``docs/benchmarks.md``, "Speed
+map takes page faults on all its pages and the kernel zeroes them again: 1.3-2 million faults
+and 1-2 s per step on the project's 2-core machine (``docs/benchmarks.md``, "Speed
 against the peers").  Telling glibc to keep freed memory (``MALLOC_MMAP_MAX_=0``) removes the
 faults but lets its heap fragment: 1.6x the memory.
 
@@ -72,20 +72,20 @@ def install() -> bool:
 
 def uninstall() -> None:
     """Put PyTorch's allocator back and unmap the pool's free memory."""
-    if LIBRARY._lib is not None:
-        LIBRARY._lib.attnas_pool_uninstall()
+    if (lib := LIBRARY.loaded()) is not None:
+        lib.attnas_pool_uninstall()
 
 
 def release() -> None:
     """Unmap the pool's free memory (the next large tensors fault their pages in again)."""
-    if LIBRARY._lib is not None:
-        LIBRARY._lib.attnas_pool_release()
+    if (lib := LIBRARY.loaded()) is not None:
+        lib.attnas_pool_release()
 
 
 def reset_peak() -> None:
     """Restart the in-use peak of :func:`stats` from the in-use total."""
-    if LIBRARY._lib is not None:
-        LIBRARY._lib.attnas_pool_reset_peak()
+    if (lib := LIBRARY.loaded()) is not None:
+        lib.attnas_pool_reset_peak()
 
 
 def stats() -> dict[str, int]:
@@ -94,8 +94,8 @@ def stats() -> dict[str, int]:
     bytes mapped ``fresh`` and ``moved``, ``releases`` of all free memory, ``mappings`` (an upper
     bound on the kernel mappings), ``installed`` (0/1); all zero when the pool never loaded."""
     values = (ctypes.c_uint64 * len(STATS))()
-    if LIBRARY._lib is not None:
-        LIBRARY._lib.attnas_pool_stats(values)
+    if (lib := LIBRARY.loaded()) is not None:
+        lib.attnas_pool_stats(values)
     return dict(zip(STATS, (int(v) for v in values)))
 
 

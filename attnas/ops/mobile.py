@@ -86,14 +86,14 @@ class BNActConv(torch.autograd.Function):
         a = y.clamp_(0.0, cap) if cap != float("inf") else y.clamp_(min=0.0)
         out = torch.nn.functional.conv2d(a, weight, None, stride, padding, 1, groups)
         ctx.save_for_backward(z, gamma, beta, mean, invstd, weight)
-        ctx.conf = (eps, cap, stride, padding, groups)
+        ctx.conf = (cap, stride, padding, groups)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable  # a hand-written backward: first derivatives only
     def backward(ctx, grad_out):
         z, gamma, beta, mean, invstd, weight = ctx.saved_tensors
-        eps, cap, stride, padding, groups = ctx.conf
+        cap, stride, padding, groups = ctx.conf
         shape = (1, -1, 1, 1)
         scale = gamma * invstd
         a = torch.addcmul((beta - mean * scale).view(shape), z, scale.view(shape))

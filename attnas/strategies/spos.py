@@ -99,10 +99,11 @@ class SPOSStrategy(Strategy):
     # ----- construction ----------------------------------------------------------
 
     def recompute_policy(self, image_size: int) -> str:
-        policy = getattr(self.cfg, "recompute", "none")
+        policy = super().recompute_policy(image_size)
         if policy == "auto":  # one path: worth its time at ImageNet scale only (SPOSPreset)
             return "all" if image_size >= RECOMPUTE_MIN_IMAGE else "none"
         return policy
+
     def build_arch(self) -> nn.Module:
         return PathState()
 
