@@ -1,9 +1,13 @@
 """Attention-operator benchmark (issue 19): forward + backward time of TrioNet's local and axial
-attention, the previous PyTorch implementations ("old") against the defaults ("new": the C kernel
-of :mod:`attnas.ops.local_kernel`; for axial attention the implementation
-:func:`attnas.ops.trio.axial_impl` picks by channels per head, given in the window column --
-the kernel's column loops, its channel loops, or the batched products, i.e. "old", at 9-31
-channels per head), side by side in one process at the paper's shapes.
+attention, the previous PyTorch implementations ("old": local attention offset by offset,
+axial attention as batched matrix products) against the defaults ("new": the C kernels of
+:mod:`attnas.ops.local_kernel` and :mod:`attnas.ops.axial_kernel`), side by side in one process
+at the paper's shapes.
+
+Three timings per shape: "old" as it ran when issue 19 was filed (PyTorch's allocator), "old
++ pool" (the same code inside the CPU memory pool, :mod:`attnas.ops.cpu_pool`, which ``attnas
+search`` and ``train`` install on CPU since 2026-12-05), and "new" inside the pool (as the
+library runs it now).  ``--no-cpu-pool`` runs all of them on PyTorch's allocator.
 
 Shapes (``attnas.spaces.trionet``, width 64 -- the paper's ResNet-26/50 widths): ImageNet
 layout at 224x224 input, the four stages at 56, 28, 14, 7 (block outputs 256 ... 2048):
@@ -16,9 +20,11 @@ layout at 224x224 input, the four stages at 56, 28, 14, 7 (block outputs 256 ...
 * the CIFAR layout (32x32 input: 32, 16, 8, 4) at width 64 (same channels) and the tiny
   width-8 supernet of the tests and of the issue (``local_k7_e0.5_qk1_v1_h4``: 16 channels).
 
-Each round times, for every shape, old then new (inputs, relative table and upstream gradient
-fixed; one untimed warm-up call each); the table gives the median over ``--rounds`` and the
-ratio old / new.  The values of old and new are compared at every shape (max abs difference
+Two phases in one process: all rounds of "old" on PyTorch's allocator, then the pool installed
+once (as ``attnas search`` does) and all rounds of "old + pool" and "new", interleaved shape by
+shape (inputs, relative table and upstream gradient fixed; one untimed warm-up call each, also
+used for the comparison).  The table gives the median over ``--rounds`` and the ratios old /
+new and (old + pool) / new.  The values of old and new are compared at every shape (max abs difference
 of output and gradients, float32).  ``--threads`` sets torch's (and the kernel's) threads.
 
 ``--device cuda`` times the operators as the library runs them on a GPU: the C kernel is
@@ -40,7 +46,7 @@ import sys
 import tempfile
 import time
 
-from _device import add_device_argument, resolve, sync
+from _device import add_device_argument, allocator, resolve, sync
 
 
 def shapes(quick: bool) -> list[dict]:
@@ -70,22 +76,24 @@ def shapes(quick: bool) -> list[dict]:
 def run(args, dev) -> dict:
     import torch
 
-    from attnas.ops import local_kernel
-    from attnas.ops.trio import axial_attention_1d, axial_impl, local_attention
+    from attnas.ops import axial_kernel, local_kernel
+    from attnas.ops.trio import axial_attention_1d, local_attention
 
     torch.set_num_threads(args.threads)
     cuda = dev.type == "cuda"
-    impls = ("pytorch",) if cuda else ("old", "new")  # on CUDA both are the PyTorch implementation
+    # on CUDA old and new are the same PyTorch implementation
+    impls = ("pytorch",) if cuda else ("old", "oldpool", "new") if args.cpu_pool else ("old", "new")
     build_s = None
     if not cuda:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as cold:  # a cold build of the kernel (normally cached)
             os.environ["ATTNAS_KERNEL_CACHE"] = cold
             local_kernel.LIBRARY.build()
+            axial_kernel.LIBRARY.build()
             build_s = round(time.perf_counter() - t0, 2)
             del os.environ["ATTNAS_KERNEL_CACHE"]
-        if not local_kernel.available():
-            raise SystemExit("the C kernel did not build on this machine")
+        if not (local_kernel.available() and axial_kernel.available()):
+            raise SystemExit("the C kernels did not build on this machine")
 
     def make(sp, seed):
         g = torch.Generator().manual_seed(seed)
@@ -111,6 +119,10 @@ def run(args, dev) -> dict:
         sync(dev)
         return time.perf_counter() - t, out
 
+    # phases: the allocator stays as it is for a whole phase (installing the pool per call would
+    # start every call on fresh pages); impls within a phase interleave shape by shape
+    pooled = args.cpu_pool and not cuda
+    phases = [(("old",), False), (("oldpool", "new"), True)] if pooled else [(impls, False)]
     rows = []
     specs = [sp for sp in shapes(args.quick) if args.op in ("all", sp["op"])]
     data = []
@@ -118,19 +130,27 @@ def run(args, dev) -> dict:
         tensors = make(sp, i)
         go = torch.randn(sp["B"], sp["dv"], sp["side"], sp["side"],
                          generator=torch.Generator().manual_seed(99 + i)).to(dev)
-        outs = [timed(sp, tensors, go, impl)[1] for impl in impls]  # also the warm-up calls
-        err = max((a - b).abs().max().item() for a, b in zip(*outs)) if len(outs) == 2 else None
         data.append((tensors, go))
         if cuda:
             impl = "pytorch" if sp["op"] == "local" else "products"
         else:
-            impl = "kernel" if sp["op"] == "local" else axial_impl(sp["dq"] // sp["heads"])
-        rows.append({**sp, "impl": impl, **{f"{name}_s": [] for name in impls}, "max_abs_diff": err})
-    for r in range(args.rounds):
-        for row, (tensors, go) in zip(rows, data):
-            for impl in impls:
-                row[f"{impl}_s"].append(timed(row, tensors, go, impl)[0])
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+            impl = "kernel" if sp["op"] == "local" else "lanes"
+        rows.append({**sp, "impl": impl, **{f"{name}_s": [] for name in impls}, "max_abs_diff": None})
+    first = {}
+    for names, pool in phases:
+        with allocator(dev, pool=pool):
+            for row, (tensors, go) in zip(rows, data):   # warm-up calls, also compared
+                for impl in names:
+                    out = [t.detach().clone() for t in timed(row, tensors, go, impl)[1]]
+                    if id(row) not in first:
+                        first[id(row)] = out
+                    elif impl == "new":
+                        row["max_abs_diff"] = max((a - b).abs().max().item() for a, b in zip(first[id(row)], out))
+            for r in range(args.rounds):
+                for row, (tensors, go) in zip(rows, data):
+                    for impl in names:
+                        row[f"{impl}_s"].append(timed(row, tensors, go, impl)[0])
+                print(f"{'+'.join(names)}: round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     os.environ.pop("ATTNAS_LOCAL_KERNEL", None)
     for row in rows:
         for impl in impls:
@@ -138,8 +158,11 @@ def run(args, dev) -> dict:
             row[f"{impl}_s"] = [round(t, 4) for t in row[f"{impl}_s"]]
         if not cuda:
             row["speedup"] = round(row["old_ms"] / row["new_ms"], 2)
+            if "oldpool_ms" in row:
+                row["speedup_pool"] = round(row["oldpool_ms"] / row["new_ms"], 2)
     return {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "device": str(dev),
-            "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__,
+            "threads": args.threads, "rounds": args.rounds, "cpu_pool": args.cpu_pool and not cuda,
+            "torch": torch.__version__,
             "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "kernel_cold_build_s": build_s, "rows": rows}
 
@@ -151,6 +174,8 @@ def main() -> None:
     ap.add_argument("--op", choices=("all", "local", "axial"), default="all", help="time only this operator")
     ap.add_argument("--quick", action="store_true", help="a few small shapes (smoke test)")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-cpu-pool", dest="cpu_pool", action="store_false",
+                    help="time everything on PyTorch's allocator (no 'old + pool' column)")
     add_device_argument(ap)
     args = ap.parse_args()
     dev = resolve(args.device)  # a missing device is a one-line error before any work
@@ -164,13 +189,20 @@ def main() -> None:
     else:
         print(f"torch {res['torch']}, {res['threads']} thread(s), {res['rounds']} rounds (median), "
               f"kernel cold build {res['kernel_cold_build_s']} s, load average {res['load_avg'][0]:.1f}")
-        print("| op | layout | candidate | batch | side | d_q / d_v / heads | window | old ms | new ms | speed-up "
-              "| max abs diff |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        pool = res["cpu_pool"]
+        print("| op | layout | candidate | batch | side | d_q / d_v / heads | window | old ms |"
+              + (" old + pool ms |" if pool else "") + " new ms | speed-up |"
+              + (" vs old + pool |" if pool else "") + " max abs diff |")
+        print("|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if pool else "") + "---|")
     for r in res["rows"]:
         window = f"{r['m']}x{r['m']}" if r["op"] == "local" else f"axis {r['side']} (h + w), {r['impl']}"
-        times = (f"{r['pytorch_ms']} |" if cuda else
-                 f"{r['old_ms']} | {r['new_ms']} | {r['speedup']}x | {r['max_abs_diff']:.1e} |")
+        if cuda:
+            times = f"{r['pytorch_ms']} |"
+        elif pool:
+            times = (f"{r['old_ms']} | {r['oldpool_ms']} | {r['new_ms']} | {r['speedup']}x | {r['speedup_pool']}x | "
+                     f"{r['max_abs_diff']:.1e} |")
+        else:
+            times = f"{r['old_ms']} | {r['new_ms']} | {r['speedup']}x | {r['max_abs_diff']:.1e} |"
         print(f"| {r['op']} | {r['layout']} | `{r['name']}` | {r['B']} | {r['side']} | {r['dq']} / {r['dv']} / "
               f"{r['heads']} | {window} | {times}")
     if args.json:

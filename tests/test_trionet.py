@@ -485,13 +485,12 @@ def test_table2_standalone_networks_match_the_paper() -> None:
 
 def _paths(monkeypatch, axial: bool = False):
     """The implementations of the attention operators: the C kernel (when it builds on this
-    machine) and the PyTorch one (``ATTNAS_LOCAL_KERNEL=0``); for axial attention the kernel's
-    two loop layouts (over columns, over channels) and the batched products, whatever the number
-    of channels per head would choose."""
-    from attnas.ops import local_kernel
+    machine) and the PyTorch one (``ATTNAS_LOCAL_KERNEL=0``); for axial attention the lanes
+    kernel and the batched products, also forced with the kernel built."""
+    from attnas.ops import axial_kernel, local_kernel
     out = ["pytorch"] + (["kernel"] if local_kernel.available() else [])
-    if axial and local_kernel.available():
-        out = ["pytorch", "kernel-columns", "kernel-products", "kernel-rows"]
+    if axial and axial_kernel.available():
+        out = ["pytorch", "kernel-lanes", "kernel-products"]
     for path in out:
         monkeypatch.setenv("ATTNAS_LOCAL_KERNEL", "0" if path == "pytorch" else "1")
         monkeypatch.setenv("ATTNAS_AXIAL", path.split("-")[1] if "-" in path else "auto")
@@ -527,13 +526,13 @@ def test_local_attention_paths_values_and_gradients_match_the_loop_reference(mon
 
 @pytest.mark.parametrize("B,dq,dv,H,W,heads,span", [(2, 4, 6, 5, 3, 2, 5), (1, 4, 2, 6, 4, 1, 3), (1, 6, 3, 1, 4, 3, 2),
                                                     (2, 8, 8, 7, 7, 4, 7), (1, 4, 6, 17, 19, 2, 12),
-                                                    (1, 2, 4, 16, 33, 2, 40)])
+                                                    (1, 2, 4, 16, 33, 2, 40), (3, 4, 6, 11, 13, 2, 11)])
 def test_axial_attention_paths_values_and_gradients_match_the_loop_reference(monkeypatch, B, dq, dv, H, W, heads,
                                                                               span) -> None:
     """Every implementation of axial attention against the loop reference (float64), both axes,
-    with and without clipped offsets (span < axis length): values and gradients.  Maps 16 or more
-    columns wide (the last two shapes: 19 and 33 columns, not multiples of the 16-column chunk) run
-    the kernel's register-blocked column loops, narrower ones its plain loops."""
+    with and without clipped offsets (span < axis length): values and gradients.  The lanes
+    kernel's blocks hold 16 float64 lines: the shapes have one partial block, lines of two
+    images in one block (batch 2-3) and several blocks (19, 33, 39 lines)."""
     g = torch.Generator().manual_seed(B * 100 + H * 10 + span)
     args = [torch.randn(B, dq, H, W, generator=g, dtype=torch.float64), torch.randn(B, dq, H, W, generator=g,
             dtype=torch.float64), torch.randn(B, dv, H, W, generator=g, dtype=torch.float64),
@@ -561,11 +560,10 @@ def test_kernel_gradcheck_and_supernet_slices(monkeypatch) -> None:
     x = [torch.randn(1, 4, 4, 3, generator=g, dtype=torch.float64).requires_grad_() for _ in range(3)]
     assert torch.autograd.gradcheck(lambda *a: local_attention(*a, 2), x + [torch.randn(
         4, 5, 5, generator=g, dtype=torch.float64).requires_grad_()])
+    monkeypatch.setenv("ATTNAS_AXIAL", "lanes")
     for axis in ("h", "w"):
-        for impl in ("columns", "rows"):
-            monkeypatch.setenv("ATTNAS_AXIAL", impl)
-            assert torch.autograd.gradcheck(lambda *a, axis=axis: axial_attention_1d(*a, 2, axis), x + [torch.randn(
-                4, 5, generator=g, dtype=torch.float64).requires_grad_()])
+        assert torch.autograd.gradcheck(lambda *a, axis=axis: axial_attention_1d(*a, 2, axis), x + [torch.randn(
+            4, 5, generator=g, dtype=torch.float64).requires_grad_()])
     monkeypatch.delenv("ATTNAS_AXIAL")
     space, strat, model = _supernet()
     model.double()
@@ -598,12 +596,46 @@ def test_default_search_on_digits_learns(tmp_path) -> None:
     assert rec["valid_acc"] > 0.3, rec
 
 
-def test_axial_implementation_choice_by_channels_per_head(monkeypatch) -> None:
-    """Axial attention picks its implementation by channels per head (the measured crossovers of
-    docs/benchmarks.md), and ``ATTNAS_AXIAL`` overrides it."""
+def test_axial_implementation_choice(monkeypatch) -> None:
+    """The lanes kernel by default, ``ATTNAS_AXIAL`` forces the batched products; an unknown
+    value keeps the default."""
     from attnas.ops.trio import axial_impl
     monkeypatch.delenv("ATTNAS_AXIAL", raising=False)
-    assert [axial_impl(d) for d in (2, 8, 16, 31, 32, 64)] == ["columns", "columns", "products", "products", "rows",
-                                                                "rows"]
-    monkeypatch.setenv("ATTNAS_AXIAL", "rows")
-    assert axial_impl(2) == "rows"
+    assert axial_impl() == "lanes"
+    monkeypatch.setenv("ATTNAS_AXIAL", "products")
+    assert axial_impl() == "products"
+    monkeypatch.setenv("ATTNAS_AXIAL", "columns")   # the loops the lanes kernel replaced
+    assert axial_impl() == "lanes"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_axial_lanes_kernel_blocks_groups_and_padding(monkeypatch, dtype, threads) -> None:
+    """The lanes kernel against the batched products at shapes whose lines fill several blocks
+    (32 float32 / 16 float64 lines each), with runs of lines from several images in one block, a
+    partial last block (padding lanes), one head (several groups of blocks per head, their
+    relative-table gradients summed) and two threads; float32 within float32 rounding."""
+    from attnas.ops import axial_kernel
+    if not axial_kernel.available():
+        pytest.skip("no C compiler: the batched products run everywhere")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(threads)
+        for B, dq, dv, H, W, heads in ((5, 4, 8, 9, 10, 1), (3, 16, 8, 6, 23, 2), (2, 8, 16, 33, 3, 4)):
+            args = [torch.randn(B, c, H, W, generator=g, dtype=dtype) for c in (dq, dq, dv)]
+            args = [a.requires_grad_() for a in args + [torch.randn(dq, 2 * max(H, W) - 1, generator=g, dtype=dtype)]]
+            for axis in ("h", "w"):
+                go = torch.randn(B, dv, H, W, generator=g, dtype=dtype)
+                outs = []
+                for impl in ("products", "lanes"):
+                    monkeypatch.setenv("ATTNAS_AXIAL", impl)
+                    out = axial_attention_1d(*args, heads, axis)
+                    outs.append((out, torch.autograd.grad(out, args, go)))
+                (o1, g1), (o2, g2) = outs
+                tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else {}
+                torch.testing.assert_close(o2, o1, **tol)
+                for a, b in zip(g2, g1):
+                    torch.testing.assert_close(a, b, **tol)
+    finally:
+        torch.set_num_threads(old)

@@ -40,12 +40,13 @@ DTYPES = {torch.float32: ("float", "f32"), torch.float64: ("double", "f64")}
 
 
 def instantiate(template: str, prelude: str = "") -> str:
-    """``prelude`` plus one copy of ``template`` per dtype: ``T`` the C type, ``EXP`` its exp,
-    and every ``_S(`` in a function name replaced by the dtype's suffix (``_f32(``, ``_f64(``)."""
+    """``prelude`` plus one copy of ``template`` per dtype: ``T`` the C type, ``TSIZE`` its size
+    in bytes (for ``#if``), ``EXP`` its exp, and every ``_S(`` in a function name replaced by the
+    dtype's suffix (``_f32(``, ``_f64(``)."""
     parts = [prelude]
-    for (ctype, suffix), exp in zip(DTYPES.values(), ("expf", "exp")):
-        parts.append(f"#define T {ctype}\n#define EXP {exp}\n" + template.replace("_S(", f"_{suffix}(")
-                     + "#undef T\n#undef EXP\n")
+    for (dtype, (ctype, suffix)), exp in zip(DTYPES.items(), ("expf", "exp")):
+        parts.append(f"#define T {ctype}\n#define TSIZE {dtype.itemsize}\n#define EXP {exp}\n"
+                     + template.replace("_S(", f"_{suffix}(") + "#undef T\n#undef TSIZE\n#undef EXP\n")
     return "".join(parts)
 
 

@@ -51,28 +51,22 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnas.errors import ConfigError, ShapeError
-from attnas.ops import local_kernel
+from attnas.ops import axial_kernel, local_kernel
 from attnas.ops.primitives import capturing_graph
 
-#: axial attention's implementation by channels per head d (measured: docs/benchmarks.md,
-#: "Attention operators"): the C kernel's loops over the maps' columns for d <= 8, the batched
-#: matrix products for 8 < d < 32 (neither C loop beat them there), the C kernel's loops over
-#: the channels of channels-last copies for d >= 32.  ``ATTNAS_AXIAL=columns|products|rows``
-#: forces one (tests; products also without the kernel).
-AXIAL_COLUMNS_MAX_CHANNELS = 8
-AXIAL_ROWS_MIN_CHANNELS = 32
-AXIAL_IMPLS = ("columns", "products", "rows")
+#: axial attention's implementations: the C kernel with the lines in the vector lanes
+#: (:mod:`attnas.ops.axial_kernel`; faster than the batched products at every TrioNet shape and
+#: than the column and channel loops it replaced: docs/benchmarks.md, "Attention operators") and
+#: the batched matrix products (any device, graph capture).  ``ATTNAS_AXIAL=products`` forces
+#: the products (tests, benchmarks).
+AXIAL_IMPLS = ("lanes", "products")
 
 
-def axial_impl(channels_per_head: int) -> str:
-    """The implementation :func:`axial_attention_1d` uses on the C kernel for this many channels
-    per head (``$ATTNAS_AXIAL`` overrides)."""
+def axial_impl() -> str:
+    """The implementation :func:`axial_attention_1d` uses on CPU float tensors when the kernel
+    is built (``$ATTNAS_AXIAL`` overrides)."""
     forced = os.environ.get("ATTNAS_AXIAL", "auto")
-    if forced in AXIAL_IMPLS:
-        return forced
-    if channels_per_head <= AXIAL_COLUMNS_MAX_CHANNELS:
-        return "columns"
-    return "rows" if channels_per_head >= AXIAL_ROWS_MIN_CHANNELS else "products"
+    return forced if forced in AXIAL_IMPLS else "lanes"
 
 
 def _check_heads(channels: int, heads: int, what: str) -> None:
@@ -206,19 +200,18 @@ def axial_attention_1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: t
     """Multi-head self-attention along one axis (``"h"`` or ``"w"``), global along it, with the
     relative term ``q_o . r_{p-o}``; ``rel``: ``(d_q, 2*span-1)``.  Shapes as :func:`local_attention`.
 
-    On CPU float32/float64 tensors with few (<= 8) or many (>= 32) channels per head computed by
-    the C kernel of :mod:`attnas.ops.local_kernel` (:func:`_axial_kernel`, :func:`axial_impl`;
-    forward + backward 1.3-4.8x faster than the batched products below at TrioNet's shapes:
-    ``docs/benchmarks.md``), elsewhere by those batched matrix products; all tested against a
-    loop reference."""
+    On CPU float32/float64 tensors computed by the C kernel of :mod:`attnas.ops.axial_kernel`
+    (the relative term of every (query, key) pair gathered from ``rel``'s clipped columns;
+    autograd scatters its gradient back), elsewhere by the batched matrix products below; both
+    tested against a loop reference.  Speed: ``docs/benchmarks.md``, "Attention operators"."""
     B, dq, H, W = q.shape
     dv = v.shape[1]
     dqh, dvh = dq // heads, dv // heads
     span = (rel.shape[-1] + 1) // 2
-    impl = axial_impl(dqh)
-    if axis in ("h", "w") and impl != "products" and not capturing_graph() \
-            and local_kernel.supports(q, k, v, rel) and local_kernel.available():
-        return _axial_kernel(q, k, v, rel, heads, axis, rows=impl == "rows")
+    if axis in ("h", "w") and axial_impl() == "lanes" and not capturing_graph() \
+            and local_kernel.supports(q, k, v, rel) and axial_kernel.available():
+        idx = relative_index(H if axis == "h" else W, span, q.device)   # R[e, query, key]
+        return axial_kernel.AxialLanesFunction.apply(q, k, v, rel[:, idx], heads, axis)
     if axis == "h":   # attend along H, batch over W: (B, W, heads, d, H)
         perm = lambda t, d: t.reshape(B, heads, d, H, W).permute(0, 4, 1, 2, 3)
         length = H
@@ -235,22 +228,6 @@ def axial_attention_1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: t
     if axis == "h":
         return out.permute(0, 2, 3, 4, 1).reshape(B, dv, H, W)
     return out.permute(0, 2, 3, 1, 4).reshape(B, dv, H, W)
-
-
-def _axial_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: torch.Tensor, heads: int,
-                  axis: str, rows: bool) -> torch.Tensor:
-    """:func:`axial_attention_1d` on the C kernel's axial loops: the relative term of every
-    (query, key) pair gathered from ``rel``'s clipped columns (autograd scatters its gradient
-    back), laid out for the loops: over the maps' contiguous columns (no transposes, no masked
-    offsets) or, with ``rows``, over the channels of channels-last copies of each slice."""
-    length = q.shape[-2] if axis == "h" else q.shape[-1]
-    idx = relative_index(length, (rel.shape[-1] + 1) // 2, q.device)   # [query, key]
-    d = q.shape[1] // heads
-    if rows:    # (heads, L, L, d): [query][key][channel]
-        R = rel[:, idx].view(heads, d, length, length).permute(0, 2, 3, 1)
-    else:       # (d_q, L, L): height [query][key]; width [key][query]
-        R = rel[:, idx] if axis == "h" else rel[:, idx.t()]
-    return local_kernel.AxialAttentionFunction.apply(q * d ** -0.5, k, v, R, heads, axis, rows)
 
 
 # --------------------------------------------------------------------------- stand-alone modules
