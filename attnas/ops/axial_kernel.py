@@ -1,4 +1,4 @@
-"""Axial attention's CPU kernel with the vector lanes over the batch (:func:`attnas.ops.trio.axial_attention_1d`).
+"""Axial attention's CPU kernel: the maps' lines in the vector lanes (:func:`attnas.ops.trio.axial_attention_1d`).
 
 Axial attention along one axis of length L is, for every line of the map (a column for the
 height axis, a row for the width axis) and every head, a small attention problem: L queries, L
