@@ -21,7 +21,8 @@ shared CPU wall time depends on other jobs; CPU time much less).
     python bench/trionet_step_cost.py --images 32,224 --mode sandwich --steps 2 --device cuda   # on a GPU
 
 ``ATTNAS_LOCAL_KERNEL=0`` in the environment times the attention operators' PyTorch
-implementations instead of the C kernel (:mod:`attnas.ops.local_kernel`).
+implementations instead of the C kernels (:mod:`attnas.ops.local_kernel`,
+:mod:`attnas.ops.axial_kernel`); ``ATTNAS_AXIAL=products`` only axial attention's.
 """
 from __future__ import annotations
 
