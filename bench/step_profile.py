@@ -7,7 +7,8 @@ For each of the three peer settings of ``docs/benchmarks.md`` (batch 64, 2 threa
 * ``spos``   -- one SPOS step on the ProxylessNAS ImageNet supernet, 224x224 (a fresh path per step),
 
 the step is timed without a profiler (``--steps`` after ``--warmup``), then profiled for ``--profiled``
-steps with ``torch.profiler`` (shapes recorded).  Every ATen operator's *self* time (time on the
+steps with ``torch.profiler`` (shapes recorded); on CPU inside the memory pool that ``attnas search``
+installs (:mod:`attnas.ops.cpu_pool`; ``--no-cpu-pool``: PyTorch's allocator).  Every ATen operator's *self* time (time on the
 calling thread not spent in child operators; with intra-op threads it is wall time) is put in one of
 
 * ``convolution``  -- forward and backward convolution kernels (every op whose name has ``conv``);
@@ -50,7 +51,7 @@ import sys
 import time
 from pathlib import Path
 
-from _device import add_device_argument, resolve, sync
+from _device import add_device_argument, allocator, resolve, sync
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -164,7 +165,15 @@ def peak_conv(threads: int, device, rounds: int = 3) -> dict:
 
 
 def profile_setting(setting: str, batch: int, threads: int, steps: int, warmup: int, profiled: int,
-                    peak_gflops: float, device) -> dict:
+                    peak_gflops: float, device, pool: bool = True) -> dict:
+    """One setting, inside the CPU memory pool as ``attnas search`` runs it (``pool``)."""
+    with allocator(device, pool) as pooled:
+        return {**_profile_setting(setting, batch, threads, steps, warmup, profiled, peak_gflops, device),
+                "cpu_pool": pooled}
+
+
+def _profile_setting(setting: str, batch: int, threads: int, steps: int, warmup: int, profiled: int,
+                     peak_gflops: float, device) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -223,6 +232,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--profiled", type=int, default=1, help="profiled steps")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--no-cpu-pool", dest="cpu_pool", action="store_false",
+                    help="profile on PyTorch's allocator, not inside the CPU memory pool that attnas search uses")
     add_device_argument(ap)
     a = ap.parse_args()
     dev = resolve(a.device)  # a missing device is a one-line error before any work
@@ -230,7 +241,8 @@ def main() -> None:
     print(json.dumps({"peak": peak}), file=sys.stderr, flush=True)
     rows = []
     for s in a.setting:
-        row = profile_setting(s, a.batch, a.threads, a.steps, a.warmup, a.profiled, peak["gflops_per_s"], dev)
+        row = profile_setting(s, a.batch, a.threads, a.steps, a.warmup, a.profiled, peak["gflops_per_s"], dev,
+                              a.cpu_pool)
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
     out = {"device": str(dev), "peak_conv": peak, "settings": rows}
