@@ -77,7 +77,7 @@ def run(args, dev) -> dict:
     import torch
 
     from attnas.ops import axial_kernel, local_kernel
-    from attnas.ops.trio import axial_attention_1d, local_attention
+    from attnas.ops.trio import axial_attention_1d, axial_impl, local_attention
 
     torch.set_num_threads(args.threads)
     cuda = dev.type == "cuda"
@@ -134,7 +134,7 @@ def run(args, dev) -> dict:
         if cuda:
             impl = "pytorch" if sp["op"] == "local" else "products"
         else:
-            impl = "kernel" if sp["op"] == "local" else "lanes"
+            impl = "kernel" if sp["op"] == "local" else axial_impl()
         rows.append({**sp, "impl": impl, **{f"{name}_s": [] for name in impls}, "max_abs_diff": None})
     first = {}
     for names, pool in phases:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import random
 
 import pytest
@@ -544,6 +545,7 @@ def test_axial_attention_paths_values_and_gradients_match_the_loop_reference(mon
         ref_grads = torch.autograd.grad(ref, args, go)
         for path in _paths(monkeypatch, axial=True):
             out = axial_attention_1d(*args, heads, axis)
+            assert (type(out.grad_fn).__name__ == "AxialLanesFunctionBackward") == (path == "kernel-lanes"), path
             torch.testing.assert_close(out, ref, msg=f"{path} {axis}")
             for got, want in zip(torch.autograd.grad(out, args, go), ref_grads):
                 torch.testing.assert_close(got, want, msg=f"{path} {axis}")
@@ -609,19 +611,20 @@ def test_axial_implementation_choice(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [(1, 1), (2, 2), (1, 2), (2, 1)])
 def test_axial_lanes_kernel_blocks_groups_and_padding(monkeypatch, dtype, threads) -> None:
     """The lanes kernel against the batched products at shapes whose lines fill several blocks
     (32 float32 / 16 float64 lines each), with runs of lines from several images in one block, a
     partial last block (padding lanes), one head (several groups of blocks per head, their
-    relative-table gradients summed) and two threads; float32 within float32 rounding."""
+    relative-table gradients summed), one or two threads, also different in the forward and the
+    backward pass; float32 within float32 rounding.  Without a backward pass (``no_grad``) the
+    kernel keeps one block per thread: same values."""
     from attnas.ops import axial_kernel
     if not axial_kernel.available():
         pytest.skip("no C compiler: the batched products run everywhere")
     old = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
-        g = torch.Generator().manual_seed(threads)
+        g = torch.Generator().manual_seed(sum(threads))
         for B, dq, dv, H, W, heads in ((5, 4, 8, 9, 10, 1), (3, 16, 8, 6, 23, 2), (2, 8, 16, 33, 3, 4)):
             args = [torch.randn(B, c, H, W, generator=g, dtype=dtype) for c in (dq, dq, dv)]
             args = [a.requires_grad_() for a in args + [torch.randn(dq, 2 * max(H, W) - 1, generator=g, dtype=dtype)]]
@@ -630,8 +633,13 @@ def test_axial_lanes_kernel_blocks_groups_and_padding(monkeypatch, dtype, thread
                 outs = []
                 for impl in ("products", "lanes"):
                     monkeypatch.setenv("ATTNAS_AXIAL", impl)
+                    torch.set_num_threads(threads[0])
                     out = axial_attention_1d(*args, heads, axis)
+                    assert (type(out.grad_fn).__name__ == "AxialLanesFunctionBackward") == (impl == "lanes")
+                    torch.set_num_threads(threads[1])
                     outs.append((out, torch.autograd.grad(out, args, go)))
+                    with torch.no_grad():
+                        torch.testing.assert_close(axial_attention_1d(*args, heads, axis), out.detach())
                 (o1, g1), (o2, g2) = outs
                 tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else {}
                 torch.testing.assert_close(o2, o1, **tol)
@@ -639,3 +647,46 @@ def test_axial_lanes_kernel_blocks_groups_and_padding(monkeypatch, dtype, thread
                     torch.testing.assert_close(a, b, **tol)
     finally:
         torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("impl", ["lanes", "products"])
+def test_axial_attention_rejects_inconsistent_inputs(monkeypatch, impl) -> None:
+    """Both implementations refuse q, k, v of different batch or map sizes, channels that the
+    heads do not divide, and a table of the wrong width (the kernel would otherwise read past
+    its inputs or leave gradients unwritten)."""
+    monkeypatch.setenv("ATTNAS_AXIAL", impl)
+    q = torch.randn(2, 4, 8, 8)
+    cases = [(q, q, torch.randn(1, 4, 8, 8), torch.randn(4, 15), 2), (q, q[:, :, :7], q, torch.randn(4, 15), 2),
+             (torch.randn(2, 5, 8, 8), torch.randn(2, 5, 8, 8), q, torch.randn(5, 15), 2),
+             (q, q, torch.randn(2, 6, 8, 8), torch.randn(4, 15), 4), (q, q, q, torch.randn(3, 15), 2)]
+    for args in cases:
+        with pytest.raises(ShapeError):
+            axial_attention_1d(*args, "h")
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 build flags")
+def test_axial_lanes_kernel_other_cpu_builds(monkeypatch, tmp_path) -> None:
+    """The kernel's paths for CPUs without AVX-512 (scalar copy tails, transposes without masked
+    loads) and without AVX (no register pinning, no transposes through AVX registers), built
+    with ``$ATTNAS_KERNEL_CFLAGS`` and compared with the batched products."""
+    from attnas.ops import axial_kernel
+    if not axial_kernel.available():
+        pytest.skip("no C compiler: the batched products run everywhere")
+    monkeypatch.setenv("ATTNAS_KERNEL_CACHE", str(tmp_path))
+    g = torch.Generator().manual_seed(11)
+    for flags in ("-mno-avx512f", "-march=x86-64"):
+        monkeypatch.setenv("ATTNAS_KERNEL_CFLAGS", flags)
+        monkeypatch.setattr(axial_kernel.LIBRARY, "_lib", axial_kernel.LIBRARY.build())
+        for B, dq, dv, H, W, heads in ((3, 8, 16, 11, 13, 2), (2, 4, 4, 17, 9, 1)):
+            args = [torch.randn(B, c, H, W, generator=g).requires_grad_() for c in (dq, dq, dv)]
+            args.append(torch.randn(dq, 2 * max(H, W) - 1, generator=g).requires_grad_())
+            for axis in ("h", "w"):
+                go = torch.randn(B, dv, H, W, generator=g)
+                res = []
+                for impl in ("products", "lanes"):
+                    monkeypatch.setenv("ATTNAS_AXIAL", impl)
+                    out = axial_attention_1d(*args, heads, axis)
+                    assert (type(out.grad_fn).__name__ == "AxialLanesFunctionBackward") == (impl == "lanes")
+                    res.append([out, *torch.autograd.grad(out, args, go)])
+                for a, b in zip(*res):
+                    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=flags)

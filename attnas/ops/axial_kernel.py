@@ -42,12 +42,13 @@ from attnas.ops.local_kernel import SOFTMAX_MACROS
 #: and Zen 4's multiply-add width)
 VECTORS_PER_BLOCK = 4
 
-_PRELUDE = SOFTMAX_MACROS + r"""
+_PRELUDE = SOFTMAX_MACROS + f"""
+#define NV {VECTORS_PER_BLOCK}
+""" + r"""
 #if defined(__AVX512F__) && defined(__AVX512VL__)
 #include <immintrin.h>
 #endif
 #define VB 32
-#define NV 4
 #define NL ((long)(VB / sizeof(T)))
 #define LB (NV * NL)
 #define VEC T __attribute__((vector_size(VB)))
@@ -65,8 +66,15 @@ _PRELUDE = SOFTMAX_MACROS + r"""
 #define COPY(dst, src, m, a) { long t_ = 0; \
     for (; t_ + NL <= (m); t_ += NL) ST((dst) + t_, LD((src) + t_) * (a)); \
     if (t_ < (m)) TAIL((dst) + t_, (src) + t_, (m) - t_, a); }
-/* a block's runs of consecutive lines (at most LB <= 32 of them) */
+/* a block's runs of consecutive lines (at most LB of them: one per line with 1-wide maps) */
 typedef struct { long n, t0[32], len[32], img[32], pos[32], lanes, lstride; } runs_t;
+_Static_assert(NV * (VB / sizeof(float)) <= 32, "runs_t holds at most 32 runs: one per line of a block");
+/* GCC turns the copies' short loops into memcpy calls, which cost more than these copies */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_MEMCPY_CALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define NO_MEMCPY_CALLS
+#endif
 #define CASES4(CALL) switch (mr * 8 + nr) { \
     case 33: CALL(4, 1); break; case 34: CALL(4, 2); break; case 35: CALL(4, 3); break; case 36: CALL(4, 4); break; \
     case 25: CALL(3, 1); break; case 26: CALL(3, 2); break; case 27: CALL(3, 3); break; case 28: CALL(3, 4); break; \
@@ -189,8 +197,8 @@ static long runs_S(long blk, long N, long H, long W, long aw, long *t0, long *le
     const long per = aw ? H : W;
     long nr = 0;
     for (long t = 0; t < LB && blk * LB + t < N; ) {
-        const long n = blk * LB + t, b = n / per, r = n % per, l = per - r < LB - t ? per - r : LB - t;
-        const long m = N - n < l ? N - n : l;
+        /* to the end of the image's lines or of the block (N is whole images: never past N) */
+        const long n = blk * LB + t, b = n / per, r = n % per, m = per - r < LB - t ? per - r : LB - t;
         t0[nr] = t; len[nr] = m; img[nr] = b; pos[nr] = aw ? r * W : r;
         nr++; t += m;
     }
@@ -237,7 +245,7 @@ static inline __attribute__((always_inline)) void tr8_S(VEC *r) {
 /* dst[c][p][t] = channel c, axis position p of line t (0 for padding) of one head's C channels,
    times a (the query's scale).  Height: runs of lines are contiguous in the maps (vector copies);
    width: transposes. */
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
+NO_MEMCPY_CALLS
 static void pack_S(const T *restrict src, T *restrict dst, long C, long Ctot, long L, long HW, long sp,
                    const runs_t *rs, T a) {
     const long ls = rs->lstride;
@@ -278,7 +286,7 @@ static void pack_S(const T *restrict src, T *restrict dst, long C, long Ctot, lo
     }
 }
 
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
+NO_MEMCPY_CALLS
 static void unpack_S(const T *restrict src, T *restrict dst, long C, long Ctot, long L, long HW, long sp,
                      const runs_t *rs, T a) {
     const long ls = rs->lstride;
@@ -326,12 +334,14 @@ static void block_runs_S(runs_t *rs, long blk, long N, long H, long W, long aw) 
 long axial_lanes_block_S(void) { return LB; }
 
 /* q, k (B, heads d, H, W) (q scaled by scale while packed); v, out (B, heads dv, H, W); R (heads d, L, L) = [e][query][key];
-   attn (heads, nb, L, L, LB); packed (heads, nb, 2 d + dv, L, LB): each block's q, k, v in the
-   lanes' order, kept for the backward pass; tasks = (head, group of blocks); scratch per
+   keep: attn (heads, nb, L, L, LB) and packed (heads, nb, 2 d + dv, L, LB), each block's
+   attention weights and q, k, v in the lanes' order, kept for the backward pass; else (no
+   backward pass) one block of each per thread.  Tasks = (head, group of blocks); scratch per
    thread dv L LB + 2 LB. */
 void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *restrict R, const T *restrict v,
                            T *restrict attn, T *restrict packed, T *restrict out, T *restrict scratch,
-                           long B, long heads, long d, long dv, long H, long W, long aw, long groups, T scale, int nt) {
+                           long B, long heads, long d, long dv, long H, long W, long aw, long groups, long keep,
+                           T scale, int nt) {
     const long HW = H * W, L = aw ? W : H, N = B * (aw ? H : W), nb = (N + LB - 1) / LB, sp = aw ? 1 : W;
     #pragma omp parallel for num_threads(nt) schedule(dynamic)
     for (long task = 0; task < heads * groups; task++) {
@@ -340,8 +350,9 @@ void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *re
         const T *Rh = R + hd * d * L * L;
         runs_t rs;
         for (long blk = g * nb / groups; blk < (g + 1) * nb / groups; blk++) {
-            T *A = attn + (hd * nb + blk) * L * L * LB;   /* [i][j][t] */
-            T *Qp = packed + (hd * nb + blk) * (2 * d + dv) * L * LB, *Kp = Qp + d * L * LB, *Vp = Kp + d * L * LB;
+            const long slot = keep ? hd * nb + blk : THREAD;
+            T *A = attn + slot * L * L * LB;   /* [i][j][t] */
+            T *Qp = packed + slot * (2 * d + dv) * L * LB, *Kp = Qp + d * L * LB, *Vp = Kp + d * L * LB;
             block_runs_S(&rs, blk, N, H, W, aw);
             pack_S(q + hd * d * HW, Qp, d, heads * d, L, HW, sp, &rs, scale);
             pack_S(k + hd * d * HW, Kp, d, heads * d, L, HW, sp, &rs, 1);
@@ -411,7 +422,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     for (_, suffix), scale in zip(_DTYPES.values(), (ctypes.c_float, ctypes.c_double)):
         getattr(lib, f"axial_lanes_block_{suffix}").restype = L
-        getattr(lib, f"axial_lanes_forward_{suffix}").argtypes = [P] * 8 + [L] * 8 + [scale, I]
+        getattr(lib, f"axial_lanes_forward_{suffix}").argtypes = [P] * 8 + [L] * 9 + [scale, I]
         getattr(lib, f"axial_lanes_backward_{suffix}").argtypes = [P] * 9 + [L] * 8 + [scale, I]
 
 
@@ -438,11 +449,14 @@ class AxialLanesFunction(torch.autograd.Function):
     d = channels per head).
 
     q, k: ``(B, d_q, H, W)``; v: ``(B, d_v, H, W)``; R: ``(d_q, L, L)``, the relative term
-    ``R[e, i, j]`` of query i and key j along the axis (both axes).  Saves the attention
-    weights, ``(heads, blocks, L * L * LB)``, for the backward pass."""
+    ``R[e, i, j]`` of query i and key j along the axis (both axes).  With ``keep`` (a backward
+    pass will follow) it saves the attention weights, ``(heads, blocks, L * L * LB)``, and the
+    copies of q, k, v in the lanes' order (as large as q, k, v, padded to whole blocks); without,
+    one block of each per thread.  Differentiable once (``once_differentiable``), like the
+    local-attention kernel: a second-order gradient needs ``ATTNAS_AXIAL=products``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, R, heads, axis):
+    def forward(ctx, q, k, v, R, heads, axis, keep=True):
         lib, (_, sfx) = LIBRARY.get(), _DTYPES[q.dtype]
         B, dq, H, W = q.shape
         dv = v.shape[1]
@@ -450,15 +464,17 @@ class AxialLanesFunction(torch.autograd.Function):
         q, k, v, R = (t.contiguous() for t in (q, k, v, R))
         L, lb, nb, groups = _geometry(q.shape, heads, axis, lib, sfx)
         nt = torch.get_num_threads()
-        attn = torch.empty(heads, nb, L * L * lb, dtype=q.dtype)
-        packed = torch.empty(heads, nb, (2 * d + dvh) * L * lb, dtype=q.dtype)
+        slots = (heads, nb) if keep else (nt, 1)
+        attn = torch.empty(*slots, L * L * lb, dtype=q.dtype)
+        packed = torch.empty(*slots, (2 * d + dvh) * L * lb, dtype=q.dtype)
         out = torch.empty(B, dv, H, W, dtype=q.dtype)
         scratch = torch.empty(nt, dvh * L * lb + 2 * lb, dtype=q.dtype)
         getattr(lib, f"axial_lanes_forward_{sfx}")(q.data_ptr(), k.data_ptr(), R.data_ptr(), v.data_ptr(),
                                                    attn.data_ptr(), packed.data_ptr(), out.data_ptr(),
                                                    scratch.data_ptr(), B, heads, d, dvh, H, W, int(axis == "w"),
-                                                   groups, d ** -0.5, nt)
-        ctx.save_for_backward(packed, R, attn)
+                                                   groups, int(keep), d ** -0.5, nt)
+        if keep:
+            ctx.save_for_backward(packed, R, attn)
         ctx.heads, ctx.axis, ctx.shape, ctx.dv = heads, axis, q.shape, dv
         return out
 
@@ -482,7 +498,7 @@ class AxialLanesFunction(torch.autograd.Function):
                                                     g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(), g_R.data_ptr(),
                                                     scratch.data_ptr(), B, heads, d, dvh, H, W, int(axis == "w"),
                                                     groups, d ** -0.5, nt)
-        return g_q, g_k, g_v, g_R.sum(0), None, None
+        return g_q, g_k, g_v, g_R.sum(0), None, None, None
 
 
 def _groups(heads: int, blocks: int, threads: int) -> int:

@@ -9,7 +9,7 @@ compiler, on a failed build, or with the library's switch variable set to ``0``,
 unavailable and its users fall back to PyTorch (one warning says why).
 
 * C kernels (``language="c"``): the system C compiler (``$CC``, else ``cc``), ``-O3
-  -march=native``, OpenMP when available.  Why C through ``ctypes`` rather than a PyTorch C++
+  -march=native`` then ``$ATTNAS_KERNEL_CFLAGS`` (e.g. ``-mno-avx512f``), OpenMP when available.  Why C through ``ctypes`` rather than a PyTorch C++
   extension: no build step at install time, no dependency on PyTorch's headers or a matching
   compiler ABI, and a pure-Python fallback that is always there.  CPU tensors of dtype float32 /
   float64 only (:func:`supports`).
@@ -24,6 +24,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,9 @@ class CLibrary:
         cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
         if cc is None:
             raise RuntimeError("no C compiler found (set $CC)")
-        flags = ["-O3", "-march=native", "-fPIC", "-shared", "-std=gnu99", "-fno-math-errno"]
+        # $ATTNAS_KERNEL_CFLAGS after the defaults (a later -march wins): builds for other CPUs, tests
+        flags = ["-O3", "-march=native", "-fPIC", "-shared", "-std=gnu99", "-fno-math-errno",
+                 *shlex.split(os.environ.get("ATTNAS_KERNEL_CFLAGS", ""))]
         # OpenMP threads and libmvec's vector exp, then without them
         return cc, [(flags + extra, libs + ["-lm"]) for extra, libs in
                     ((["-fopenmp", "-DATTNAS_MVEC"], ["-lmvec"]), (["-fopenmp"], []), ([], []))]
