@@ -652,13 +652,14 @@ def test_axial_lanes_kernel_blocks_groups_and_padding(monkeypatch, dtype, thread
 @pytest.mark.parametrize("impl", ["lanes", "products"])
 def test_axial_attention_rejects_inconsistent_inputs(monkeypatch, impl) -> None:
     """Both implementations refuse q, k, v of different batch or map sizes, channels that the
-    heads do not divide, and a table of the wrong width (the kernel would otherwise read past
+    heads do not divide, and a table of the wrong size or of even width (the kernel would otherwise read past
     its inputs or leave gradients unwritten)."""
     monkeypatch.setenv("ATTNAS_AXIAL", impl)
     q = torch.randn(2, 4, 8, 8)
     cases = [(q, q, torch.randn(1, 4, 8, 8), torch.randn(4, 15), 2), (q, q[:, :, :7], q, torch.randn(4, 15), 2),
              (torch.randn(2, 5, 8, 8), torch.randn(2, 5, 8, 8), q, torch.randn(5, 15), 2),
-             (q, q, torch.randn(2, 6, 8, 8), torch.randn(4, 15), 4), (q, q, q, torch.randn(3, 15), 2)]
+             (q, q, torch.randn(2, 6, 8, 8), torch.randn(4, 15), 4), (q, q, q, torch.randn(3, 15), 2),
+             (q, q, q, torch.randn(4, 14), 2)]
     for args in cases:
         with pytest.raises(ShapeError):
             axial_attention_1d(*args, "h")

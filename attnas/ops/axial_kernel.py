@@ -53,6 +53,15 @@ _PRELUDE = SOFTMAX_MACROS + f"""
 #define LB (NV * NL)
 #define VEC T __attribute__((vector_size(VB)))
 #define LD(p) ({ VEC ld_; __builtin_memcpy(&ld_, (p), VB); ld_; })
+/* the products' vectors: GV lane vectors (two with AVX-512: a whole cache line per load) */
+#if defined(__AVX512F__) && NV % 2 == 0
+#define GV 2
+#else
+#define GV 1
+#endif
+#define GVEC T __attribute__((vector_size(GV * VB)))
+#define GLD(p) ({ GVEC ld_; __builtin_memcpy(&ld_, (p), GV * VB); ld_; })
+#define GST(p, x) do { GVEC st_ = (x); __builtin_memcpy((p), &st_, GV * VB); } while (0)
 #define ST(p, x) do { VEC st_ = (x); __builtin_memcpy((p), &st_, VB); } while (0)
 /* keep a loaded vector in a register: GCC otherwise reloads each operand once per use (a memory
    operand of every multiply-add: twice the loads per multiply-add, the loop bound by loads) */
@@ -67,7 +76,8 @@ _PRELUDE = SOFTMAX_MACROS + f"""
     for (; t_ + NL <= (m); t_ += NL) ST((dst) + t_, LD((src) + t_) * (a)); \
     if (t_ < (m)) TAIL((dst) + t_, (src) + t_, (m) - t_, a); }
 /* a block's runs of consecutive lines (at most LB of them: one per line with 1-wide maps) */
-typedef struct { long n, t0[32], len[32], img[32], pos[32], lanes, lstride; } runs_t;
+/* ... and each lane's line: image limg, offset lpos inside a channel's map */
+typedef struct { long n, t0[32], len[32], img[32], pos[32], limg[32], lpos[32], lanes, lstride; } runs_t;
 _Static_assert(NV * (VB / sizeof(float)) <= 32, "runs_t holds at most 32 runs: one per line of a block");
 /* GCC turns the copies' short loops into memcpy calls, which cost more than these copies */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -88,19 +98,19 @@ _TEMPLATE = r"""
 static inline __attribute__((always_inline)) void lg_tile_S(const int mr, const int nr, long K,
         const T *restrict A, long sam, long sak, const T *restrict B, long sbk, long sbn,
         T *restrict C, long scm, long scn) {
-    VEC c[4][4], a[4];
+    GVEC c[4][4], a[4];
     _Pragma("GCC unroll 4") for (int m = 0; m < mr; m++)
-        _Pragma("GCC unroll 4") for (int n = 0; n < nr; n++) c[m][n] = (VEC){0};
+        _Pragma("GCC unroll 4") for (int n = 0; n < nr; n++) c[m][n] = (GVEC){0};
     for (long k = 0; k < K; k++) {
-        _Pragma("GCC unroll 4") for (int m = 0; m < mr; m++) { a[m] = LD(A + m * sam + k * sak); IN_REGISTER(a[m]); }
+        _Pragma("GCC unroll 4") for (int m = 0; m < mr; m++) { a[m] = GLD(A + m * sam + k * sak); IN_REGISTER(a[m]); }
         _Pragma("GCC unroll 4") for (int n = 0; n < nr; n++) {
-            VEC bn = LD(B + k * sbk + n * sbn);
+            GVEC bn = GLD(B + k * sbk + n * sbn);
             IN_REGISTER(bn);
             _Pragma("GCC unroll 4") for (int m = 0; m < mr; m++) c[m][n] += a[m] * bn;
         }
     }
     _Pragma("GCC unroll 4") for (int m = 0; m < mr; m++)
-        _Pragma("GCC unroll 4") for (int n = 0; n < nr; n++) ST(C + m * scm + n * scn, c[m][n]);
+        _Pragma("GCC unroll 4") for (int n = 0; n < nr; n++) GST(C + m * scm + n * scn, c[m][n]);
 }
 
 /* The lane-batched matrix product on a task's block: every element holds LB lanes (NV vectors);
@@ -111,7 +121,7 @@ static void lgemm_S(long M, long N, long K, const T *A, long sam, long sak, cons
         const int mr = M - m0 < 4 ? (int)(M - m0) : 4;
         for (long n0 = 0; n0 < N; n0 += 4) {
             const int nr = N - n0 < 4 ? (int)(N - n0) : 4;
-            for (long u = 0; u < NV; u++) {
+            for (long u = 0; u < NV; u += GV) {
                 const T *a = A + m0 * sam + u * NL, *b = B + n0 * sbn + u * NL;
                 T *c = C + m0 * scm + n0 * scn + u * NL;
                 #define CALL(MR, NR) lg_tile_S(MR, NR, K, a, sam, sak, b, sbk, sbn, c, scm, scn)
@@ -244,81 +254,101 @@ static inline __attribute__((always_inline)) void tr8_S(VEC *r) {
 
 /* dst[c][p][t] = channel c, axis position p of line t (0 for padding) of one head's C channels,
    times a (the query's scale).  Height: runs of lines are contiguous in the maps (vector copies);
-   width: transposes. */
+   width: transposes of 8 lines at a time, wherever in the maps each line is (a block's lines
+   span images: 7 rows of a 7 x 7 map, then the next image's).  Channel by channel (running
+   through the channels in the innermost loop, to read small maps in memory order, was 5-20 %
+   slower). */
 NO_MEMCPY_CALLS
 static void pack_S(const T *restrict src, T *restrict dst, long C, long Ctot, long L, long HW, long sp,
                    const runs_t *rs, T a) {
-    const long ls = rs->lstride;
+    const long lanes = rs->lanes;
     for (long c = 0; c < C; c++) {
         T *dc = dst + c * L * LB;
-        for (long u = 0; u < rs->n; u++) {
-            const T *s = src + rs->img[u] * Ctot * HW + rs->pos[u] + c * HW;
-            T *du = dc + rs->t0[u];
-            const long m = rs->len[u];
-            long t = 0;
-            if (ls == 1) { for (long p = 0; p < L; p++) COPY(du + p * LB, s + p * sp, m, a) continue; }
-#if TR8
-            for (; t + 8 <= m; t += 8) {
-                VEC r[8];
-                long p = 0;
-                for (; p + 8 <= L; p += 8) {
-                    for (int j = 0; j < 8; j++) r[j] = LD(s + (t + j) * ls + p) * a;
-                    tr8_S(r);
-                    for (int j = 0; j < 8; j++) ST(du + (p + j) * LB + t, r[j]);
-                }
-#ifdef MLOAD
-                if (p < L) {
-                    for (int j = 0; j < 8; j++) r[j] = MLOAD(s + (t + j) * ls + p, L - p) * a;
-                    tr8_S(r);
-                    for (int j = 0; j < L - p; j++) ST(du + (p + j) * LB + t, r[j]);
-                }
-#else
-                for (; p < L; p++) for (int j = 0; j < 8; j++) du[p * LB + t + j] = s[(t + j) * ls + p] * a;
-#endif
+        long t = 0;
+        if (rs->lstride == 1) {
+            for (long u = 0; u < rs->n; u++) {
+                const T *s = src + rs->img[u] * Ctot * HW + rs->pos[u] + c * HW;
+                T *du = dc + rs->t0[u];
+                const long m = rs->len[u];
+                for (long p = 0; p < L; p++) COPY(du + p * LB, s + p * sp, m, a)
             }
-#endif
-            for (; t < m; t++) {
-                const T *line = s + t * ls;
-                for (long p = 0; p < L; p++) du[p * LB + t] = line[p] * a;
-            }
+            t = lanes;
         }
-        for (long p = 0; p < L; p++) for (long t = rs->lanes; t < LB; t++) dc[p * LB + t] = 0;
+#if TR8
+        for (; t < lanes; t += 8) {   /* lanes past the last line repeat it (finite), zeroed below */
+            const T *row[8];
+            VEC r[8];
+            for (int j = 0; j < 8; j++) {
+                const long l = t + j < lanes ? t + j : lanes - 1;
+                row[j] = src + rs->limg[l] * Ctot * HW + rs->lpos[l] + c * HW;
+            }
+            long p = 0;
+            for (; p + 8 <= L; p += 8) {
+                for (int j = 0; j < 8; j++) r[j] = LD(row[j] + p) * a;
+                tr8_S(r);
+                for (int j = 0; j < 8; j++) ST(dc + (p + j) * LB + t, r[j]);
+            }
+#ifdef MLOAD
+            if (p < L) {
+                for (int j = 0; j < 8; j++) r[j] = MLOAD(row[j] + p, L - p) * a;
+                tr8_S(r);
+                for (int j = 0; j < L - p; j++) ST(dc + (p + j) * LB + t, r[j]);
+            }
+#else
+            for (; p < L; p++) for (int j = 0; j < 8; j++) dc[p * LB + t + j] = row[j][p] * a;
+#endif
+        }
+#endif
+        for (; t < lanes; t++) {
+            const T *line = src + rs->limg[t] * Ctot * HW + rs->lpos[t] + c * HW;
+            for (long p = 0; p < L; p++) dc[p * LB + t] = line[p] * a;
+        }
+        for (long p = 0; p < L; p++) for (long t = lanes; t < LB; t++) dc[p * LB + t] = 0;
     }
 }
 
 NO_MEMCPY_CALLS
 static void unpack_S(const T *restrict src, T *restrict dst, long C, long Ctot, long L, long HW, long sp,
                      const runs_t *rs, T a) {
-    const long ls = rs->lstride;
+    const long lanes = rs->lanes;
     for (long c = 0; c < C; c++) {
         const T *sc = src + c * L * LB;
-        for (long u = 0; u < rs->n; u++) {
-            T *d = dst + rs->img[u] * Ctot * HW + rs->pos[u] + c * HW;
-            const T *su = sc + rs->t0[u];
-            const long m = rs->len[u];
-            long t = 0;
-            if (ls == 1) { for (long p = 0; p < L; p++) COPY(d + p * sp, su + p * LB, m, a) continue; }
-#if TR8
-            for (; t + 8 <= m; t += 8) {
-                VEC r[8];
-                long p = 0;
-                for (; p + 8 <= L; p += 8) {
-                    for (int j = 0; j < 8; j++) r[j] = LD(su + (p + j) * LB + t) * a;
-                    tr8_S(r);
-                    for (int j = 0; j < 8; j++) ST(d + (t + j) * ls + p, r[j]);
-                }
-#ifdef MSTORE
-                if (p < L) {
-                    for (int j = 0; j < 8; j++) r[j] = j < L - p ? LD(su + (p + j) * LB + t) * a : (VEC){0};
-                    tr8_S(r);
-                    for (int j = 0; j < 8; j++) MSTORE(d + (t + j) * ls + p, L - p, r[j]);
-                }
-#else
-                for (; p < L; p++) for (int j = 0; j < 8; j++) d[(t + j) * ls + p] = su[p * LB + t + j] * a;
-#endif
+        long t = 0;
+        if (rs->lstride == 1) {
+            for (long u = 0; u < rs->n; u++) {
+                T *d = dst + rs->img[u] * Ctot * HW + rs->pos[u] + c * HW;
+                const T *su = sc + rs->t0[u];
+                const long m = rs->len[u];
+                for (long p = 0; p < L; p++) COPY(d + p * sp, su + p * LB, m, a)
             }
+            t = lanes;
+        }
+#if TR8
+        for (; t < lanes; t += 8) {
+            const long nj = lanes - t < 8 ? lanes - t : 8;
+            T *row[8];
+            VEC r[8];
+            for (int j = 0; j < nj; j++) row[j] = dst + rs->limg[t + j] * Ctot * HW + rs->lpos[t + j] + c * HW;
+            long p = 0;
+            for (; p + 8 <= L; p += 8) {
+                for (int j = 0; j < 8; j++) r[j] = LD(sc + (p + j) * LB + t) * a;
+                tr8_S(r);
+                for (int j = 0; j < nj; j++) ST(row[j] + p, r[j]);
+            }
+#ifdef MSTORE
+            if (p < L) {
+                for (int j = 0; j < 8; j++) r[j] = j < L - p ? LD(sc + (p + j) * LB + t) * a : (VEC){0};
+                tr8_S(r);
+                for (int j = 0; j < nj; j++) MSTORE(row[j] + p, L - p, r[j]);
+            }
+#else
+            for (; p < L; p++) for (int j = 0; j < nj; j++) row[j][p] = sc[p * LB + t + j] * a;
 #endif
-            for (; t < m; t++) for (long p = 0; p < L; p++) d[t * ls + p] = su[p * LB + t] * a;
+        }
+#endif
+        for (; t < lanes; t++) {
+            T *line = dst + rs->limg[t] * Ctot * HW + rs->lpos[t] + c * HW;
+            for (long p = 0; p < L; p++) line[p] = sc[p * LB + t] * a;
         }
     }
 }
@@ -329,26 +359,43 @@ static void block_runs_S(runs_t *rs, long blk, long N, long H, long W, long aw) 
     rs->n = runs_S(blk, N, H, W, aw, rs->t0, rs->len, rs->img, rs->pos);
     rs->lanes = rs->n ? rs->t0[rs->n - 1] + rs->len[rs->n - 1] : 0;
     rs->lstride = aw ? W : 1;
+    for (long u = 0; u < rs->n; u++)
+        for (long t = 0; t < rs->len[u]; t++) {
+            rs->limg[rs->t0[u] + t] = rs->img[u];
+            rs->lpos[rs->t0[u] + t] = rs->pos[u] + t * rs->lstride;
+        }
 }
 
 long axial_lanes_block_S(void) { return LB; }
 
-/* q, k (B, heads d, H, W) (q scaled by scale while packed); v, out (B, heads dv, H, W); R (heads d, L, L) = [e][query][key];
+/* the relative term of query i and key j, R[e][i][j] = rel[e][clip(j - i) + span - 1] (clip to
+   [1 - span, span - 1]): one head's d x L x L table from rel (heads d, 2 span - 1) */
+static void rtable_S(const T *restrict rel, T *restrict R, long d, long L, long span) {
+    for (long e = 0; e < d; e++)
+        for (long i = 0; i < L; i++)
+            for (long j = 0; j < L; j++) {
+                const long o = j - i < 1 - span ? 1 - span : j - i > span - 1 ? span - 1 : j - i;
+                R[(e * L + i) * L + j] = rel[e * (2 * span - 1) + o + span - 1];
+            }
+}
+
+/* q, k (B, heads d, H, W) (q scaled by scale while packed); v, out (B, heads dv, H, W); rel (heads d, 2 span - 1);
    keep: attn (heads, nb, L, L, LB) and packed (heads, nb, 2 d + dv, L, LB), each block's
    attention weights and q, k, v in the lanes' order, kept for the backward pass; else (no
    backward pass) one block of each per thread.  Tasks = (head, group of blocks); scratch per
-   thread dv L LB + 2 LB. */
-void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *restrict R, const T *restrict v,
+   thread dv L LB + 2 LB + d L L. */
+void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *restrict rel, const T *restrict v,
                            T *restrict attn, T *restrict packed, T *restrict out, T *restrict scratch,
-                           long B, long heads, long d, long dv, long H, long W, long aw, long groups, long keep,
-                           T scale, int nt) {
+                           long B, long heads, long d, long dv, long H, long W, long aw, long span, long groups,
+                           long keep, T scale, int nt) {
     const long HW = H * W, L = aw ? W : H, N = B * (aw ? H : W), nb = (N + LB - 1) / LB, sp = aw ? 1 : W;
     #pragma omp parallel for num_threads(nt) schedule(dynamic)
     for (long task = 0; task < heads * groups; task++) {
         const long hd = task / groups, g = task % groups;
-        T *Op = scratch + THREAD * (dv * L * LB + 2 * LB), *mx = Op + dv * L * LB, *sum = mx + LB;
-        const T *Rh = R + hd * d * L * L;
+        T *Op = scratch + THREAD * (dv * L * LB + 2 * LB + d * L * L), *mx = Op + dv * L * LB, *sum = mx + LB;
+        T *Rh = sum + LB;
         runs_t rs;
+        rtable_S(rel + hd * d * (2 * span - 1), Rh, d, L, span);
         for (long blk = g * nb / groups; blk < (g + 1) * nb / groups; blk++) {
             const long slot = keep ? hd * nb + blk : THREAD;
             T *A = attn + slot * L * L * LB;   /* [i][j][t] */
@@ -369,23 +416,24 @@ void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *re
     }
 }
 
-/* packed, attn: the forward's; g_q is scaled by scale when written; g_R (groups, heads d, L, L): per group of blocks, summed by the
-   caller.  Scratch per thread 2 (d + dv) L LB + L L LB + LB + d L L NL. */
+/* packed, attn: the forward's; g_q is scaled by scale when written; g_rel (groups, heads d, 2 span - 1):
+   per group of blocks, summed by the caller.  Scratch per thread 2 (d + dv) L LB + L L LB + LB + d L L (NL + 1). */
 void axial_lanes_backward_S(const T *restrict go, const T *restrict attn, const T *restrict packed,
-                            const T *restrict R, T *restrict g_q, T *restrict g_k,
-                            T *restrict g_v, T *restrict g_R, T *restrict scratch,
-                            long B, long heads, long d, long dv, long H, long W, long aw, long groups, T scale, int nt) {
+                            const T *restrict rel, T *restrict g_q, T *restrict g_k,
+                            T *restrict g_v, T *restrict g_rel, T *restrict scratch,
+                            long B, long heads, long d, long dv, long H, long W, long aw, long span, long groups,
+                            T scale, int nt) {
     const long HW = H * W, L = aw ? W : H, N = B * (aw ? H : W), nb = (N + LB - 1) / LB, sp = aw ? 1 : W;
-    const long per = 2 * (d + dv) * L * LB + L * L * LB + LB + d * L * L * NL;
+    const long per = 2 * (d + dv) * L * LB + L * L * LB + LB + d * L * L * (NL + 1), nr = 2 * span - 1;
     #pragma omp parallel for num_threads(nt) schedule(dynamic)
     for (long task = 0; task < heads * groups; task++) {
         const long hd = task / groups, g = task % groups;
         T *GQp = scratch + THREAD * per, *GKp = GQp + d * L * LB;
         T *GOp = GKp + d * L * LB, *GVp = GOp + dv * L * LB, *G = GVp + dv * L * LB;
         T *dot = G + L * L * LB, *gRv = dot + LB;           /* gRv: [e][i][j] vectors */
-        const T *Rh = R + hd * d * L * L;
-        T *gR = g_R + (g * heads + hd) * d * L * L;
+        T *Rh = gRv + d * L * L * NL, *gr = g_rel + (g * heads + hd) * d * nr;
         runs_t rs;
+        rtable_S(rel + hd * d * nr, Rh, d, L, span);
         for (long x = 0; x < d * L * L * NL; x++) gRv[x] = 0;
         for (long blk = g * nb / groups; blk < (g + 1) * nb / groups; blk++) {
             const T *A = attn + (hd * nb + blk) * L * L * LB;
@@ -408,11 +456,17 @@ void axial_lanes_backward_S(const T *restrict go, const T *restrict attn, const 
             unpack_S(GKp, g_k + hd * d * HW, d, heads * d, L, HW, sp, &rs, 1);
             unpack_S(GVp, g_v + hd * dv * HW, dv, heads * dv, L, HW, sp, &rs, 1);
         }
-        for (long x = 0; x < d * L * L; x++) {
-            T s = 0;
-            for (long t = 0; t < NL; t++) s += gRv[x * NL + t];
-            gR[x] = s;
-        }
+        /* the lanes' sums, each (i, j) added to its clipped offset's column */
+        for (long x = 0; x < d * nr; x++) gr[x] = 0;
+        for (long e = 0; e < d; e++)
+            for (long i = 0; i < L; i++)
+                for (long j = 0; j < L; j++) {
+                    const T *v = gRv + ((e * L + i) * L + j) * NL;
+                    T s = 0;
+                    for (long t = 0; t < NL; t++) s += v[t];
+                    const long o = j - i < 1 - span ? 1 - span : j - i > span - 1 ? span - 1 : j - i;
+                    gr[e * nr + o + span - 1] += s;
+                }
     }
 }
 """
@@ -422,8 +476,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     for (_, suffix), scale in zip(_DTYPES.values(), (ctypes.c_float, ctypes.c_double)):
         getattr(lib, f"axial_lanes_block_{suffix}").restype = L
-        getattr(lib, f"axial_lanes_forward_{suffix}").argtypes = [P] * 8 + [L] * 9 + [scale, I]
-        getattr(lib, f"axial_lanes_backward_{suffix}").argtypes = [P] * 9 + [L] * 8 + [scale, I]
+        getattr(lib, f"axial_lanes_forward_{suffix}").argtypes = [P] * 8 + [L] * 10 + [scale, I]
+        getattr(lib, f"axial_lanes_backward_{suffix}").argtypes = [P] * 9 + [L] * 9 + [scale, I]
 
 
 LIBRARY = CLibrary("trio_axial", lambda: instantiate(_TEMPLATE, _PRELUDE), _declare,
@@ -448,57 +502,60 @@ class AxialLanesFunction(torch.autograd.Function):
     """Forward and backward of axial attention along ``axis`` (q scaled by ``d ** -0.5`` inside,
     d = channels per head).
 
-    q, k: ``(B, d_q, H, W)``; v: ``(B, d_v, H, W)``; R: ``(d_q, L, L)``, the relative term
-    ``R[e, i, j]`` of query i and key j along the axis (both axes).  With ``keep`` (a backward
-    pass will follow) it saves the attention weights, ``(heads, blocks, L * L * LB)``, and the
-    copies of q, k, v in the lanes' order (as large as q, k, v, padded to whole blocks); without,
-    one block of each per thread.  Differentiable once (``once_differentiable``), like the
-    local-attention kernel: a second-order gradient needs ``ATTNAS_AXIAL=products``."""
+    q, k: ``(B, d_q, H, W)``; v: ``(B, d_v, H, W)``; rel: ``(d_q, 2 span - 1)``, the relative
+    term of query i and key j along the axis is ``rel[:, clip(j - i, 1 - span, span - 1) + span -
+    1]`` (both axes; the kernel builds each head's table and folds its gradient back).  With
+    ``keep`` (a backward pass will follow) it saves the attention weights, ``(heads, blocks, L * L
+    * LB)``, and the copies of q, k, v in the lanes' order (as large as q, k, v, padded to whole
+    blocks); without, one block of each per thread.  Differentiable once (``once_differentiable``),
+    like the local-attention kernel: a second-order gradient needs ``ATTNAS_AXIAL=products``."""
 
     @staticmethod
-    def forward(ctx, q, k, v, R, heads, axis, keep=True):
+    def forward(ctx, q, k, v, rel, heads, axis, keep=True):
         lib, (_, sfx) = LIBRARY.get(), _DTYPES[q.dtype]
         B, dq, H, W = q.shape
         dv = v.shape[1]
         d, dvh = dq // heads, dv // heads
-        q, k, v, R = (t.contiguous() for t in (q, k, v, R))
+        span = (rel.shape[1] + 1) // 2
+        q, k, v, rel = (t.contiguous() for t in (q, k, v, rel))
         L, lb, nb, groups = _geometry(q.shape, heads, axis, lib, sfx)
         nt = torch.get_num_threads()
         slots = (heads, nb) if keep else (nt, 1)
         attn = torch.empty(*slots, L * L * lb, dtype=q.dtype)
         packed = torch.empty(*slots, (2 * d + dvh) * L * lb, dtype=q.dtype)
         out = torch.empty(B, dv, H, W, dtype=q.dtype)
-        scratch = torch.empty(nt, dvh * L * lb + 2 * lb, dtype=q.dtype)
-        getattr(lib, f"axial_lanes_forward_{sfx}")(q.data_ptr(), k.data_ptr(), R.data_ptr(), v.data_ptr(),
+        scratch = torch.empty(nt, dvh * L * lb + 2 * lb + d * L * L, dtype=q.dtype)
+        getattr(lib, f"axial_lanes_forward_{sfx}")(q.data_ptr(), k.data_ptr(), rel.data_ptr(), v.data_ptr(),
                                                    attn.data_ptr(), packed.data_ptr(), out.data_ptr(),
                                                    scratch.data_ptr(), B, heads, d, dvh, H, W, int(axis == "w"),
-                                                   groups, int(keep), d ** -0.5, nt)
+                                                   span, groups, int(keep), d ** -0.5, nt)
         if keep:
-            ctx.save_for_backward(packed, R, attn)
+            ctx.save_for_backward(packed, rel, attn)
         ctx.heads, ctx.axis, ctx.shape, ctx.dv = heads, axis, q.shape, dv
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        packed, R, attn = ctx.saved_tensors
+        packed, rel, attn = ctx.saved_tensors
         dtype = packed.dtype
         lib, (_, sfx) = LIBRARY.get(), _DTYPES[dtype]
         heads, axis, (B, dq, H, W), dv = ctx.heads, ctx.axis, ctx.shape, ctx.dv
         d, dvh = dq // heads, dv // heads
+        span = (rel.shape[1] + 1) // 2
         L, lb, nb, groups = _geometry(ctx.shape, heads, axis, lib, sfx)
         nt = torch.get_num_threads()
         go = grad_out.contiguous()
         g_q, g_k = (torch.empty(B, dq, H, W, dtype=dtype) for _ in range(2))
         g_v = torch.empty(B, dv, H, W, dtype=dtype)
-        g_R = torch.empty(groups, dq, L, L, dtype=dtype)
+        g_rel = torch.empty(groups, *rel.shape, dtype=dtype)
         nl = lb // VECTORS_PER_BLOCK
-        scratch = torch.empty(nt, 2 * (d + dvh) * L * lb + L * L * lb + lb + d * L * L * nl, dtype=dtype)
-        getattr(lib, f"axial_lanes_backward_{sfx}")(go.data_ptr(), attn.data_ptr(), packed.data_ptr(), R.data_ptr(),
-                                                    g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(), g_R.data_ptr(),
-                                                    scratch.data_ptr(), B, heads, d, dvh, H, W, int(axis == "w"),
-                                                    groups, d ** -0.5, nt)
-        return g_q, g_k, g_v, g_R.sum(0), None, None, None
+        scratch = torch.empty(nt, 2 * (d + dvh) * L * lb + L * L * lb + lb + d * L * L * (nl + 1), dtype=dtype)
+        getattr(lib, f"axial_lanes_backward_{sfx}")(go.data_ptr(), attn.data_ptr(), packed.data_ptr(),
+                                                    rel.data_ptr(), g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(),
+                                                    g_rel.data_ptr(), scratch.data_ptr(), B, heads, d, dvh, H, W,
+                                                    int(axis == "w"), span, groups, d ** -0.5, nt)
+        return g_q, g_k, g_v, g_rel[0] if groups == 1 else g_rel.sum(0), None, None, None
 
 
 def _groups(heads: int, blocks: int, threads: int) -> int:

@@ -201,24 +201,23 @@ def axial_attention_1d(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel: t
     relative term ``q_o . r_{p-o}``; ``rel``: ``(d_q, 2*span-1)``.  Shapes as :func:`local_attention`.
 
     On CPU float32/float64 tensors computed by the C kernel of :mod:`attnas.ops.axial_kernel`
-    (the relative term of every (query, key) pair gathered from ``rel``'s clipped columns;
-    autograd scatters its gradient back), elsewhere by the batched matrix products below; both
+    (which reads the relative term of every (query, key) pair from ``rel``'s clipped columns
+    and adds its gradient back to them), elsewhere by the batched matrix products below; both
     tested against a loop reference.  Speed: ``docs/benchmarks.md``, "Attention operators"."""
     B, dq, H, W = q.shape
     dv = v.shape[1]
     if k.shape != q.shape or v.dim() != 4 or v.shape[0] != B or v.shape[2:] != q.shape[2:]:
         raise ShapeError(f"axial attention: q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} "
                          "must share batch and map size (q and k also channels)")
-    if heads < 1 or dq % heads or dv % heads or rel.dim() != 2 or rel.shape[0] != dq:
+    if heads < 1 or dq % heads or dv % heads or rel.dim() != 2 or rel.shape[0] != dq or rel.shape[1] % 2 == 0:
         raise ShapeError(f"axial attention: {dq} query and {dv} value channels in {heads} heads, "
                          f"relative table {tuple(rel.shape)} (needs ({dq}, 2 span - 1))")
     dqh, dvh = dq // heads, dv // heads
     span = (rel.shape[-1] + 1) // 2
     if axis in ("h", "w") and axial_impl() == "lanes" and not capturing_graph() \
             and local_kernel.supports(q, k, v, rel) and axial_kernel.available():
-        idx = relative_index(H if axis == "h" else W, span, q.device)   # R[e, query, key]
         keep = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, rel))   # a backward will follow
-        return axial_kernel.AxialLanesFunction.apply(q, k, v, rel[:, idx], heads, axis, keep)
+        return axial_kernel.AxialLanesFunction.apply(q, k, v, rel, heads, axis, keep)
     if axis == "h":   # attend along H, batch over W: (B, W, heads, d, H)
         perm = lambda t, d: t.reshape(B, heads, d, H, W).permute(0, 4, 1, 2, 3)
         length = H
