@@ -15,6 +15,9 @@ copy differs (the height axis's lines are the image's columns, the width axis's 
 the width axis needs no transposed maps and no special case.  The relative term ``q_i . r_{j-i}``
 is a product with broadcast scalars of the table (a lane-vector x broadcast tile), and its
 gradient a sum over the lanes, accumulated as vectors per task and summed across lanes once.
+The kernel takes the relative table as it is, ``(d_q, 2 span - 1)``: each task builds its
+head's clipped ``d x L x L`` table and adds the gradient back to the clipped columns.  With
+AVX-512 the products load two lane vectors (a cache line) at a time.
 
 Forward per task: copy q, k, v; logits ``S[i][j] = q_i . (k_j + r_ij)``; softmax over j (glibc's
 vector ``exp``); ``out_i = sum_j A[i][j] v_j``; copy back.  Backward: ``G = go . v``,
