@@ -56,6 +56,7 @@ _PRELUDE = SOFTMAX_MACROS + f"""
 #define LB (NV * NL)
 #define VEC T __attribute__((vector_size(VB)))
 #define LD(p) ({ VEC ld_; __builtin_memcpy(&ld_, (p), VB); ld_; })
+#define ST(p, x) do { VEC st_ = (x); __builtin_memcpy((p), &st_, VB); } while (0)
 /* the products' vectors: GV lane vectors (two with AVX-512: a whole cache line per load) */
 #if defined(__AVX512F__) && NV % 2 == 0
 #define GV 2
@@ -65,7 +66,6 @@ _PRELUDE = SOFTMAX_MACROS + f"""
 #define GVEC T __attribute__((vector_size(GV * VB)))
 #define GLD(p) ({ GVEC ld_; __builtin_memcpy(&ld_, (p), GV * VB); ld_; })
 #define GST(p, x) do { GVEC st_ = (x); __builtin_memcpy((p), &st_, GV * VB); } while (0)
-#define ST(p, x) do { VEC st_ = (x); __builtin_memcpy((p), &st_, VB); } while (0)
 /* keep a loaded vector in a register: GCC otherwise reloads each operand once per use (a memory
    operand of every multiply-add: twice the loads per multiply-add, the loop bound by loads) */
 #if defined(__GNUC__) && defined(__AVX__)   /* a 32-byte vector fits one register */
@@ -78,8 +78,8 @@ _PRELUDE = SOFTMAX_MACROS + f"""
 #define COPY(dst, src, m, a) { long t_ = 0; \
     for (; t_ + NL <= (m); t_ += NL) ST((dst) + t_, LD((src) + t_) * (a)); \
     if (t_ < (m)) TAIL((dst) + t_, (src) + t_, (m) - t_, a); }
-/* a block's runs of consecutive lines (at most LB of them: one per line with 1-wide maps) */
-/* ... and each lane's line: image limg, offset lpos inside a channel's map */
+/* a block's runs of consecutive lines (at most LB of them: one per line with 1-wide maps), and
+   each lane's line: image limg, offset lpos inside a channel's map */
 typedef struct { long n, t0[32], len[32], img[32], pos[32], limg[32], lpos[32], lanes, lstride; } runs_t;
 _Static_assert(NV * (VB / sizeof(float)) <= 32, "runs_t holds at most 32 runs: one per line of a block");
 /* GCC turns the copies' short loops into memcpy calls, which cost more than these copies */
@@ -88,6 +88,11 @@ _Static_assert(NV * (VB / sizeof(float)) <= 32, "runs_t holds at most 32 runs: o
 #else
 #define NO_MEMCPY_CALLS
 #endif
+/* the relative table's column of query i and key j: j - i clipped to [1 - span, span - 1] */
+static inline long rel_column(long i, long j, long span) {
+    const long o = j - i < 1 - span ? 1 - span : j - i > span - 1 ? span - 1 : j - i;
+    return o + span - 1;
+}
 #define CASES4(CALL) switch (mr * 8 + nr) { \
     case 33: CALL(4, 1); break; case 34: CALL(4, 2); break; case 35: CALL(4, 3); break; case 36: CALL(4, 4); break; \
     case 25: CALL(3, 1); break; case 26: CALL(3, 2); break; case 27: CALL(3, 3); break; case 28: CALL(3, 4); break; \
@@ -371,15 +376,12 @@ static void block_runs_S(runs_t *rs, long blk, long N, long H, long W, long aw) 
 
 long axial_lanes_block_S(void) { return LB; }
 
-/* the relative term of query i and key j, R[e][i][j] = rel[e][clip(j - i) + span - 1] (clip to
-   [1 - span, span - 1]): one head's d x L x L table from rel (heads d, 2 span - 1) */
+/* one head's d x L x L table of relative terms, R[e][i][j] = rel[e][rel_column(i, j, span)],
+   from rel (heads d, 2 span - 1) */
 static void rtable_S(const T *restrict rel, T *restrict R, long d, long L, long span) {
     for (long e = 0; e < d; e++)
         for (long i = 0; i < L; i++)
-            for (long j = 0; j < L; j++) {
-                const long o = j - i < 1 - span ? 1 - span : j - i > span - 1 ? span - 1 : j - i;
-                R[(e * L + i) * L + j] = rel[e * (2 * span - 1) + o + span - 1];
-            }
+            for (long j = 0; j < L; j++) R[(e * L + i) * L + j] = rel[e * (2 * span - 1) + rel_column(i, j, span)];
 }
 
 /* q, k (B, heads d, H, W) (q scaled by scale while packed); v, out (B, heads dv, H, W); rel (heads d, 2 span - 1);
@@ -467,8 +469,7 @@ void axial_lanes_backward_S(const T *restrict go, const T *restrict attn, const 
                     const T *v = gRv + ((e * L + i) * L + j) * NL;
                     T s = 0;
                     for (long t = 0; t < NL; t++) s += v[t];
-                    const long o = j - i < 1 - span ? 1 - span : j - i > span - 1 ? span - 1 : j - i;
-                    gr[e * nr + o + span - 1] += s;
+                    gr[e * nr + rel_column(i, j, span)] += s;
                 }
     }
 }
