@@ -422,24 +422,25 @@ void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *re
 }
 
 /* packed, attn: the forward's; g_q is scaled by scale when written; g_rel (groups, heads d, 2 span - 1):
-   per group of blocks, summed by the caller.  Scratch per thread 2 (d + dv) L LB + L L LB + LB + d L L (NL + 1). */
+   per group of blocks, summed by the caller.  Scratch per thread 2 (d + dv) L LB + L L LB + LB + d (2 L - 1) NL + d L L. */
 void axial_lanes_backward_S(const T *restrict go, const T *restrict attn, const T *restrict packed,
                             const T *restrict rel, T *restrict g_q, T *restrict g_k,
                             T *restrict g_v, T *restrict g_rel, T *restrict scratch,
                             long B, long heads, long d, long dv, long H, long W, long aw, long span, long groups,
                             T scale, int nt) {
     const long HW = H * W, L = aw ? W : H, N = B * (aw ? H : W), nb = (N + LB - 1) / LB, sp = aw ? 1 : W;
-    const long per = 2 * (d + dv) * L * LB + L * L * LB + LB + d * L * L * (NL + 1), nr = 2 * span - 1;
+    const long no = 2 * L - 1, nr = 2 * span - 1;   /* offsets j - i along the axis; the table's columns */
+    const long per = 2 * (d + dv) * L * LB + L * L * LB + LB + d * no * NL + d * L * L;
     #pragma omp parallel for num_threads(nt) schedule(dynamic)
     for (long task = 0; task < heads * groups; task++) {
         const long hd = task / groups, g = task % groups;
         T *GQp = scratch + THREAD * per, *GKp = GQp + d * L * LB;
         T *GOp = GKp + d * L * LB, *GVp = GOp + dv * L * LB, *G = GVp + dv * L * LB;
-        T *dot = G + L * L * LB, *gRv = dot + LB;           /* gRv: [e][i][j] vectors */
-        T *Rh = gRv + d * L * L * NL, *gr = g_rel + (g * heads + hd) * d * nr;
+        T *dot = G + L * L * LB, *gRo = dot + LB;           /* gRo: [e][offset + L - 1] vectors */
+        T *Rh = gRo + d * no * NL, *gr = g_rel + (g * heads + hd) * d * nr;
         runs_t rs;
         rtable_S(rel + hd * d * nr, Rh, d, L, span);
-        for (long x = 0; x < d * L * L * NL; x++) gRv[x] = 0;
+        for (long x = 0; x < d * no * NL; x++) gRo[x] = 0;
         for (long blk = g * nb / groups; blk < (g + 1) * nb / groups; blk++) {
             const T *A = attn + (hd * nb + blk) * L * L * LB;
             const T *Qp = packed + (hd * nb + blk) * (2 * d + dv) * L * LB, *Kp = Qp + d * L * LB, *Vp = Kp + d * L * LB;
@@ -454,23 +455,22 @@ void axial_lanes_backward_S(const T *restrict go, const T *restrict attn, const 
             for (long i = 0; i < L; i++)
                 bcast_S(d, L, G + i * L * LB, LB, Rh + i * L, 1, L * L, GQp + i * LB, L * LB);
             lgemm_S(d, L, L, Qp, L * LB, LB, G, L * LB, LB, GKp, L * LB, LB);
-            /* g_r[e][i][j] += sum over lines q[e][i] GS[i][j] */
+            /* g_r[e][j - i] += sum over lines q[e][i] GS[i][j]: row i's keys land on offsets 0 - i ... L - 1 - i */
             for (long i = 0; i < L; i++)
-                vreduce_S(d, L, Qp + i * LB, L * LB, G + i * L * LB, LB, gRv + i * L * NL, L * L * NL, NL);
+                vreduce_S(d, L, Qp + i * LB, L * LB, G + i * L * LB, LB, gRo + (L - 1 - i) * NL, no * NL, NL);
             unpack_S(GQp, g_q + hd * d * HW, d, heads * d, L, HW, sp, &rs, scale);
             unpack_S(GKp, g_k + hd * d * HW, d, heads * d, L, HW, sp, &rs, 1);
             unpack_S(GVp, g_v + hd * dv * HW, dv, heads * dv, L, HW, sp, &rs, 1);
         }
-        /* the lanes' sums, each (i, j) added to its clipped offset's column */
+        /* the lanes' sums, each offset added to its clipped column */
         for (long x = 0; x < d * nr; x++) gr[x] = 0;
         for (long e = 0; e < d; e++)
-            for (long i = 0; i < L; i++)
-                for (long j = 0; j < L; j++) {
-                    const T *v = gRv + ((e * L + i) * L + j) * NL;
-                    T s = 0;
-                    for (long t = 0; t < NL; t++) s += v[t];
-                    gr[e * nr + rel_column(i, j, span)] += s;
-                }
+            for (long o = 0; o < no; o++) {
+                const T *v = gRo + (e * no + o) * NL;
+                T s = 0;
+                for (long t = 0; t < NL; t++) s += v[t];
+                gr[e * nr + rel_column(L - 1, o, span)] += s;
+            }
     }
 }
 """
@@ -554,7 +554,7 @@ class AxialLanesFunction(torch.autograd.Function):
         g_v = torch.empty(B, dv, H, W, dtype=dtype)
         g_rel = torch.empty(groups, *rel.shape, dtype=dtype)
         nl = lb // VECTORS_PER_BLOCK
-        scratch = torch.empty(nt, 2 * (d + dvh) * L * lb + L * L * lb + lb + d * L * L * (nl + 1), dtype=dtype)
+        scratch = torch.empty(nt, 2 * (d + dvh) * L * lb + L * L * lb + lb + d * (2 * L - 1) * nl + d * L * L, dtype=dtype)
         getattr(lib, f"axial_lanes_backward_{sfx}")(go.data_ptr(), attn.data_ptr(), packed.data_ptr(),
                                                     rel.data_ptr(), g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(),
                                                     g_rel.data_ptr(), scratch.data_ptr(), B, heads, d, dvh, H, W,
