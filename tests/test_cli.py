@@ -189,3 +189,19 @@ def test_no_argument_search_is_the_embedded_itnas_default(tmp_path, capsys, monk
     assert embedded_default_applies(space=None, dataset=None, epochs=None, space_options=None, config=None)
     assert not embedded_default_applies(space="darts")
     assert not embedded_default_applies(epochs=3)
+
+
+def test_scores_table_shortens_long_rows_and_keeps_the_chosen_candidate():
+    """TrioNet's layers score 72 candidates: a row shows the highest scores, largest first, and
+    the chosen one even when its score is low, and says how many more are in scores.json."""
+    from attnas.cli.common import scores_table
+    cands = [f"op{i}" for i in range(72)]
+    scores = [i / 100 for i in range(72)]                       # op71 highest
+    out = scores_table({"layer:0": cands, "layer:1": cands[:3]}, {"layer:0": scores, "layer:1": [0.2, 0.5, 0.3]},
+                       {"layer:0": "op2", "layer:1": "op1"}, top=4, where="run/scores.json")
+    row0, row1 = out.splitlines()[2:]
+    shown = [c.split("=")[0] for c in row0.split()[1:] if "=" in c]
+    assert shown == ["op71", "op70", "op69", "op68", "op2"]     # top 4 by score, then the chosen one
+    assert "op2=0.020*" in row0 and "(+67 more in run/scores.json)" in row0
+    assert "op0=0.200   op1=0.500*  op2=0.300" in row1 and "more in" not in row1   # short rows unchanged
+    assert max(len(line) for line in out.splitlines()) < 200

@@ -99,20 +99,30 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str =
 
 
 def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],
-                 chosen: dict[str, str] | None = None, label: str = "candidate strengths") -> str:
+                 chosen: dict[str, str] | None = None, label: str = "candidate strengths",
+                 top: int = 8, where: str = "scores.json") -> str:
     """Per-choice-point scores of the candidates, headed by ``label`` (what the numbers are:
     strengths, softmax(alpha), sampling frequencies, ...); '*' marks the candidate the derived
     architecture ``chosen`` took there (not necessarily the largest number: single-path methods
     choose by evolution, and a cell rule may pick per node).  A choice point whose chosen
-    operation is not among the scored candidates (an edge left out) gets a note instead."""
+    operation is not among the scored candidates (an edge left out) gets a note instead.
+
+    A choice point with more than ``top`` candidates (TrioNet's layers have 72) shows its ``top``
+    highest scores, largest first, plus the chosen one where it is not among them, and says how
+    many more are in ``where``: a row stays readable in a terminal."""
     rows = []
     for key, cands in candidates.items():
         s = scores.get(key, [])
         pick = chosen.get(key) if chosen else None
-        cells = []
-        for c, v in zip(cands, s):
-            mark = "*" if pick == c else " "
-            cells.append(f"{c}={v:.3f}{mark}")
+        pairs = list(zip(cands, s))
+        shown = pairs
+        if len(pairs) > top:
+            shown = sorted(pairs, key=lambda cv: -cv[1])[:top]   # stable: ties keep the space's order
+            if pick is not None and pick in cands and all(c != pick for c, _ in shown):
+                shown.append(next(cv for cv in pairs if cv[0] == pick))
+        cells = [f"{c}={v:.3f}{'*' if pick == c else ' '}" for c, v in shown]
+        if len(shown) < len(pairs):
+            cells.append(f"(+{len(pairs) - len(shown)} more in {where})")
         if pick is not None and pick not in cands:
             cells.append(f"(chosen: {pick})")
         rows.append([key, "  ".join(cells)])

@@ -100,7 +100,8 @@ def print_result(result: dict[str, Any]) -> None:
     run_dir = Path(result["run_dir"])
     sc = json.loads((run_dir / SCORES).read_text())
     arch = json.loads((run_dir / ARCHITECTURE).read_text())
-    print(scores_table(sc["candidates"], sc["scores"], arch["choices"], sc.get("label", "candidate strengths")))
+    print(scores_table(sc["candidates"], sc["scores"], arch["choices"], sc.get("label", "candidate strengths"),
+                       where=str(run_dir / SCORES)))
     if sc.get("margins"):
         print()
         print(margins_table(sc["margins"]))
