@@ -100,7 +100,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str =
 
 def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],
                  chosen: dict[str, str] | None = None, label: str = "candidate strengths",
-                 top: int = 8, where: str = "scores.json") -> str:
+                 top: int = 5, where: str = "scores.json") -> str:
     """Per-choice-point scores of the candidates, headed by ``label`` (what the numbers are:
     strengths, softmax(alpha), sampling frequencies, ...); '*' marks the candidate the derived
     architecture ``chosen`` took there (not necessarily the largest number: single-path methods

@@ -101,7 +101,7 @@ def print_result(result: dict[str, Any]) -> None:
     sc = json.loads((run_dir / SCORES).read_text())
     arch = json.loads((run_dir / ARCHITECTURE).read_text())
     print(scores_table(sc["candidates"], sc["scores"], arch["choices"], sc.get("label", "candidate strengths"),
-                       where=str(run_dir / SCORES)))
+                       where=SCORES))   # in the run folder, printed below
     if sc.get("margins"):
         print()
         print(margins_table(sc["margins"]))
