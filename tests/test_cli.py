@@ -205,3 +205,15 @@ def test_scores_table_shortens_long_rows_and_keeps_the_chosen_candidate():
     assert "op2=0.020*" in row0 and "(+67 more in run/scores.json)" in row0
     assert "op0=0.200   op1=0.500*  op2=0.300" in row1 and "more in" not in row1   # short rows unchanged
     assert max(len(line) for line in out.splitlines()) < 200
+
+
+def test_scores_table_long_rows_with_nan_and_unscored_candidates():
+    """NaN scores sort last; a chosen candidate without a score (fewer scores than candidates)
+    is named, not looked up (it used to raise StopIteration)."""
+    import math
+
+    from attnas.cli.common import scores_table
+    cands = [f"o{i}" for i in range(8)]
+    row = scores_table({"x": cands}, {"x": [0.1, math.nan, 0.9, 0.3, 0.8, 0.7]}, {"x": "o7"}, top=3).splitlines()[2]
+    shown = [c.split("=")[0] for c in row.split()[1:] if "=" in c]
+    assert shown == ["o2", "o4", "o5"] and "(+3 more in scores.json)" in row and "(chosen: o7)" in row

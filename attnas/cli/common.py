@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any, Sequence
 
 
@@ -115,15 +116,17 @@ def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]
         s = scores.get(key, [])
         pick = chosen.get(key) if chosen else None
         pairs = list(zip(cands, s))
+        scored = dict(pairs)
         shown = pairs
-        if len(pairs) > top:
-            shown = sorted(pairs, key=lambda cv: -cv[1])[:top]   # stable: ties keep the space's order
-            if pick is not None and pick in cands and all(c != pick for c, _ in shown):
-                shown.append(next(cv for cv in pairs if cv[0] == pick))
+        if len(pairs) > max(top, 1):
+            # largest first, NaN last; the sort is stable: ties keep the space's order
+            shown = sorted(pairs, key=lambda cv: (math.isnan(cv[1]), -cv[1]))[:max(top, 1)]
+            if pick in scored and all(c != pick for c, _ in shown):
+                shown.append((pick, scored[pick]))
         cells = [f"{c}={v:.3f}{'*' if pick == c else ' '}" for c, v in shown]
         if len(shown) < len(pairs):
             cells.append(f"(+{len(pairs) - len(shown)} more in {where})")
-        if pick is not None and pick not in cands:
+        if pick is not None and pick not in scored:   # an edge left out, or a candidate without a score
             cells.append(f"(chosen: {pick})")
         rows.append([key, "  ".join(cells)])
     return table(["choice point", f"{label} (* = chosen)"], rows)
