@@ -198,7 +198,7 @@ def test_scores_table_shortens_long_rows_and_keeps_the_chosen_candidate():
     cands = [f"op{i}" for i in range(72)]
     scores = [i / 100 for i in range(72)]                       # op71 highest
     out = scores_table({"layer:0": cands, "layer:1": cands[:3]}, {"layer:0": scores, "layer:1": [0.2, 0.5, 0.3]},
-                       {"layer:0": "op2", "layer:1": "op1"}, top=4, where="run/scores.json")
+                       {"layer:0": "op2", "layer:1": "op1"}, top=4, full=3, where="run/scores.json")
     row0, row1 = out.splitlines()[2:]
     shown = [c.split("=")[0] for c in row0.split()[1:] if "=" in c]
     assert shown == ["op71", "op70", "op69", "op68", "op2"]     # top 4 by score, then the chosen one
@@ -214,6 +214,14 @@ def test_scores_table_long_rows_with_nan_and_unscored_candidates():
 
     from attnas.cli.common import scores_table
     cands = [f"o{i}" for i in range(8)]
-    row = scores_table({"x": cands}, {"x": [0.1, math.nan, 0.9, 0.3, 0.8, 0.7]}, {"x": "o7"}, top=3).splitlines()[2]
+    row = scores_table({"x": cands}, {"x": [0.1, math.nan, 0.9, 0.3, 0.8, 0.7]}, {"x": "o7"}, top=3, full=3).splitlines()[2]
     shown = [c.split("=")[0] for c in row.split()[1:] if "=" in c]
     assert shown == ["o2", "o4", "o5"] and "(+3 more in scores.json)" in row and "(chosen: o7)" in row
+
+
+def test_scores_table_shows_every_candidate_of_a_darts_or_nos_edge():
+    """Rows of up to 12 candidates (NOS's edges have 11) are shown whole, in the space's order."""
+    from attnas.cli.common import scores_table
+    cands = [f"o{i}" for i in range(11)]
+    row = scores_table({"e": cands}, {"e": [i / 10 for i in range(11)]}, {"e": "o3"}).splitlines()[2]
+    assert [c.split("=")[0] for c in row.split()[1:]] == cands and "more in" not in row

@@ -101,14 +101,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str =
 
 def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],
                  chosen: dict[str, str] | None = None, label: str = "candidate strengths",
-                 top: int = 5, where: str = "scores.json") -> str:
+                 top: int = 5, full: int = 12, where: str = "scores.json") -> str:
     """Per-choice-point scores of the candidates, headed by ``label`` (what the numbers are:
     strengths, softmax(alpha), sampling frequencies, ...); '*' marks the candidate the derived
     architecture ``chosen`` took there (not necessarily the largest number: single-path methods
     choose by evolution, and a cell rule may pick per node).  A choice point whose chosen
     operation is not among the scored candidates (an edge left out) gets a note instead.
 
-    A choice point with more than ``top`` candidates (TrioNet's layers have 72) shows its ``top``
+    A choice point with at most ``full`` candidates (NAS-Bench-201's 5, DARTS's 8, NOS's 11) shows
+    them all, in the space's order; one with more (TrioNet's layers have 72) shows its ``top``
     highest scores, largest first, plus the chosen one where it is not among them, and says how
     many more are in ``where``: a row stays readable in a terminal."""
     rows = []
@@ -118,7 +119,7 @@ def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]
         pairs = list(zip(cands, s))
         scored = dict(pairs)
         shown = pairs
-        if len(pairs) > max(top, 1):
+        if len(pairs) > max(full, top, 1):
             # largest first, NaN last; the sort is stable: ties keep the space's order
             shown = sorted(pairs, key=lambda cv: (math.isnan(cv[1]), -cv[1]))[:max(top, 1)]
             if pick in scored and all(c != pick for c, _ in shown):
