@@ -209,12 +209,13 @@ def test_scores_table_shortens_long_rows_and_keeps_the_chosen_candidate():
 
 def test_scores_table_long_rows_with_nan_and_unscored_candidates():
     """NaN scores sort last; a chosen candidate without a score (fewer scores than candidates)
-    is named, not looked up (it used to raise StopIteration)."""
+    is named in a note."""
     import math
 
     from attnas.cli.common import scores_table
     cands = [f"o{i}" for i in range(8)]
-    row = scores_table({"x": cands}, {"x": [0.1, math.nan, 0.9, 0.3, 0.8, 0.7]}, {"x": "o7"}, top=3, full=3).splitlines()[2]
+    row = scores_table({"x": cands}, {"x": [0.1, math.nan, 0.9, 0.3, 0.8, 0.7]}, {"x": "o7"},
+                       top=3, full=3).splitlines()[2]
     shown = [c.split("=")[0] for c in row.split()[1:] if "=" in c]
     assert shown == ["o2", "o4", "o5"] and "(+3 more in scores.json)" in row and "(chosen: o7)" in row
 

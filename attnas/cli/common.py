@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any, Sequence
 
+from attnas.run_dir import SCORES
+
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="digits (default, embedded), cifar10, cifar100, svhn, "
@@ -101,7 +103,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str =
 
 def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],
                  chosen: dict[str, str] | None = None, label: str = "candidate strengths",
-                 top: int = 5, full: int = 12, where: str = "scores.json") -> str:
+                 top: int = 5, full: int = 12, where: str = SCORES) -> str:
     """Per-choice-point scores of the candidates, headed by ``label`` (what the numbers are:
     strengths, softmax(alpha), sampling frequencies, ...); '*' marks the candidate the derived
     architecture ``chosen`` took there (not necessarily the largest number: single-path methods
@@ -112,6 +114,7 @@ def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]
     them all, in the space's order; one with more (TrioNet's layers have 72) shows its ``top``
     highest scores, largest first, plus the chosen one where it is not among them, and says how
     many more are in ``where``: a row stays readable in a terminal."""
+    top = max(top, 1)
     rows = []
     for key, cands in candidates.items():
         s = scores.get(key, [])
@@ -119,10 +122,10 @@ def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]
         pairs = list(zip(cands, s))
         scored = dict(pairs)
         shown = pairs
-        if len(pairs) > max(full, top, 1):
+        if len(pairs) > max(full, top):
             # largest first, NaN last; the sort is stable: ties keep the space's order
-            shown = sorted(pairs, key=lambda cv: (math.isnan(cv[1]), -cv[1]))[:max(top, 1)]
-            if pick in scored and all(c != pick for c, _ in shown):
+            shown = sorted(pairs, key=lambda cv: (math.isnan(cv[1]), -cv[1]))[:top]
+            if pick in scored and pick not in dict(shown):
                 shown.append((pick, scored[pick]))
         cells = [f"{c}={v:.3f}{'*' if pick == c else ' '}" for c, v in shown]
         if len(shown) < len(pairs):

@@ -100,8 +100,7 @@ def print_result(result: dict[str, Any]) -> None:
     run_dir = Path(result["run_dir"])
     sc = json.loads((run_dir / SCORES).read_text())
     arch = json.loads((run_dir / ARCHITECTURE).read_text())
-    print(scores_table(sc["candidates"], sc["scores"], arch["choices"], sc.get("label", "candidate strengths"),
-                       where=SCORES))   # in the run folder, printed below
+    print(scores_table(sc["candidates"], sc["scores"], arch["choices"], sc.get("label", "candidate strengths")))
     if sc.get("margins"):
         print()
         print(margins_table(sc["margins"]))

@@ -554,7 +554,8 @@ class AxialLanesFunction(torch.autograd.Function):
         g_v = torch.empty(B, dv, H, W, dtype=dtype)
         g_rel = torch.empty(groups, *rel.shape, dtype=dtype)
         nl = lb // VECTORS_PER_BLOCK
-        scratch = torch.empty(nt, 2 * (d + dvh) * L * lb + L * L * lb + lb + d * (2 * L - 1) * nl + d * L * L, dtype=dtype)
+        scratch = torch.empty(nt, 2 * (d + dvh) * L * lb + L * L * lb + lb + d * (2 * L - 1) * nl + d * L * L,
+                              dtype=dtype)
         getattr(lib, f"axial_lanes_backward_{sfx}")(go.data_ptr(), attn.data_ptr(), packed.data_ptr(),
                                                     rel.data_ptr(), g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(),
                                                     g_rel.data_ptr(), scratch.data_ptr(), B, heads, d, dvh, H, W,
