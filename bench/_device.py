@@ -8,6 +8,8 @@ error (exit 2), as in the CLI.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import resource
 import sys
 
@@ -53,4 +55,21 @@ def peak_memory(device) -> dict:
     if device.type == "cuda":
         import torch
         out["peak_device_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return out
+
+
+def machine(device) -> dict:
+    """What ran a measurement: the CPU's model name (``/proc/cpuinfo`` where there is one; this
+    project's VMs have been AMD and Intel on different days, and ratios between them differ) and
+    its logical CPUs, and on CUDA the GPU's name."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    out = {"cpu_model": name, "cpus": os.cpu_count()}
+    if device.type == "cuda":
+        import torch
+        out["gpu"] = torch.cuda.get_device_name(device)
     return out

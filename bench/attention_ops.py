@@ -40,13 +40,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
-from _device import add_device_argument, allocator, resolve, sync
+from _device import add_device_argument, allocator, machine, resolve, sync
 
 
 def shapes(quick: bool) -> list[dict]:
@@ -163,7 +162,7 @@ def run(args, dev) -> dict:
     return {"command": " ".join([os.path.basename(sys.executable)] + sys.argv), "device": str(dev),
             "threads": args.threads, "rounds": args.rounds, "cpu_pool": args.cpu_pool and not cuda,
             "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+            **machine(dev), "load_avg": os.getloadavg(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "kernel_cold_build_s": build_s, "rows": rows}
 
 

@@ -35,7 +35,7 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
             threads: int, method_options: dict | None = None, device: str = "cpu", pool: bool = True) -> dict:
     import torch
 
-    from _device import allocator, peak_memory, resolve, sync
+    from _device import allocator, machine, peak_memory, resolve, sync
 
     from attnas.spaces.registry import get_space
     from attnas.training.step import search_step
@@ -66,7 +66,7 @@ def measure(space_name: str, method: str, space_options: dict, batch: int, steps
             "device": str(dev), "median_s_per_step": round(statistics.median(times), 3),
             "min_s": round(min(times), 3), "max_s": round(max(times), 3),
             **peak_memory(dev), "cpu_pool": pooled, "steps": steps, "warmup": warmup,
-            "torch": torch.__version__}
+            "torch": torch.__version__, **machine(dev)}
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
            device: str = "cpu") -> dict:
     import torch
 
-    from _device import allocator, peak_memory, resolve, sync
+    from _device import allocator, machine, peak_memory, resolve, sync
 
     from attnas.arch import Architecture
     from attnas.ops import cpu_pool
@@ -106,7 +106,8 @@ def worker(config: str, threads: int, steps: int, warmup: int, batch: int, image
             "steps": steps, "wall_s_mean": statistics.mean(walls), "wall_s_median": statistics.median(walls),
             "cpu_s_mean": statistics.mean(cpus), **peak_memory(dev), "rss_after_build_gb": rss0,
             "path_mmacs_mean": statistics.mean(flops) / 1e6, "cpu_pool": pooled,
-            "pool_fresh_gb": pool_stats.get("fresh", 0) / 2**30, "pool_moved_gb": pool_stats.get("moved", 0) / 2**30}
+            "pool_fresh_gb": pool_stats.get("fresh", 0) / 2**30, "pool_moved_gb": pool_stats.get("moved", 0) / 2**30,
+            **machine(dev)}
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ import sys
 import time
 from pathlib import Path
 
-from _device import add_device_argument, allocator, resolve, sync
+from _device import add_device_argument, allocator, machine, resolve, sync
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -245,7 +245,7 @@ def main() -> None:
                               a.cpu_pool)
         print(json.dumps(row), file=sys.stderr, flush=True)
         rows.append(row)
-    out = {"device": str(dev), "peak_conv": peak, "settings": rows}
+    out = {"device": str(dev), **machine(dev), "peak_conv": peak, "settings": rows}
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))

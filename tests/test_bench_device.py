@@ -1,6 +1,7 @@
 """The benchmark scripts' ``--device`` option (issue 19: every setting runnable on a GPU)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def test_benchmarks_take_a_device(script):
                               '{"C": 4, "N": 1}', "--batch", "4", "--steps", "1", "--warmup", "0",
                               "--threads", "1", "--device", "cpu"], capture_output=True, text=True, check=True)
         assert '"device": "cpu"' in out.stdout
+        row = json.loads(out.stdout.strip().splitlines()[-1])  # and what ran it: the CPU's model name
+        assert isinstance(row["cpu_model"], str) and row["cpu_model"] and row["cpus"] >= 1
     if torch.cuda.is_available():
         return
     proc = subprocess.run([sys.executable, str(bench), *REQUIRED_ARGS.get(script, []), "--device", "cuda"],
