@@ -226,3 +226,37 @@ def test_scores_table_shows_every_candidate_of_a_darts_or_nos_edge():
     cands = [f"o{i}" for i in range(11)]
     row = scores_table({"e": cands}, {"e": [i / 10 for i in range(11)]}, {"e": "o3"}).splitlines()[2]
     assert [c.split("=")[0] for c in row.split()[1:]] == cands and "more in" not in row
+
+
+def test_architecture_cell_summarises_long_choices_and_keeps_native_strings():
+    """The search summary's architecture cell: a native string (a genotype) whole, short choices as
+    JSON, and choices whose JSON is too wide (a NOS cell's 36 edges) as operation counts, most
+    frequent first, that fit the width and name the file that holds them all."""
+    from attnas.cli.common import architecture_cell
+    genotype = "Genotype(normal=[('sep_conv_3x3', 0)] * 8, ...)" * 4
+    assert architecture_cell(genotype) == genotype
+    assert architecture_cell({"e0": "conv", "e1": "skip"}) == '{"e0": "conv", "e1": "skip"}'
+    ops = ["none"] * 12 + ["max_pool_3x3"] * 8 + [f"op{i}" for i in range(16)]
+    choices = {f"normal:{i}": op for i, op in enumerate(ops)}
+    cell = architecture_cell(choices, where="run/architecture.json", width=110)
+    assert cell.startswith("36 choices: none x12, max_pool_3x3 x8, op0 x1")
+    assert cell.endswith("other operations (all in run/architecture.json)") and len(cell) <= 110
+    shown = cell.split(": ", 1)[1].split(", +")[0].split(", ")
+    others = int(cell.split(", +")[1].split()[0])
+    assert len(shown) + others == 18  # every operation is either named or counted
+    wide = architecture_cell(choices, width=300)   # the JSON is wider; every count fits
+    assert "other operations" not in wide and wide.count(" x") == 18
+
+
+def test_search_summary_of_a_nos_cell_stays_narrow(tmp_path, capsys):
+    """A NOS search (no native string: 36 choices) printed its architecture as JSON, and every
+    row of the summary table was padded to its width (over 1,000 characters)."""
+    code, out, _ = run_cli(["search", "--space", "nos", "--method", "nos", "--space-options",
+                            '{"C": 2, "layers": 3}', "--dataset", "synthetic:3,8,4,8,4", "--epochs", "1",
+                            "--batch-size", "4", "--out", str(tmp_path / "s"), "--quiet", "--json"], capsys)
+    assert code == 0
+    lines = out.strip().splitlines()[:-1]   # the last line is the JSON result
+    arch_row = next(ln for ln in lines if ln.startswith("architecture"))
+    assert "36 choices: " in arch_row and "architecture.json" in arch_row
+    assert max(len(ln) for ln in lines) <= 300   # the widest rows: 11 candidates' scores per edge
+    assert all(ln == ln.rstrip() for ln in lines)

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any, Sequence
 
-from attnas.run_dir import SCORES
+from attnas.run_dir import ARCHITECTURE, SCORES
 
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
@@ -97,8 +97,36 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str =
               for i, h in enumerate(headers)]
     line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
     sep = "  ".join("-" * w for w in widths)
-    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    return "\n".join([line, sep, *body])
+    body = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join([line.rstrip(), sep, *body])
+
+
+def architecture_cell(arch: str | dict[str, str], where: str = ARCHITECTURE, width: int = 110) -> str:
+    """An architecture for a terminal table.  A native string (NAS-Bench-201's, a DARTS genotype)
+    is shown whole: it is what a researcher copies.  Choices without one are shown as JSON where
+    that fits in ``width`` characters; else as how often each operation was chosen, most frequent
+    first, as many as fit, and the file ``where`` that holds them all (a NOS cell has 36 choice
+    points, a TrioNet network 14-16 layers of long candidate names)."""
+    if isinstance(arch, str):
+        return arch
+    text = json.dumps(arch)
+    if len(text) <= width:
+        return text
+    counts: dict[str, int] = {}
+    for op in arch.values():
+        counts[str(op)] = counts.get(str(op), 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep the first-chosen order
+    head, tail = f"{len(arch)} choices: ", f" (all in {where})"
+    shown: list[str] = []
+    for op, n in ranked:
+        more = len(ranked) - len(shown) - 1
+        item = f"{op} x{n}"
+        rest = f", +{more} other operations" if more else ""
+        if shown and len(head) + len(", ".join(shown + [item])) + len(rest) + len(tail) > width:
+            break
+        shown.append(item)
+    more = len(ranked) - len(shown)
+    return head + ", ".join(shown) + (f", +{more} other operations" if more else "") + tail
 
 
 def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],

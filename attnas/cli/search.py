@@ -6,8 +6,9 @@ import sys
 from typing import Any
 
 from attnas.run_dir import ARCHITECTURE, SCORES
-from attnas.cli.common import (add_data_flags, add_tensorboard_flag, is_main_process, margin_warnings,
-                               margins_table, parse_json_option, refuse_with_resume, scores_table, table)
+from attnas.cli.common import (add_data_flags, add_tensorboard_flag, architecture_cell, is_main_process,
+                               margin_warnings, margins_table, parse_json_option, refuse_with_resume, scores_table,
+                               table)
 from attnas.cli.main import add_json_flag
 from attnas.config import EMBEDDED_DEFAULT, SearchConfig, embedded_default_applies, make_config
 
@@ -108,7 +109,7 @@ def print_result(result: dict[str, Any]) -> None:
             print(line, file=sys.stderr)
     print()
     rows = [["run folder", result["run_dir"]], ["space / method", f"{result['space']} / {result['method']}"],
-            ["architecture", arch.get("native") or json.dumps(arch["choices"])],
+            ["architecture", architecture_cell(arch.get("native") or arch["choices"])],
             ["supernet valid acc", result.get("valid_acc")],
             ["search time (s)", result.get("search_time_s")]]
     if result.get("selection_time_s"):  # included in the search time
