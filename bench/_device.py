@@ -61,14 +61,16 @@ def peak_memory(device) -> dict:
 def machine(device) -> dict:
     """What ran a measurement: the CPU's model name (``/proc/cpuinfo`` where there is one; this
     project's VMs have been AMD and Intel on different days, and ratios between them differ) and
-    its logical CPUs, and on CUDA the GPU's name."""
-    name = platform.processor() or platform.machine()
+    the logical CPUs this process may run on, and on CUDA the GPU's name."""
+    name = platform.processor() or platform.machine() or "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
-    except OSError:
+            found = next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), "")
+        name = found or name
+    except (OSError, ValueError):  # no /proc (macOS), unreadable or undecodable
         pass
-    out = {"cpu_model": name, "cpus": os.cpu_count()}
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out = {"cpu_model": name, "cpus": usable or 1}
     if device.type == "cuda":
         import torch
         out["gpu"] = torch.cuda.get_device_name(device)

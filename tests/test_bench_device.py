@@ -36,3 +36,37 @@ def test_benchmarks_take_a_device(script):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "attnas: error: --device cuda: this PyTorch sees no CUDA device"]
+
+
+def test_machine_reads_the_cpu_model_and_falls_back(monkeypatch):
+    """``machine()`` takes the model name from /proc/cpuinfo, and falls back to the platform's
+    name where there is none (ARM's cpuinfo, macOS without /proc) or the line is empty."""
+    import builtins
+    import io
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from _device import machine
+    finally:
+        sys.path.pop(0)
+    real_open = builtins.open
+    texts = {"x86": "processor\t: 0\nmodel name\t: Example CPU 9000 @ 3.0GHz\nflags\t: avx\n",
+             "arm": "processor\t: 0\nBogoMIPS\t: 50.00\nCPU part\t: 0xd0c\n", "empty": "model name\t:\n"}
+
+    def fake(text):
+        return lambda path, *a, **k: io.StringIO(text) if path == "/proc/cpuinfo" else real_open(path, *a, **k)
+
+    monkeypatch.setattr("platform.processor", lambda: "")
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(builtins, "open", fake(texts["x86"]))
+    assert machine(cpu)["cpu_model"] == "Example CPU 9000 @ 3.0GHz"
+    for kind in ("arm", "empty"):
+        monkeypatch.setattr(builtins, "open", fake(texts[kind]))
+        assert machine(cpu)["cpu_model"] == "aarch64"
+
+    def missing(path, *a, **k):
+        raise FileNotFoundError(path)
+    monkeypatch.setattr(builtins, "open", missing)
+    out = machine(cpu)
+    assert out["cpu_model"] == "aarch64" and out["cpus"] >= 1 and "gpu" not in out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -236,16 +237,18 @@ def test_architecture_cell_summarises_long_choices_and_keeps_native_strings():
     genotype = "Genotype(normal=[('sep_conv_3x3', 0)] * 8, ...)" * 4
     assert architecture_cell(genotype) == genotype
     assert architecture_cell({"e0": "conv", "e1": "skip"}) == '{"e0": "conv", "e1": "skip"}'
-    ops = ["none"] * 12 + ["max_pool_3x3"] * 8 + [f"op{i}" for i in range(16)]
+    ops = ["none"] * 12 + ["max_pool_3x3"] * 8 + [f"{chr(ord('z') - i)}_op" for i in range(16)]
     choices = {f"normal:{i}": op for i, op in enumerate(ops)}
     cell = architecture_cell(choices, where="run/architecture.json", width=110)
-    assert cell.startswith("36 choices: none x12, max_pool_3x3 x8, op0 x1")
+    assert cell.startswith("36 choices: none x12, max_pool_3x3 x8, z_op x1, y_op x1")  # ties: first chosen first
     assert cell.endswith("other operations (all in run/architecture.json)") and len(cell) <= 110
     shown = cell.split(": ", 1)[1].split(", +")[0].split(", ")
     others = int(cell.split(", +")[1].split()[0])
     assert len(shown) + others == 18  # every operation is either named or counted
     wide = architecture_cell(choices, width=300)   # the JSON is wider; every count fits
-    assert "other operations" not in wide and wide.count(" x") == 18
+    assert "other operation" not in wide and len(re.findall(r" x\d+", wide)) == 18
+    two = architecture_cell({f"edge{i}": "sep_conv_3x3" if i else "skip_connect" for i in range(12)}, width=60)
+    assert two == "12 choices: sep_conv_3x3 x11, +1 other operation (all in architecture.json)"
 
 
 def test_search_summary_of_a_nos_cell_stays_narrow(tmp_path, capsys):

@@ -105,8 +105,8 @@ def architecture_cell(arch: str | dict[str, str], where: str = ARCHITECTURE, wid
     """An architecture for a terminal table.  A native string (NAS-Bench-201's, a DARTS genotype)
     is shown whole: it is what a researcher copies.  Choices without one are shown as JSON where
     that fits in ``width`` characters; else as how often each operation was chosen, most frequent
-    first, as many as fit, and the file ``where`` that holds them all (a NOS cell has 36 choice
-    points, a TrioNet network 14-16 layers of long candidate names)."""
+    first, as many as fit (the first always), and the file ``where`` that holds them all (a NOS
+    cell has 36 choice points, a TrioNet network 14-16 layers of long candidate names)."""
     if isinstance(arch, str):
         return arch
     text = json.dumps(arch)
@@ -118,15 +118,16 @@ def architecture_cell(arch: str | dict[str, str], where: str = ARCHITECTURE, wid
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep the first-chosen order
     head, tail = f"{len(arch)} choices: ", f" (all in {where})"
     shown: list[str] = []
+    def others(n: int) -> str:
+        return f", +{n} other operation{'s' if n > 1 else ''}" if n else ""
+
     for op, n in ranked:
-        more = len(ranked) - len(shown) - 1
         item = f"{op} x{n}"
-        rest = f", +{more} other operations" if more else ""
+        rest = others(len(ranked) - len(shown) - 1)
         if shown and len(head) + len(", ".join(shown + [item])) + len(rest) + len(tail) > width:
             break
         shown.append(item)
-    more = len(ranked) - len(shown)
-    return head + ", ".join(shown) + (f", +{more} other operations" if more else "") + tail
+    return head + ", ".join(shown) + others(len(ranked) - len(shown)) + tail
 
 
 def scores_table(candidates: dict[str, list[str]], scores: dict[str, list[float]],

@@ -12,12 +12,10 @@ the supernet and the data); the result is the one-process result.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from attnas.cli.common import architecture_cell, is_main_process, parse_json_option, table
 from attnas.cli.main import add_json_flag
-from attnas.run_dir import ARCHITECTURE
 
 EVOLUTION_FLAGS = ("population", "generations", "top_k", "mutations", "crossovers", "mutation_prob",
                    "bn_images", "eval_images")
@@ -61,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      progress=not args.quiet, device=args.device)
     if not is_main_process():  # torchrun: rank 0 reports
         return None
-    rows = [["architecture", architecture_cell(res["architecture"], str(Path(res["out"]) / ARCHITECTURE))],
+    rows = [["architecture", architecture_cell(res["architecture"])],   # the file: in "output" below
             ["supernet valid acc", res["supernet_val_acc"]], ["FLOPs (2 x MACs)", res["flops"]],
             ["MACs", res.get("macs")], ["params", res["params"]],
             ["budgets (FLOPs / MACs / params)",
