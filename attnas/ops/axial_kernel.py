@@ -376,6 +376,13 @@ static void block_runs_S(runs_t *rs, long blk, long N, long H, long W, long aw) 
 
 long axial_lanes_block_S(void) { return LB; }
 
+/* scratch elements per thread of the forward and backward passes (the Python side allocates
+   threads x this; the passes below carve it up in the same order) */
+long axial_lanes_forward_scratch_S(long d, long dv, long L) { return dv * L * LB + 2 * LB + d * L * L; }
+long axial_lanes_backward_scratch_S(long d, long dv, long L) {
+    return 2 * (d + dv) * L * LB + L * L * LB + LB + d * (2 * L - 1) * NL + d * L * L;
+}
+
 /* one head's d x L x L table of relative terms, R[e][i][j] = rel[e][rel_column(i, j, span)],
    from rel (heads d, 2 span - 1) */
 static void rtable_S(const T *restrict rel, T *restrict R, long d, long L, long span) {
@@ -388,7 +395,7 @@ static void rtable_S(const T *restrict rel, T *restrict R, long d, long L, long 
    keep: attn (heads, nb, L, L, LB) and packed (heads, nb, 2 d + dv, L, LB), each block's
    attention weights and q, k, v in the lanes' order, kept for the backward pass; else (no
    backward pass) one block of each per thread.  Tasks = (head, group of blocks); scratch per
-   thread dv L LB + 2 LB + d L L. */
+   thread axial_lanes_forward_scratch_S. */
 void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *restrict rel, const T *restrict v,
                            T *restrict attn, T *restrict packed, T *restrict out, T *restrict scratch,
                            long B, long heads, long d, long dv, long H, long W, long aw, long span, long groups,
@@ -397,7 +404,7 @@ void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *re
     #pragma omp parallel for num_threads(nt) schedule(dynamic)
     for (long task = 0; task < heads * groups; task++) {
         const long hd = task / groups, g = task % groups;
-        T *Op = scratch + THREAD * (dv * L * LB + 2 * LB + d * L * L), *mx = Op + dv * L * LB, *sum = mx + LB;
+        T *Op = scratch + THREAD * axial_lanes_forward_scratch_S(d, dv, L), *mx = Op + dv * L * LB, *sum = mx + LB;
         T *Rh = sum + LB;
         runs_t rs;
         rtable_S(rel + hd * d * (2 * span - 1), Rh, d, L, span);
@@ -422,7 +429,7 @@ void axial_lanes_forward_S(const T *restrict q, const T *restrict k, const T *re
 }
 
 /* packed, attn: the forward's; g_q is scaled by scale when written; g_rel (groups, heads d, 2 span - 1):
-   per group of blocks, summed by the caller.  Scratch per thread 2 (d + dv) L LB + L L LB + LB + d (2 L - 1) NL + d L L. */
+   per group of blocks, summed by the caller.  Scratch per thread axial_lanes_backward_scratch_S. */
 void axial_lanes_backward_S(const T *restrict go, const T *restrict attn, const T *restrict packed,
                             const T *restrict rel, T *restrict g_q, T *restrict g_k,
                             T *restrict g_v, T *restrict g_rel, T *restrict scratch,
@@ -430,7 +437,7 @@ void axial_lanes_backward_S(const T *restrict go, const T *restrict attn, const 
                             T scale, int nt) {
     const long HW = H * W, L = aw ? W : H, N = B * (aw ? H : W), nb = (N + LB - 1) / LB, sp = aw ? 1 : W;
     const long no = 2 * L - 1, nr = 2 * span - 1;   /* offsets j - i along the axis; the table's columns */
-    const long per = 2 * (d + dv) * L * LB + L * L * LB + LB + d * no * NL + d * L * L;
+    const long per = axial_lanes_backward_scratch_S(d, dv, L);
     #pragma omp parallel for num_threads(nt) schedule(dynamic)
     for (long task = 0; task < heads * groups; task++) {
         const long hd = task / groups, g = task % groups;
@@ -480,6 +487,9 @@ def _declare(lib: ctypes.CDLL) -> None:
     P, L, I = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
     for (_, suffix), scale in zip(_DTYPES.values(), (ctypes.c_float, ctypes.c_double)):
         getattr(lib, f"axial_lanes_block_{suffix}").restype = L
+        for which in ("forward", "backward"):
+            fn = getattr(lib, f"axial_lanes_{which}_scratch_{suffix}")
+            fn.argtypes, fn.restype = [L] * 3, L
         getattr(lib, f"axial_lanes_forward_{suffix}").argtypes = [P] * 8 + [L] * 10 + [scale, I]
         getattr(lib, f"axial_lanes_backward_{suffix}").argtypes = [P] * 9 + [L] * 9 + [scale, I]
 
@@ -528,7 +538,7 @@ class AxialLanesFunction(torch.autograd.Function):
         attn = torch.empty(*slots, L * L * lb, dtype=q.dtype)
         packed = torch.empty(*slots, (2 * d + dvh) * L * lb, dtype=q.dtype)
         out = torch.empty(B, dv, H, W, dtype=q.dtype)
-        scratch = torch.empty(nt, dvh * L * lb + 2 * lb + d * L * L, dtype=q.dtype)
+        scratch = torch.empty(nt, getattr(lib, f"axial_lanes_forward_scratch_{sfx}")(d, dvh, L), dtype=q.dtype)
         getattr(lib, f"axial_lanes_forward_{sfx}")(q.data_ptr(), k.data_ptr(), rel.data_ptr(), v.data_ptr(),
                                                    attn.data_ptr(), packed.data_ptr(), out.data_ptr(),
                                                    scratch.data_ptr(), B, heads, d, dvh, H, W, int(axis == "w"),
@@ -553,9 +563,7 @@ class AxialLanesFunction(torch.autograd.Function):
         g_q, g_k = (torch.empty(B, dq, H, W, dtype=dtype) for _ in range(2))
         g_v = torch.empty(B, dv, H, W, dtype=dtype)
         g_rel = torch.empty(groups, *rel.shape, dtype=dtype)
-        nl = lb // VECTORS_PER_BLOCK
-        scratch = torch.empty(nt, 2 * (d + dvh) * L * lb + L * L * lb + lb + d * (2 * L - 1) * nl + d * L * L,
-                              dtype=dtype)
+        scratch = torch.empty(nt, getattr(lib, f"axial_lanes_backward_scratch_{sfx}")(d, dvh, L), dtype=dtype)
         getattr(lib, f"axial_lanes_backward_{sfx}")(go.data_ptr(), attn.data_ptr(), packed.data_ptr(),
                                                     rel.data_ptr(), g_q.data_ptr(), g_k.data_ptr(), g_v.data_ptr(),
                                                     g_rel.data_ptr(), scratch.data_ptr(), B, heads, d, dvh, H, W,
