@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections import Counter
 from typing import Any, Sequence
 
 from attnas.run_dir import ARCHITECTURE, SCORES
@@ -112,15 +113,12 @@ def architecture_cell(arch: str | dict[str, str], where: str = ARCHITECTURE, wid
     text = json.dumps(arch)
     if len(text) <= width:
         return text
-    counts: dict[str, int] = {}
-    for op in arch.values():
-        counts[str(op)] = counts.get(str(op), 0) + 1
-    ranked = sorted(counts.items(), key=lambda kv: -kv[1])  # stable: ties keep the first-chosen order
-    head, tail = f"{len(arch)} choices: ", f" (all in {where})"
-    shown: list[str] = []
     def others(n: int) -> str:
         return f", +{n} other operation{'s' if n > 1 else ''}" if n else ""
 
+    ranked = Counter(map(str, arch.values())).most_common()  # ties keep the first-chosen order
+    head, tail = f"{len(arch)} choices: ", f" (all in {where})"
+    shown: list[str] = []
     for op, n in ranked:
         item = f"{op} x{n}"
         rest = others(len(ranked) - len(shown) - 1)
